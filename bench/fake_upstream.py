@@ -1,0 +1,262 @@
+"""Timestamped fake OpenAI-compatible upstream on gevent raw sockets.
+
+Each streamed delta carries ``<ts:NS>``, its send time on the system-wide
+CLOCK_MONOTONIC (``time.monotonic_ns``), so a client on the same machine
+measures one-way per-chunk latency through any relay. Raw sockets and
+StreamServer keep the per-stream cost tiny, so it can hold 5,000+ streams.
+
+Stream shape comes from the last user message, e.g.
+``bench n=50 iv=200 jit=0 sid=t1-17 pad=0`` (n chunks, interval ms, extra
+uniform jitter ms, stream id, padding chars). ``GET /_stats`` returns
+counters and early-close events (when a peer went away mid-stream);
+``POST /_reset`` clears them.
+"""
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import resource  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.socket  # noqa: E402
+from gevent.server import StreamServer  # noqa: E402
+
+DEFAULTS = {"n": 10, "iv": 200, "jit": 0, "pad": 0}
+STATS: dict[str, Any] = {}
+CLOSES: list[dict[str, Any]] = []
+_CHUNK = (
+    'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,'
+    '"model":"bench","choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\n\n'
+)
+_ROLE = (
+    'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,'
+    '"model":"bench","choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+    '"finish_reason":null}]}\n\n'
+)
+_STOP = (
+    'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,'
+    '"model":"bench","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    "data: [DONE]\n\n"
+)
+
+
+def reset_stats() -> None:
+    STATS.clear()
+    STATS.update(active=0, peak_active=0, started=0, completed=0, early_closed=0,
+                 send_errors=0, requests=0, connections=0, open_connections=0)
+    CLOSES.clear()
+
+
+def parse_directive(text: str) -> dict[str, Any]:
+    """Read ``key=value`` words of the directive; unknown words are ignored."""
+    out: dict[str, Any] = dict(DEFAULTS)
+    out["sid"] = ""
+    for word in text.split():
+        k, sep, v = word.partition("=")
+        if not sep:
+            continue
+        if k == "sid":
+            out["sid"] = v
+        elif k in DEFAULTS:
+            try:
+                out[k] = int(float(v))
+            except ValueError:
+                pass
+    return out
+
+
+def _frame(payload: str) -> bytes:
+    b = payload.encode()
+    return b"%x\r\n%s\r\n" % (len(b), b)
+
+
+def _read_request(sock: socket.socket, buf: bytes) -> tuple[str, str, dict[str, str], bytes, bytes] | None:
+    """Read one request; return (method, path, headers, body, leftover) or None on EOF."""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            return None
+        buf += data
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path = lines[0].split(" ")[:2]
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = b""
+        while True:
+            while b"\r\n" not in buf:
+                buf += sock.recv(65536) or _eof()
+            size_s, _, buf = buf.partition(b"\r\n")
+            size = int(size_s.split(b";")[0], 16)
+            while len(buf) < size + 2:
+                buf += sock.recv(65536) or _eof()
+            body += buf[:size]
+            buf = buf[size + 2:]
+            if size == 0:
+                break
+    else:
+        n = int(headers.get("content-length", "0"))
+        while len(buf) < n:
+            buf += sock.recv(65536) or _eof()
+        body, buf = buf[:n], buf[n:]
+    return method, path, headers, body, buf
+
+
+def _eof() -> bytes:
+    raise ConnectionError("eof in request")
+
+
+def _simple(sock: socket.socket, status: str, obj: Any) -> None:
+    body = json.dumps(obj).encode()
+    sock.sendall(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                 % (status.encode(), len(body), body))
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    for m in reversed(body.get("messages") or []):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, list):  # content parts
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return str(c or "")
+    return ""
+
+
+def _peer_gone(sock: socket.socket, deadline: float) -> bool:
+    """Wait until ``deadline`` (monotonic s); True if the peer closed meanwhile.
+
+    Watching the socket between chunks lets us timestamp a relay's close the
+    moment it happens instead of at our next send.
+    """
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            gevent.socket.wait_read(sock.fileno(), timeout=remaining, timeout_exc=TimeoutError)
+        except TimeoutError:
+            return False
+        try:
+            with gevent.Timeout(0.05, TimeoutError):
+                if sock.recv(4096) == b"":  # unexpected data is dropped
+                    return True
+        except TimeoutError:
+            continue  # TLS record without application data
+        except OSError:
+            return True
+
+
+def _stream(sock: socket.socket, d: dict[str, Any]) -> bool:
+    """Send one streamed completion; return False if the peer went away."""
+    STATS["started"] += 1
+    STATS["active"] += 1
+    STATS["peak_active"] = max(STATS["peak_active"], STATS["active"])
+    sent = 0
+    last = time.monotonic_ns()
+    pad = "x" * d["pad"]
+    try:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n" + _frame(_ROLE))
+        start = time.monotonic()
+        due = start
+        for i in range(d["n"]):
+            if i:
+                due += (d["iv"] + (random.uniform(0, d["jit"]) if d["jit"] else 0)) / 1000.0
+                if _peer_gone(sock, due):
+                    _record_close(d, sent, last)
+                    return False
+            last = time.monotonic_ns()
+            sock.sendall(_frame(_CHUNK % ("<ts:%d>%s" % (last, pad))))
+            sent += 1
+        sock.sendall(_frame(_STOP) + b"0\r\n\r\n")
+        STATS["completed"] += 1
+        return True
+    except OSError:
+        STATS["send_errors"] += 1
+        _record_close(d, sent, last)
+        return False
+    finally:
+        STATS["active"] -= 1
+
+
+def _record_close(d: dict[str, Any], sent: int, last: int) -> None:
+    STATS["early_closed"] += 1
+    if len(CLOSES) < 100000:
+        CLOSES.append({"sid": d["sid"], "t_seen_ns": time.monotonic_ns(), "t_last_send_ns": last,
+                       "chunks_sent": sent})
+
+
+def handle(sock: socket.socket, addr: Any) -> None:
+    STATS["connections"] += 1
+    STATS["open_connections"] += 1
+    buf = b""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            req = _read_request(sock, buf)
+            if req is None:
+                return
+            method, path, headers, body, buf = req
+            STATS["requests"] += 1
+            if path.startswith("/_stats"):
+                _simple(sock, "200 OK", {"stats": STATS, "closes": CLOSES})
+            elif path.startswith("/_reset"):
+                reset_stats()
+                _simple(sock, "200 OK", {"ok": True})
+            elif path.rstrip("/").endswith("/models"):
+                _simple(sock, "200 OK", {"object": "list", "data": [{"id": "bench", "object": "model"}]})
+            elif path.split("?")[0].endswith("/chat/completions") and method == "POST":
+                obj = json.loads(body or b"{}")
+                d = parse_directive(_last_user(obj))
+                if not obj.get("stream"):
+                    _simple(sock, "200 OK", {"id": "x", "object": "chat.completion", "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})
+                elif not _stream(sock, d):
+                    return
+            else:
+                _simple(sock, "404 Not Found", {"error": {"message": "not found"}})
+            if headers.get("connection", "").lower() == "close":
+                return
+    except (OSError, ConnectionError, ValueError):
+        return
+    finally:
+        STATS["open_connections"] -= 1
+        sock.close()
+
+
+def raise_nofile() -> None:
+    """Lift RLIMIT_NOFILE to the hard limit: 5,000 streams need >10k fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=9100)
+    ap.add_argument("--certfile")
+    ap.add_argument("--keyfile")
+    args = ap.parse_args(argv)
+    raise_nofile()
+    reset_stats()
+    ssl_args = {"certfile": args.certfile, "keyfile": args.keyfile} if args.certfile else {}
+    server = StreamServer((args.host, args.port), handle, backlog=4096, **ssl_args)
+    server.max_accept = 1000
+    print(f"fake upstream on {args.host}:{args.port} tls={bool(ssl_args)}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""gevent raw-socket SSE load client for the relay and the direct path.
+
+One process holds thousands of streams with no HTTP library in the hot path.
+It speaks two wire formats: ``bupple`` (the relay's ``data: {"type":...}``
+events) and ``openai`` (raw ``chat.completion.chunk`` + ``[DONE]``, used for
+the direct path and OpenAI-format peers). Every chunk's ``<ts:NS>`` marker
+is subtracted from the receive time to give one-way latency.
+
+Uses gevent sockets explicitly (no monkey patching) so tests can call
+:func:`run_job` in-process. CLI: ``python -m bench.loadclient JOB.json OUT.json``.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gevent
+from gevent import socket as gsocket
+
+from bench.sse import ChunkedDecoder, ProtocolError, SSEParser, interpret, parse_head
+
+
+@dataclass
+class Target:
+    """Where streams go and which wire format comes back."""
+
+    host: str
+    port: int
+    fmt: str = "bupple"  # or "openai"
+    path: str = "/api/stream"
+    model: str | None = None
+
+
+@dataclass
+class StreamResult:
+    sid: str
+    ok: bool = False
+    status: int = 0
+    err: str | None = None
+    t_start: int = 0
+    t_first_byte: int = 0
+    t_first_chunk: int = 0
+    t_end: int = 0
+    t_close: int = 0  # set when we hung up early on purpose
+    chunks: int = 0
+    pings: int = 0
+    done: bool = False
+    conv: str | None = None
+    lat_ns: list[int] = field(default_factory=list)
+
+
+def build_request(t: Target, message: str, conv: str | None = None) -> bytes:
+    """HTTP/1.1 POST for either format; the directive rides in the user message."""
+    if t.fmt == "openai":
+        body: dict[str, Any] = {"model": t.model or "bench", "stream": True,
+                                "messages": [{"role": "user", "content": message}]}
+    else:
+        body = {"message": message}
+        if conv:
+            body["conversation_id"] = conv
+        if t.model:
+            body["model"] = t.model
+    raw = json.dumps(body).encode()
+    return (f"POST {t.path} HTTP/1.1\r\nHost: {t.host}:{t.port}\r\n"
+            "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+            "Authorization: Bearer x\r\n"
+            f"Content-Length: {len(raw)}\r\n\r\n").encode() + raw
+
+
+def run_stream(t: Target, message: str, sid: str, conv: str | None = None,
+               close_after: int | None = None, idle_timeout: float = 60.0) -> StreamResult:
+    """Open one stream, read it to the end (or hang up after ``close_after`` chunks)."""
+    r = StreamResult(sid=sid, conv=conv, t_start=time.monotonic_ns())
+    sock = None
+    try:
+        sock = gsocket.create_connection((t.host, t.port), timeout=idle_timeout)
+        sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        sock.sendall(build_request(t, message, conv))
+        _read_response(sock, t.fmt, r, close_after)
+    except (OSError, ProtocolError, ValueError) as e:
+        r.err = r.err or f"{type(e).__name__}: {e}"[:200]
+    finally:
+        if sock is not None:
+            sock.close()
+        r.t_end = time.monotonic_ns()
+    r.ok = r.err is None and (r.done or (close_after is not None and r.t_close > 0))
+    return r
+
+
+def _read_response(sock: Any, fmt: str, r: StreamResult, close_after: int | None) -> None:
+    buf = b""
+    head = None
+    dec: ChunkedDecoder | None = None
+    sse = SSEParser()
+    while True:
+        data = sock.recv(65536)
+        now = time.monotonic_ns()
+        if not data:
+            if not r.done:
+                r.err = r.err or "eof before completion"
+            return
+        if head is None:
+            if not r.t_first_byte:
+                r.t_first_byte = now
+            buf += data
+            head, data = parse_head(buf)
+            if head is None:
+                continue
+            r.status = head.status
+            if head.status != 200:
+                r.err = f"http {head.status}"
+                return
+            dec = ChunkedDecoder() if head.chunked else None
+        payload = dec.feed(data) if dec else data
+        for ev in sse.feed(payload):
+            for item in interpret(ev, fmt):
+                if item.kind == "chunk":
+                    r.chunks += 1
+                    if not r.t_first_chunk:
+                        r.t_first_chunk = now
+                    if item.ts_ns is not None:
+                        r.lat_ns.append(now - item.ts_ns)
+                elif item.kind == "done":
+                    r.done = True
+                elif item.kind == "error":
+                    r.err = f"error event: {item.content}"
+                elif item.kind == "ping":
+                    r.pings += 1
+        if close_after is not None and r.chunks >= close_after and not r.done:
+            r.t_close = time.monotonic_ns()
+            return  # caller closes the socket: the "client gone" case
+        if r.err or (r.done and (dec is None or dec.done)):
+            return
+        if dec is not None and dec.done:
+            if not r.done:
+                r.err = "stream ended without completion"
+            return
+
+
+def directive(n: int, iv: int, sid: str, jit: int = 0, pad: int = 0) -> str:
+    """The message text the fake upstream reads its stream shape from."""
+    return f"bench n={n} iv={iv} jit={jit} pad={pad} sid={sid}"
+
+
+def run_group(t: Target, g: dict[str, Any], t0: float, out: list[StreamResult]) -> None:
+    """Start ``count`` workers spread over ``ramp_s``; each runs ``sequential`` streams."""
+    count, ramp = int(g["count"]), float(g.get("ramp_s", 0))
+    seq = int(g.get("sequential", 1))
+    idle = float(g.get("idle_timeout_s", 60))
+
+    def worker(i: int) -> None:
+        delay = t0 + float(g.get("start_at_s", 0)) + (ramp * i / count if count else 0) - time.monotonic()
+        if delay > 0:
+            gevent.sleep(delay)
+        for k in range(seq):
+            sid = f"{g['name']}-{i}-{k}"
+            conv = g["conv"].format(i=i, k=k) if g.get("conv") else None
+            msg = directive(g.get("n", 10), g.get("iv", 200), sid, g.get("jit", 0), g.get("pad", 0))
+            out.append(run_stream(t, msg, sid, conv, g.get("close_after"), idle))
+
+    gevent.joinall([gevent.spawn(worker, i) for i in range(count)])
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Run groups (in parallel, or after another group via ``after``); return results."""
+    t = Target(**job["target"])
+    t0 = time.monotonic()
+    results: dict[str, list[StreamResult]] = {}
+    lets: dict[str, gevent.Greenlet] = {}
+
+    def start(g: dict[str, Any]) -> None:
+        if g.get("after"):
+            lets[g["after"]].join()
+        results[g["name"]] = []
+        run_group(t, g, time.monotonic() if g.get("after") else t0, results[g["name"]])
+
+    for g in job["groups"]:
+        lets[g["name"]] = gevent.spawn(start, g)
+    done = gevent.joinall(list(lets.values()), timeout=float(job.get("timeout_s", 300)))
+    timed_out = len(done) < len(lets)
+    gevent.killall(list(lets.values()), block=False)
+    return {"t0_ns": int(t0 * 1e9), "timed_out": timed_out,
+            "groups": {k: [asdict(s) for s in v] for k, v in results.items()}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with open(argv[0]) as f:
+        job = json.load(f)
+    res = run_job(job)
+    with open(argv[1], "w") as f:
+        json.dump(res, f)
+
+
+if __name__ == "__main__":
+    main()

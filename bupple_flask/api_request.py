@@ -1,0 +1,106 @@
+"""Parse and validate the body (or query string) of ``/api/stream`` into a ``StreamRequest``.
+
+Every problem becomes an ``InvalidRequestError`` with a message a developer can act on:
+bad input gets a clear 4xx and never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Request
+
+from .errors import InvalidRequestError, PayloadTooLargeError
+from .messages import normalize_messages, validate_max_tokens
+
+MAX_MODEL_NAME = 200
+MAX_CONVERSATION_ID = 255
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    messages: tuple[dict[str, str], ...]
+    provider: str | None = None
+    model: str | None = None
+    temperature: Any = None
+    max_tokens: int | None = None
+    conversation_id: str | None = None
+    named_events: bool = False
+
+
+def parse_stream_request(request: Request, max_bytes: int) -> StreamRequest:
+    if request.method == "GET":
+        fields: dict[str, Any] = dict(request.args.items())
+        fields["temperature"] = _number(fields.get("temperature"), float, "temperature")
+        fields["max_tokens"] = _number(fields.get("max_tokens"), int, "max_tokens")
+    else:
+        fields = _json_body(request, max_bytes)
+    return _build(fields, request.args.get("events"))
+
+
+def _json_body(request: Request, max_bytes: int) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLargeError(f"request body is larger than {max_bytes} bytes")
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLargeError(f"request body is larger than {max_bytes} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequestError("request body must be valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("request body must be a JSON object")
+    return body
+
+
+def _build(fields: dict[str, Any], events_param: str | None) -> StreamRequest:
+    message, messages = fields.get("message"), fields.get("messages")
+    if message is not None and messages is not None:
+        raise InvalidRequestError("send either message or messages, not both")
+    if message is not None:
+        if not isinstance(message, str) or not message.strip():
+            raise InvalidRequestError("message must be a non-empty string")
+        normalized = normalize_messages([{"role": "user", "content": message}])
+    elif messages is not None:
+        normalized = normalize_messages(messages)
+    else:
+        raise InvalidRequestError("send a message (text) or messages (a list of {role, content})")
+    return StreamRequest(
+        messages=normalized,
+        provider=_optional_str(fields.get("provider"), "provider", 50),
+        model=_optional_str(fields.get("model"), "model", MAX_MODEL_NAME),
+        temperature=fields.get("temperature"),
+        max_tokens=validate_max_tokens(fields.get("max_tokens")),
+        conversation_id=_conversation_id(fields.get("conversation_id")),
+        named_events=(fields.get("events") or events_param) == "named",
+    )
+
+
+def _optional_str(value: Any, name: str, max_length: int) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > max_length:
+        raise InvalidRequestError(f"{name} must be a string of at most {max_length} characters")
+    return value
+
+
+def _conversation_id(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidRequestError("conversation_id must be a string or an integer")
+    value = str(value)
+    if len(value) > MAX_CONVERSATION_ID:
+        raise InvalidRequestError(f"conversation_id must be at most {MAX_CONVERSATION_ID} characters")
+    return value
+
+
+def _number(value: str | None, cast: type, name: str) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        return cast(value)
+    except ValueError:
+        raise InvalidRequestError(f"{name} must be a number") from None

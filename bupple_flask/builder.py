@@ -1,0 +1,96 @@
+"""The fluent request builder: ``engine.ai("openai").with_model(...).stream(messages)``.
+
+Builders are immutable: every ``with_*`` returns a copy, so a builder kept on a module
+or shared by many greenlets can never be changed under another request's feet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from .messages import normalize_messages, validate_max_tokens, validate_temperature
+from .providers.base import ChatCall
+from .stream import ChatStream
+
+if TYPE_CHECKING:
+    from .engine import EngineState
+
+
+@dataclass(frozen=True)
+class ChatRequestBuilder:
+    state: EngineState = field(repr=False)
+    provider: str
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_duration: float | None = None
+    connect_timeout: float | None = None
+    idle_timeout: float | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def with_model(self, model: str) -> ChatRequestBuilder:
+        return dataclasses.replace(self, model=model)
+
+    def with_temperature(self, temperature: float) -> ChatRequestBuilder:
+        provider = self.state.provider(self.provider)
+        return dataclasses.replace(
+            self, temperature=validate_temperature(temperature, provider.temperature_range, self.provider)
+        )
+
+    def with_max_tokens(self, max_tokens: int) -> ChatRequestBuilder:
+        return dataclasses.replace(self, max_tokens=validate_max_tokens(max_tokens))
+
+    def with_timeout(
+        self, total: float | None = None, *, connect: float | None = None, idle: float | None = None
+    ) -> ChatRequestBuilder:
+        """Total duration of the stream, and optionally the connect and idle (no byte) timeouts."""
+        return dataclasses.replace(
+            self,
+            max_duration=total if total is not None else self.max_duration,
+            connect_timeout=connect if connect is not None else self.connect_timeout,
+            idle_timeout=idle if idle is not None else self.idle_timeout,
+        )
+
+    def with_options(self, **options: Any) -> ChatRequestBuilder:
+        """Extra provider body fields (``top_p``, ``stop``, ...), merged over earlier ones."""
+        return dataclasses.replace(self, options=MappingProxyType({**self.options, **options}))
+
+    # -- running -------------------------------------------------------------------------------
+
+    def stream(self, messages: Any) -> ChatStream:
+        """Open the upstream request now (errors raise here) and return the chunk iterator."""
+        provider = self.state.provider(self.provider)
+        settings = self.state.settings
+        call = ChatCall(
+            messages=normalize_messages(messages),
+            model=self.model or provider.model,
+            temperature=self.temperature if self.temperature is not None else provider.settings.temperature,
+            max_tokens=self.max_tokens if self.max_tokens is not None else provider.settings.max_tokens,
+            options=self.options,
+            connect_timeout=self.connect_timeout or settings.connect_timeout,
+            idle_timeout=self.idle_timeout or settings.idle_timeout,
+        )
+        upstream = provider.open(call)
+        return ChatStream(
+            upstream,
+            provider=provider.name,
+            max_duration=self.max_duration or settings.max_duration,
+            mock=provider.is_mock,
+        )
+
+    def send(self, messages: Any) -> dict[str, Any]:
+        """Non-streaming convenience: the whole reply as ``{"role", "content", "model", "usage", "finish_reason"}``."""
+        with self.stream(messages) as stream:
+            for _ in stream:
+                pass
+            return {
+                "role": "assistant",
+                "content": stream.content,
+                "model": stream.model,
+                "usage": stream.usage,
+                "finish_reason": stream.finish_reason,
+            }

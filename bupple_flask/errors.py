@@ -1,0 +1,218 @@
+"""One exception hierarchy for everything a stream can hit.
+
+Every error has a stable ``code`` (sent to browsers in error events and JSON
+bodies) and an HTTP ``status`` used when the error is reported before a stream
+starts. Provider-specific bodies are mapped here once, by status, so provider
+modules never grow their own ``if status == ...`` ladders.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+
+class BuppleError(Exception):
+    """Base class: ``code`` is stable, ``message`` is safe to show to a user."""
+
+    code = "bupple_error"
+    status = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        upstream_status: int | None = None,
+        upstream_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.upstream_status = upstream_status
+        self.upstream_type = upstream_type
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+# -- our own input ---------------------------------------------------------------------------
+
+
+class InvalidRequestError(BuppleError):
+    """The caller's request is malformed (never the provider's fault)."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    code = "payload_too_large"
+    status = 413
+
+
+class UnknownProviderError(InvalidRequestError):
+    code = "unknown_provider"
+
+
+class NotConfiguredError(InvalidRequestError):
+    """The provider exists but has no API key (or base URL) configured."""
+
+    code = "not_configured"
+
+
+# -- the upstream ------------------------------------------------------------------------------
+
+
+class ProviderError(BuppleError):
+    """The provider failed in a way that has no more specific class."""
+
+    code = "provider_error"
+    status = 502
+
+
+class ProviderAuthError(ProviderError):
+    code = "provider_auth"
+
+
+class BadRequestError(ProviderError):
+    """The provider rejected the request (bad model, bad parameters, context too long)."""
+
+    code = "bad_request"
+
+
+class RateLimitError(ProviderError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        return data
+
+
+class ProviderUnavailableError(ProviderError):
+    """Overloaded, 5xx, or unreachable: worth retrying later."""
+
+    code = "provider_unavailable"
+    status = 503
+
+
+class ProviderDisconnectedError(ProviderError):
+    """The stream ended without the provider's terminator: the reply is incomplete."""
+
+    code = "provider_disconnected"
+
+
+class StreamTimeoutError(ProviderError):
+    """Connect, idle or total-duration timeout; ``kind`` says which."""
+
+    code = "timeout"
+    status = 504
+
+    def __init__(self, message: str, *, kind: str = "total", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.kind = kind
+
+
+_BY_STATUS: dict[int, type[ProviderError]] = {
+    400: BadRequestError,
+    401: ProviderAuthError,
+    403: ProviderAuthError,
+    404: BadRequestError,
+    408: StreamTimeoutError,
+    409: BadRequestError,
+    413: BadRequestError,
+    422: BadRequestError,
+    429: RateLimitError,
+    500: ProviderUnavailableError,
+    502: ProviderUnavailableError,
+    503: ProviderUnavailableError,
+    504: StreamTimeoutError,
+    529: ProviderUnavailableError,
+}
+
+# In-stream errors carry a type string instead of a status.
+_BY_TYPE: dict[str, type[ProviderError]] = {
+    "authentication_error": ProviderAuthError,
+    "permission_error": ProviderAuthError,
+    "invalid_request_error": BadRequestError,
+    "not_found_error": BadRequestError,
+    "rate_limit_error": RateLimitError,
+    "overloaded_error": ProviderUnavailableError,
+    "api_error": ProviderError,
+    "server_error": ProviderError,
+    "timeout_error": StreamTimeoutError,
+}
+
+
+def error_from_status(
+    status: int,
+    message: str,
+    *,
+    provider: str,
+    upstream_type: str | None = None,
+    retry_after: float | None = None,
+) -> ProviderError:
+    """Map an upstream HTTP status (or in-stream status code) to one typed error."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        cls = ProviderUnavailableError if status >= 500 else ProviderError
+    return _build(cls, message, provider, status, upstream_type, retry_after)
+
+
+def error_from_type(
+    error_type: str | None, message: str, *, provider: str, retry_after: float | None = None
+) -> ProviderError:
+    """Map an error that arrived inside a 200 stream, named by type, to a typed error."""
+    cls = _BY_TYPE.get(error_type or "", ProviderError)
+    return _build(cls, message, provider, None, error_type, retry_after)
+
+
+def _build(cls, message, provider, status, upstream_type, retry_after) -> ProviderError:
+    kw: dict[str, Any] = {"provider": provider, "upstream_status": status, "upstream_type": upstream_type}
+    if cls is RateLimitError:
+        kw["retry_after"] = retry_after
+    if cls is StreamTimeoutError:
+        kw["kind"] = "upstream"
+    return cls(message, **kw)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        return max(email.utils.mktime_tz(parsed) - time.time(), 0.0)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def parse_duration(value: Any) -> float | None:
+    """Google's ``"37s"`` duration strings (RetryInfo.retryDelay)."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1))
+    return None

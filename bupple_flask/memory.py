@@ -1,0 +1,168 @@
+"""Conversation memory in SQL, with the original package's table and method names.
+
+Each call runs in its own short transaction on a pooled connection: nothing is held
+open while a reply streams, and the host app's ORM session (and whatever it has
+pending) is never committed by us.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Engine
+
+from .errors import InvalidRequestError
+from .messages import ROLES
+
+MAX_PARENT_ID = 255
+
+
+def memory_table(metadata: MetaData, name: str = "engine_memory") -> Table:
+    """The ``engine_memory`` table (or ``name``) on ``metadata``; defined once per metadata."""
+    if name in metadata.tables:
+        return metadata.tables[name]
+    return Table(
+        name,
+        metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("parent_class", String(255), nullable=False),
+        Column("parent_id", String(MAX_PARENT_ID), nullable=False),
+        Column("message_id", String(36), nullable=False, unique=True),
+        Column("role", String(32), nullable=False),
+        Column("content", Text, nullable=False),
+        Column("type", String(32), nullable=False, default="text"),
+        Column("metadata", JSON, nullable=True),
+        Column("driver", String(64), nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Index(f"ix_{name}_parent", "parent_class", "parent_id", "id"),
+    )
+
+
+class ConversationMemory:
+    """Messages of one parent (``set_parent("conversation", id)``), oldest first."""
+
+    def __init__(self, engine: Engine, table: Table, *, driver: str | None = None) -> None:
+        self.engine = engine
+        self.table = table
+        self.driver = driver
+        self.parent_class: str | None = None
+        self.parent_id: str | None = None
+
+    def set_parent(self, parent_class: str, parent_id: Any) -> ConversationMemory:
+        parent_id = str(parent_id)
+        if not parent_class or not parent_id or len(parent_id) > MAX_PARENT_ID:
+            raise InvalidRequestError(f"conversation id must be 1 to {MAX_PARENT_ID} characters")
+        self.parent_class = parent_class
+        self.parent_id = parent_id
+        return self
+
+    def set_driver(self, driver: str | None) -> ConversationMemory:
+        self.driver = driver
+        return self
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add_message(
+        self,
+        role: str,
+        content: str,
+        type: str = "text",
+        metadata: dict[str, Any] | None = None,
+        *,
+        driver: str | None = None,
+    ) -> str:
+        """Store one message; returns its ``message_id``."""
+        self._require_parent()
+        if role not in ROLES:
+            raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
+        message_id = str(uuid.uuid4())
+        now = datetime.now(timezone.utc)
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(self.table).values(
+                    parent_class=self.parent_class,
+                    parent_id=self.parent_id,
+                    message_id=message_id,
+                    role=role,
+                    content=content,
+                    type=type,
+                    metadata=metadata,
+                    driver=driver or self.driver,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return message_id
+
+    def add_user_message(self, content: str, metadata: dict[str, Any] | None = None) -> str:
+        return self.add_message("user", content, metadata=metadata)
+
+    def add_assistant_message(self, content: str, metadata: dict[str, Any] | None = None, **kw: Any) -> str:
+        return self.add_message("assistant", content, metadata=metadata, **kw)
+
+    def add_system_message(self, content: str, metadata: dict[str, Any] | None = None) -> str:
+        return self.add_message("system", content, metadata=metadata)
+
+    def clear(self) -> int:
+        """Delete this parent's messages; returns how many were deleted."""
+        self._require_parent()
+        with self.engine.begin() as connection:
+            result = connection.execute(delete(self.table).where(*self._where()))
+        return result.rowcount or 0
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get_messages(self, limit: int | None = None) -> list[dict[str, str]]:
+        """``[{"role", "content"}, ...]`` oldest first, ready to send to any provider."""
+        return [{"role": r["role"], "content": r["content"]} for r in self.get_records(limit)]
+
+    def get_records(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Full rows (with ``message_id``, ``metadata``, ``driver``, ``created_at``), oldest first."""
+        self._require_parent()
+        t = self.table
+        query = select(
+            t.c.message_id, t.c.role, t.c.content, t.c.type, t.c["metadata"], t.c.driver, t.c.created_at
+        ).where(*self._where())
+        if limit is not None:
+            query = query.order_by(t.c.id.desc()).limit(limit)
+        else:
+            query = query.order_by(t.c.id)
+        with self.engine.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        if limit is not None:
+            rows.reverse()
+        for row in rows:
+            created = row["created_at"]
+            row["created_at"] = created.isoformat() if created else None
+        return rows
+
+    def count(self) -> int:
+        self._require_parent()
+        with self.engine.connect() as connection:
+            return connection.execute(select(func.count()).select_from(self.table).where(*self._where())).scalar_one()
+
+    def _where(self) -> tuple[Any, ...]:
+        return (self.table.c.parent_class == self.parent_class, self.table.c.parent_id == self.parent_id)
+
+    def _require_parent(self) -> None:
+        if self.parent_id is None:
+            raise RuntimeError("call memory.set_parent(parent_class, parent_id) first")

@@ -1,0 +1,61 @@
+"""Validation of chat messages and sampling parameters, shared by the Python API and HTTP API."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidRequestError
+
+ROLES = ("system", "user", "assistant")
+ROLE_ALIASES = {"developer": "system", "model": "assistant"}
+MAX_MESSAGES = 1000
+
+
+def normalize_messages(messages: Any) -> tuple[dict[str, str], ...]:
+    """Return ``({"role", "content"}, ...)`` with canonical roles, or raise ``InvalidRequestError``.
+
+    A plain string is one user message. Roles are stored and validated canonically so a
+    conversation can move between providers.
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise InvalidRequestError("messages must be a non-empty list of {role, content} objects")
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidRequestError(f"at most {MAX_MESSAGES} messages are accepted")
+    result = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InvalidRequestError(f"messages[{index}] must be an object with role and content")
+        role = message.get("role")
+        role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
+        if role not in ROLES:
+            raise InvalidRequestError(f"messages[{index}].role must be one of {', '.join(ROLES)}, got {role!r}")
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise InvalidRequestError(f"messages[{index}].content must be a string")
+        result.append({"role": role, "content": content})
+    if not any(m["role"] == "user" for m in result):
+        raise InvalidRequestError("messages must contain at least one user message")
+    return tuple(result)
+
+
+def validate_temperature(value: Any, allowed: tuple[float, float], provider: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidRequestError("temperature must be a number")
+    low, high = allowed
+    if not low <= value <= high:
+        raise InvalidRequestError(f"temperature for {provider} must be between {low:g} and {high:g}")
+    return float(value)
+
+
+def validate_max_tokens(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise InvalidRequestError("max_tokens must be an integer between 1 and 1000000")
+    return value

@@ -1,0 +1,78 @@
+"""Anthropic Messages streaming: named events, a top-level system prompt, required max_tokens."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import ProviderError
+from ..sse import ServerSentEvent
+from .base import ChatCall, HttpProvider, StreamState, register_provider
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 1024
+
+
+class AnthropicProvider(HttpProvider):
+    name = "claude"
+    label = "Anthropic"
+    default_model = "claude-sonnet-4-5"
+    default_base_url = "https://api.anthropic.com"
+    temperature_range = (0.0, 1.0)
+
+    def build_request(self, call: ChatCall) -> tuple[str, dict[str, str], dict[str, Any]]:
+        headers = {"x-api-key": self.settings.api_key or "", "anthropic-version": API_VERSION}
+        system = [m["content"] for m in call.messages if m["role"] == "system"]
+        body: dict[str, Any] = {
+            "model": call.model,
+            "messages": _alternating([m for m in call.messages if m["role"] != "system"]),
+            "max_tokens": call.max_tokens or self.settings.max_tokens or DEFAULT_MAX_TOKENS,
+            "stream": True,
+        }
+        if system:
+            body["system"] = "\n\n".join(system)
+        if call.temperature is not None:
+            body["temperature"] = call.temperature
+        body.update(call.options)
+        return f"{self.base_url}/v1/messages", headers, body
+
+    def handle_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
+        if not event.data:
+            return None
+        try:
+            payload = json.loads(event.data)
+        except ValueError as exc:
+            raise ProviderError(f"{self.label} sent a malformed event", provider=self.name) from exc
+        kind = event.event or payload.get("type")
+        if kind == "content_block_delta":
+            delta = payload.get("delta") or {}
+            return delta.get("text") if delta.get("type") == "text_delta" else None
+        if kind == "message_start":
+            message = payload.get("message") or {}
+            state.model = message.get("model") or state.model
+            usage = message.get("usage") or {}
+            state.input_tokens = usage.get("input_tokens", state.input_tokens)
+        elif kind == "message_delta":
+            state.finish_reason = (payload.get("delta") or {}).get("stop_reason") or state.finish_reason
+            usage = payload.get("usage") or {}
+            state.output_tokens = usage.get("output_tokens", state.output_tokens)
+            state.input_tokens = usage.get("input_tokens") or state.input_tokens
+        elif kind == "message_stop":
+            state.finished = True
+        elif kind == "error":
+            raise self.in_stream_error(payload)
+        return None  # ping, content_block_start/stop and future event types
+
+
+def _alternating(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Merge consecutive turns of the same role, which the Messages API rejects or merges."""
+    merged: list[dict[str, str]] = []
+    for message in messages:
+        if merged and merged[-1]["role"] == message["role"]:
+            merged[-1] = {"role": message["role"], "content": merged[-1]["content"] + "\n\n" + message["content"]}
+        else:
+            merged.append({"role": message["role"], "content": message["content"]})
+    return merged
+
+
+register_provider(AnthropicProvider, "anthropic")

@@ -1,0 +1,268 @@
+"""What a provider is, the registry that names them, and the HTTP streaming loop they share.
+
+A provider only knows its wire format: how to build the request, how to read one
+decoded SSE event, how to read an error body. Opening, timeouts, closing and the
+"did the stream really finish?" check live here, once.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import requests
+
+from ..config import ProviderSettings
+from ..errors import (
+    NotConfiguredError,
+    ProviderAuthError,
+    ProviderError,
+    UnknownProviderError,
+    error_from_status,
+    error_from_type,
+    parse_retry_after,
+)
+from ..sse import ServerSentEvent, iter_sse
+from ..transport import hard_close, iter_body, post_stream, read_error_body
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """One normalised request: canonical roles, resolved model and limits."""
+
+    messages: tuple[Mapping[str, str], ...]
+    model: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    idle_timeout: float = 60.0
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What a provider learned while streaming; read by the stream when it ends."""
+
+    model: str
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finished: bool = False
+    deltas: int = 0
+
+    @property
+    def tokens_so_far(self) -> int:
+        return self.output_tokens if self.output_tokens is not None else self.deltas
+
+    def usage(self) -> dict[str, int | None]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.tokens_so_far}
+
+
+class Upstream(ABC):
+    """An open stream of text deltas; ``close`` releases the connection at once."""
+
+    state: StreamState
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[str]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Provider(ABC):
+    name: ClassVar[str]
+    label: ClassVar[str]
+    default_model: ClassVar[str]
+    default_base_url: ClassVar[str | None] = None
+    temperature_range: ClassVar[tuple[float, float]] = (0.0, 2.0)
+    is_mock: ClassVar[bool] = False
+
+    def __init__(self, settings: ProviderSettings, http: requests.Session) -> None:
+        self.settings = settings
+        self.http = http
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.settings.api_key)
+
+    @property
+    def model(self) -> str:
+        return self.settings.model or self.default_model
+
+    @property
+    def base_url(self) -> str:
+        return (self.settings.base_url or self.default_base_url or "").rstrip("/")
+
+    def require_configured(self) -> None:
+        if not self.configured:
+            raise NotConfiguredError(f"The {self.name} provider has no API key configured", provider=self.name)
+
+    @abstractmethod
+    def open(self, call: ChatCall) -> Upstream:
+        """Start the request; raise a typed error if it fails before the first byte of the stream."""
+
+
+class HttpProvider(Provider):
+    """A provider spoken to over HTTP + SSE; subclasses describe the wire format only."""
+
+    @abstractmethod
+    def build_request(self, call: ChatCall) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """Return ``(url, headers, json_body)``."""
+
+    @abstractmethod
+    def handle_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
+        """Read one event: update ``state``, return a text delta, or raise a typed error."""
+
+    def open(self, call: ChatCall) -> Upstream:
+        self.require_configured()
+        url, headers, body = self.build_request(call)
+        response = post_stream(
+            self.http,
+            url,
+            headers=headers,
+            body=body,
+            connect_timeout=call.connect_timeout,
+            idle_timeout=call.idle_timeout,
+            provider=self.name,
+        )
+        if response.status_code != 200:
+            try:
+                raise self.error_from_response(response.status_code, response.headers, read_error_body(response))
+            finally:
+                response.close()
+        return HttpUpstream(self, response, call)
+
+    def error_from_response(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        """Map an HTTP error response (status + provider JSON body) to a typed error."""
+        message, error_type = extract_error(body)
+        retry_after = parse_retry_after(headers)
+        if status in (401, 403):
+            return ProviderAuthError(self.auth_message(), provider=self.name, upstream_status=status)
+        return error_from_status(
+            status,
+            f"{self.label}: {message or f'HTTP {status}'}",
+            provider=self.name,
+            upstream_type=error_type,
+            retry_after=retry_after,
+        )
+
+    def auth_message(self) -> str:
+        return f"{self.label} rejected the API key configured on the server"
+
+    def stray_error(self, event: ServerSentEvent) -> ProviderError | None:
+        """A JSON error object that arrived outside any ``data:`` line (Gemini, Ollama native)."""
+        try:
+            payload = json.loads(event.stray)
+        except ValueError:
+            return None
+        if isinstance(payload, dict) and payload.get("error"):
+            return self.in_stream_error(payload)
+        return None
+
+    def in_stream_error(self, payload: Mapping[str, Any]) -> ProviderError:
+        """An error reported inside an HTTP 200 stream."""
+        error = payload.get("error")
+        if isinstance(error, Mapping):
+            message = str(error.get("message") or "unknown error")
+            code = error.get("code")
+            if isinstance(code, int) and code >= 400:
+                return error_from_status(code, f"{self.label}: {message}", provider=self.name)
+            return error_from_type(error.get("type") or error.get("status"), f"{self.label}: {message}", provider=self.name)
+        return ProviderError(f"{self.label}: {error}", provider=self.name)
+
+
+class HttpUpstream(Upstream):
+    """The shared read loop: bytes → SSE events → provider deltas, closed exactly once."""
+
+    def __init__(self, provider: HttpProvider, response: requests.Response, call: ChatCall) -> None:
+        self.provider = provider
+        self.response = response
+        self.call = call
+        self.state = StreamState(model=call.model)
+        self.closed = False
+
+    def __iter__(self) -> Iterator[str]:
+        provider, state = self.provider, self.state
+        chunks = iter_body(self.response, idle_timeout=self.call.idle_timeout, provider=provider.name)
+        try:
+            for event in iter_sse(chunks):
+                if event.stray:
+                    error = provider.stray_error(event)
+                    if error is not None:
+                        raise error
+                    if not event.data:
+                        continue
+                text = provider.handle_event(event, state)
+                if text:
+                    state.deltas += 1
+                    yield text
+        except ProviderError:
+            if self.closed:
+                return  # we closed it ourselves (client left, deadline): not an upstream failure
+            raise
+        except (OSError, AttributeError, ValueError):
+            if self.closed:
+                return
+            raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            hard_close(self.response)
+
+
+def extract_error(body: bytes) -> tuple[str | None, str | None]:
+    """``(message, type)`` from the error envelopes of OpenAI, Anthropic, Gemini, vLLM and Ollama."""
+    try:
+        payload = json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        return (text[:300] or None), None
+    if not isinstance(payload, dict):
+        return None, None
+    error = payload.get("error", payload)
+    if isinstance(error, str):
+        return error, None
+    if isinstance(error, dict):
+        return error.get("message"), error.get("type") or error.get("status")
+    return None, None
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+ProviderFactory = Callable[[ProviderSettings, requests.Session], Provider]
+_REGISTRY: dict[str, type[Provider]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_provider(cls: type[Provider], *aliases: str) -> type[Provider]:
+    """Make a provider class available by its ``name`` (and aliases) to ``engine.ai(name)``."""
+    _REGISTRY[cls.name] = cls
+    for alias in aliases:
+        _ALIASES[alias] = cls.name
+    return cls
+
+
+def canonical_name(name: str) -> str:
+    name = name.strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise UnknownProviderError(f"Unknown provider {name!r} (known: {known})")
+    return name
+
+
+def provider_class(name: str) -> type[Provider]:
+    return _REGISTRY[canonical_name(name)]
+
+
+def provider_names() -> list[str]:
+    return list(_REGISTRY)

@@ -1,0 +1,147 @@
+"""The HTTP layer every provider shares: one pooled ``requests.Session``, timeouts, clean closes.
+
+``requests`` exceptions are translated into our typed errors here, once, so provider
+modules only deal with bytes and JSON. Tests and users can swap the transport the
+``requests`` way: ``engine.http.mount("https://", MyAdapter())``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
+
+from .errors import ProviderDisconnectedError, ProviderUnavailableError, StreamTimeoutError
+
+USER_AGENT = "bupple-flask/0.1"
+
+
+def create_session(pool_size: int) -> requests.Session:
+    """A session whose pool keeps up to ``pool_size`` idle keep-alive connections per host.
+
+    urllib3's default (10) would discard and re-open connections under load, paying a TCP
+    (and TLS) handshake per stream.
+    """
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+    return session
+
+
+def post_stream(
+    session: requests.Session,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: Mapping[str, Any],
+    connect_timeout: float,
+    idle_timeout: float,
+    provider: str,
+) -> requests.Response:
+    """POST and return the response once its headers arrived; the body is left unread."""
+    payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    request_headers = {"Content-Type": "application/json", "Accept": "text/event-stream", **headers}
+    try:
+        return session.post(
+            url,
+            data=payload,
+            headers=request_headers,
+            stream=True,
+            timeout=(connect_timeout, idle_timeout),
+            allow_redirects=False,
+        )
+    except requests.exceptions.ConnectTimeout as exc:
+        raise StreamTimeoutError(
+            f"Timed out connecting to {provider} after {connect_timeout:g}s", kind="connect", provider=provider
+        ) from exc
+    except requests.exceptions.ReadTimeout as exc:
+        raise StreamTimeoutError(
+            f"{provider} sent no response within {idle_timeout:g}s", kind="idle", provider=provider
+        ) from exc
+    except requests.exceptions.RequestException as exc:
+        raise ProviderUnavailableError(f"Could not connect to {provider}: {_reason(exc)}", provider=provider) from exc
+
+
+def iter_body(response: requests.Response, *, idle_timeout: float, provider: str) -> Iterator[bytes]:
+    """Network chunks as they arrive (``iter_content(None)``: no line-splitting, no lag)."""
+    try:
+        yield from response.iter_content(chunk_size=None)
+    except requests.exceptions.ConnectionError as exc:
+        if _is_read_timeout(exc):
+            raise StreamTimeoutError(
+                f"{provider} sent nothing for {idle_timeout:g}s", kind="idle", provider=provider
+            ) from exc
+        raise ProviderDisconnectedError(f"Connection to {provider} was lost mid-stream", provider=provider) from exc
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+        raise ProviderDisconnectedError(f"Connection to {provider} was cut mid-stream", provider=provider) from exc
+
+
+def read_error_body(response: requests.Response, limit: int = 256 * 1024) -> bytes:
+    """Read at most ``limit`` bytes of an error body; never hang on a huge one."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(chunk_size=16384):
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except requests.exceptions.RequestException:
+        pass
+    return b"".join(parts)[:limit]
+
+
+def hard_close(response: requests.Response) -> None:
+    """Close the upstream connection now, even if another greenlet is blocked reading it.
+
+    ``shutdown`` makes the peer see the close at once (FIN) and wakes a blocked reader; a
+    plain ``close`` can wait for that reader. The connection is never returned to the pool.
+    """
+    sock = _socket_of(response)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    try:
+        response.close()
+    except Exception:  # closing must never raise into a generator's finally
+        pass
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    raw = getattr(response, "raw", None)
+    connection = getattr(raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        fp = getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None)
+        sock = getattr(fp, "_sock", None)
+    return sock
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ReadTimeoutError, socket.timeout, TimeoutError)):
+            return True
+        if seen.args and isinstance(seen.args[0], BaseException) and seen.args[0] is not seen:
+            seen = seen.args[0]
+        else:
+            seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "host not found"
+    return exc.__class__.__name__

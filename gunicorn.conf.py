@@ -1,0 +1,30 @@
+"""gunicorn settings for streaming: gevent workers holding thousands of open SSE responses.
+
+Monkey-patching must happen before anything imports ``ssl``, ``socket`` or ``requests``:
+gunicorn reads this file before it loads ``wsgi:app``, so patch here, first.
+"""
+
+import os
+
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+if worker_class == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import multiprocessing  # noqa: E402
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", min(multiprocessing.cpu_count(), 4)))
+# Each open stream is one connection; gevent holds thousands per worker.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", 10000))
+# gevent workers heartbeat from their own loop, so a long stream never trips this.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", 60))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 30))
+keepalive = 5
+backlog = 4096
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+# Never log query strings with secrets: the access log shows the path only.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'

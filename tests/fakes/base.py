@@ -1,0 +1,419 @@
+"""Shared machinery for the fake upstream provider servers.
+
+Why real sockets: the product relays byte streams, so its tests must see the real
+HTTP/1.1 chunked framing, abrupt closes, stalls and client disconnects.  Each fake
+is a ``ThreadingHTTPServer`` on 127.0.0.1 (random port) driven by a mutable
+:class:`Script`; the provider modules only describe *what* bytes to send, the
+timing and failure behaviour lives here so it is identical for every provider.
+"""
+from __future__ import annotations
+
+import json
+import random
+import select
+import socket
+import string
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+# gevent's monkey-patching removes select.poll; select.select is then cooperative.
+_HAS_POLL = hasattr(select, "poll")
+_ALNUM = string.ascii_letters + string.digits
+
+
+def rand_id(n: int, alphabet: str = _ALNUM) -> str:
+    """Random id suffix; real ids are opaque so tests must not depend on them."""
+    return "".join(random.choices(alphabet, k=n))
+
+
+def compact(obj) -> str:
+    """OpenAI/Anthropic style JSON: no spaces, raw UTF-8 (not \\u escapes)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class Script:
+    """What the fake does for the next request(s); see the module README/brief."""
+
+    chunks: list[str] = field(default_factory=lambda: ["Hello", " there", "!"])
+    interval: float = 0.0
+    first_byte_delay: float = 0.0
+    finish_reason: str | None = None
+    input_tokens: int = 10
+    fail_before: int | None = None
+    fail_mid_after: int | None = None
+    drop_after: int | None = None
+    stall_after: int | None = None
+    stall_seconds: float = 30.0
+    omit_terminator: bool = False
+
+
+@dataclass
+class RecordedRequest:
+    """One request as received (headers lower-cased; json is None if not a JSON object)."""
+
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    json: dict | None
+    body: bytes = b""
+
+
+@dataclass
+class StreamRecord:
+    """Outcome of one streaming response.
+
+    ``completed`` means the fake played its whole script and ended the chunked
+    body properly (also true for ``fail_mid_after`` and ``omit_terminator``);
+    false for drops, stall time-outs and client disconnects.  ``closed_at`` is
+    the ``time.monotonic()`` at which the stream ended, whichever way.
+    """
+
+    chunks_sent: int = 0
+    completed: bool = False
+    client_closed_early: bool = False
+    closed_at: float | None = None
+    path: str = ""
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class ClientGone(Exception):
+    """The client closed its end of the connection."""
+
+
+class StreamPlan:
+    """The bytes of one provider stream; :meth:`FakeServer.play` decides timing and cuts.
+
+    Each method returns a list of already-framed SSE events (bytes); each event
+    becomes one HTTP chunk written and flushed on its own.
+    """
+
+    content_type = "text/event-stream; charset=utf-8"
+
+    def opening(self) -> list[bytes]:
+        return []
+
+    def chunk(self, index: int, text: str, final: bool) -> list[bytes]:
+        raise NotImplementedError
+
+    def closing(self, omit_terminator: bool, n_chunks: int) -> list[bytes]:
+        return []
+
+    def mid_error(self) -> list[bytes]:
+        return []
+
+
+class Exchange:
+    """One HTTP request/response, hiding ``BaseHTTPRequestHandler`` details."""
+
+    def __init__(self, fake: "FakeServer", handler: BaseHTTPRequestHandler,
+                 request: RecordedRequest, json_ok: bool):
+        self.fake, self.h, self.request, self.json_ok = fake, handler, request, json_ok
+        self.script: Script = fake.script  # snapshot: tests may swap it mid-flight
+        self.sock: socket.socket = handler.connection
+        self.method, self.path, self.query = request.method, request.path, request.query
+        self.headers, self.json = request.headers, request.json
+
+    # -- client-close detection -------------------------------------------------
+    def client_closed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the socket to become readable; True on EOF/RST.
+
+        A client never sends anything while it reads a stream, so readability
+        means FIN (recv -> b"") or an error.  Poll returns at once on FIN, so a
+        close is noticed immediately even during a long sleep.
+        """
+        try:
+            if _HAS_POLL:
+                p = select.poll()
+                p.register(self.sock, select.POLLIN | select.POLLPRI)
+                if not p.poll(max(0, int(timeout * 1000))):
+                    return False
+            else:
+                if not select.select([self.sock], [], [], max(0.0, timeout))[0]:
+                    return False
+            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            return True
+        if data == b"":
+            return True
+        time.sleep(min(timeout, 0.02))  # stray bytes (pipelining): don't spin
+        return False
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds`` but raise :class:`ClientGone` as soon as the client closes."""
+        deadline = time.monotonic() + (seconds or 0)
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.client_closed(remaining):
+                raise ClientGone()
+
+    # -- plain responses ----------------------------------------------------------
+    def reply(self, status: int, body: bytes | str, content_type: str = "application/json",
+              headers: dict | None = None) -> None:
+        """Send a complete response with Content-Length (errors, non-streaming bodies)."""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.wait(self.script.first_byte_delay)
+        h = self.h
+        h.send_response(status)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        try:
+            h.wfile.write(body)
+        except OSError as e:
+            raise ClientGone() from e
+
+    # -- chunked streaming --------------------------------------------------------
+    def send_stream_headers(self, content_type: str, headers: dict | None = None) -> None:
+        h = self.h
+        h.send_response(200)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Transfer-Encoding", "chunked")
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        try:
+            h.end_headers()
+        except OSError as e:
+            raise ClientGone() from e
+
+    def send_chunk(self, data: bytes) -> None:
+        """Write one HTTP chunk (one SSE event) and flush; notice a closed client first."""
+        if self.client_closed(0):
+            raise ClientGone()
+        try:
+            self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        except OSError as e:
+            raise ClientGone() from e
+
+    def finish(self) -> None:
+        """Terminating zero-length chunk: the body ends properly."""
+        try:
+            self.h.wfile.write(b"0\r\n\r\n")
+        except OSError as e:
+            raise ClientGone() from e
+
+    def abort(self) -> None:
+        """Close the TCP connection now, mid-body (no terminating chunk)."""
+        self.h.close_connection = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 2048
+    allow_reuse_address = True
+
+    def server_bind(self):
+        # HTTPServer.server_bind calls getfqdn(), which can hang without DNS.
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (OSError, ClientGone)):
+            return  # clients hanging up is normal here
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    fake: "FakeServer"
+
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.fake._track(self.connection, add=True)
+
+    def finish(self):
+        try:
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            self.fake._track(self.connection, add=False)
+
+    def version_string(self):
+        return self.fake.server_header
+
+    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
+        pass
+
+    def _any(self):
+        self.fake._dispatch(self)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+
+class FakeServer:
+    """Base of FakeOpenAI/FakeAnthropic/FakeGemini: server lifecycle and records."""
+
+    url_suffix = ""
+    server_header = "fake"
+
+    def __init__(self, api_key: str = "test-key", host: str = "127.0.0.1", port: int = 0):
+        self.api_key = api_key
+        self.script = Script()
+        self.requests: list[RecordedRequest] = []
+        self.streams: list[StreamRecord] = []
+        self._cond = threading.Condition()
+        self._live: set[socket.socket] = set()
+        self._closing = False
+        handler = type(f"{type(self).__name__}Handler", (_Handler,), {"fake": self})
+        self._server = _Server((host, port), handler)
+        self.host, self.port = self._server.server_address[:2]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name=f"{type(self).__name__}:{self.port}", daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.url_suffix}"
+
+    # -- public helpers -------------------------------------------------------------
+    def wait_for_requests(self, n: int, timeout: float = 5.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.requests) >= n, timeout)
+
+    def wait_for_client_close(self, timeout: float = 5.0) -> StreamRecord | None:
+        """First stream whose client disconnected before the stream finished."""
+        def found():
+            return next((s for s in self.streams if s.client_closed_early), None)
+        with self._cond:
+            self._cond.wait_for(found, timeout)
+            return found()
+
+    def reset(self) -> None:
+        with self._cond:
+            self.requests.clear()
+            self.streams.clear()
+            self.script = Script()
+
+    def close(self) -> None:
+        """Stop accepting, and cut every open connection (stalled streams included)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._server.shutdown()
+        self._server.server_close()
+        with self._cond:
+            live = list(self._live)
+        for s in live:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.base_url}>"
+
+    # -- subclass API -----------------------------------------------------------------
+    def handle(self, ex: Exchange) -> None:
+        raise NotImplementedError
+
+    def play(self, ex: Exchange, plan: StreamPlan, headers: dict | None = None) -> StreamRecord:
+        """Stream ``plan`` according to ``ex.script``: delays, cuts, stalls, close detection."""
+        script = ex.script
+        rec = StreamRecord(path=ex.path)
+        with self._cond:
+            self.streams.append(rec)
+        chunks = list(script.chunks)
+        n = len(chunks)
+        cuts = [(v, k) for v, k in ((script.fail_mid_after, "fail"), (script.drop_after, "drop"),
+                                    (script.stall_after, "stall")) if v is not None]
+        cut, kind = min(cuts) if cuts else (n, None)
+        cut = max(0, min(cut, n))
+        try:
+            ex.wait(script.first_byte_delay)
+            ex.send_stream_headers(plan.content_type, headers)
+            for ev in plan.opening():
+                ex.send_chunk(ev)
+            for i in range(cut):
+                ex.wait(script.interval)
+                final = kind is None and not script.omit_terminator and i == n - 1
+                for ev in plan.chunk(i, chunks[i], final):
+                    ex.send_chunk(ev)
+                rec.chunks_sent += 1
+            if kind == "drop":
+                ex.abort()
+            elif kind == "stall":
+                ex.wait(script.stall_seconds)
+                ex.abort()
+            else:
+                events = plan.mid_error() if kind == "fail" else \
+                    plan.closing(script.omit_terminator, n)
+                for ev in events:
+                    ex.send_chunk(ev)
+                ex.finish()
+                rec.completed = True
+        except ClientGone:
+            rec.client_closed_early = not self._closing
+            ex.abort()
+        finally:
+            with self._cond:
+                rec.closed_at = time.monotonic()
+                self._cond.notify_all()
+        return rec
+
+    # -- internals ------------------------------------------------------------------------
+    def _track(self, sock: socket.socket, add: bool) -> None:
+        with self._cond:
+            (self._live.add if add else self._live.discard)(sock)
+
+    def _dispatch(self, h: _Handler) -> None:
+        body = _read_body(h)
+        parsed, json_ok = None, False
+        if body:
+            try:
+                parsed = json.loads(body)
+                json_ok = isinstance(parsed, dict)
+            except ValueError:
+                parsed = None
+        url = urlsplit(h.path)
+        headers: dict[str, str] = {}
+        for k, v in h.headers.items():
+            k = k.lower()
+            headers[k] = f"{headers[k]}, {v}" if k in headers else v
+        rec = RecordedRequest(h.command, unquote(url.path), dict(parse_qsl(url.query, True)),
+                              headers, parsed if json_ok else None, body)
+        with self._cond:
+            self.requests.append(rec)
+            self._cond.notify_all()
+        try:
+            self.handle(Exchange(self, h, rec, json_ok))
+        except ClientGone:
+            h.close_connection = True
+
+
+def _read_body(h: BaseHTTPRequestHandler) -> bytes:
+    """Request body from Content-Length or chunked transfer encoding."""
+    if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+        out = bytearray()
+        while True:
+            size = int(h.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while h.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return bytes(out)
+            out += h.rfile.read(size)
+            h.rfile.readline()
+    length = int(h.headers.get("Content-Length") or 0)
+    return h.rfile.read(length) if length > 0 else b""

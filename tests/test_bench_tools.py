@@ -1,0 +1,187 @@
+"""Quick checks of the benchmark tools: parsers, load client, fake upstream, sampler.
+
+No timing assertions: these only prove the tools read what servers send and
+what /proc says, so benchmark numbers can be trusted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+from gevent.server import StreamServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: ``bench`` is not installed
+
+from bench import fake_upstream, loadclient, sampler
+from bench.sse import ChunkedDecoder, SSEParser, interpret, parse_head
+
+
+def _chunked(parts: list[bytes]) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def _bupple_body(ts: int) -> list[bytes]:
+    ev = [b"retry: 3000\n\n",
+          b'id: 1\ndata: {"type":"status","status":"started"}\n\n',
+          b": ping\n\n",
+          ('id: 2\ndata: {"type":"chunk","content":"<ts:%d>h\\u00e9llo","role":"assistant",'
+           '"done":false,"tokens":1}\r\n\r\n' % ts).encode(),
+          b'id: 3\ndata: {"type":"chunk","content":"no marker","role":"assistant","done":false}\n\n',
+          b'id: 4\ndata: {"type":"completion","content":"","done":true}\n\n']
+    # re-chunk the SSE bytes so HTTP chunk borders fall mid-event
+    blob = b"".join(ev)
+    return [blob[i:i + 7] for i in range(0, len(blob), 7)]
+
+
+def test_parsers_survive_every_split_point() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    raw = head + _chunked(_bupple_body(12345))
+    for step in (1, 2, 3, 5, 13, 64, len(raw)):
+        buf, h, dec, sse, items = b"", None, ChunkedDecoder(), SSEParser(), []
+        for i in range(0, len(raw), step):
+            data = raw[i:i + step]
+            if h is None:
+                h, data = parse_head(buf + data)
+                if h is None:
+                    buf += raw[i:i + step]
+                    continue
+            for ev in sse.feed(dec.feed(data)):
+                items += interpret(ev, "bupple")
+        assert h is not None and h.status == 200 and h.chunked
+        assert dec.done
+        kinds = [it.kind for it in items]
+        assert kinds == ["other", "ping", "chunk", "chunk", "done"], (step, kinds)
+        assert items[2].ts_ns == 12345 and items[2].content.endswith("héllo")
+        assert items[3].ts_ns is None
+
+
+def test_openai_format_interpretation() -> None:
+    evs = SSEParser().feed(b'data: {"choices":[{"delta":{"content":"<ts:7>a"}}]}\n\n'
+                           b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
+                           b"data: [DONE]\n\n")
+    items = [it for ev in evs for it in interpret(ev, "openai")]
+    assert [(i.kind, i.ts_ns) for i in items] == [("chunk", 7), ("done", None)]
+
+
+def _serve(handle) -> tuple[StreamServer, int]:
+    srv = StreamServer(("127.0.0.1", 0), handle)
+    srv.start()
+    return srv, srv.server_port
+
+
+@pytest.fixture()
+def upstream():
+    fake_upstream.reset_stats()
+    srv, port = _serve(fake_upstream.handle)
+    yield port
+    srv.stop()
+
+
+def test_load_client_direct_path_against_fake_upstream(upstream: int) -> None:
+    job = {"target": {"host": "127.0.0.1", "port": upstream, "fmt": "openai",
+                      "path": "/v1/chat/completions"},
+           "groups": [{"name": "g", "count": 5, "ramp_s": 0.05, "n": 4, "iv": 10}]}
+    res = loadclient.run_job(job)
+    streams = res["groups"]["g"]
+    assert len(streams) == 5 and not res["timed_out"]
+    for s in streams:
+        assert s["ok"] and s["done"] and s["err"] is None, s
+        assert s["chunks"] == 4 and len(s["lat_ns"]) == 4
+        assert all(0 <= x < 5e9 for x in s["lat_ns"])
+    assert fake_upstream.STATS["completed"] == 5
+
+
+def test_upstream_records_client_hangup(upstream: int) -> None:
+    job = {"target": {"host": "127.0.0.1", "port": upstream, "fmt": "openai",
+                      "path": "/v1/chat/completions"},
+           "groups": [{"name": "gone", "count": 2, "n": 50, "iv": 20, "close_after": 2}]}
+    res = loadclient.run_job(job)
+    gevent.sleep(0.2)
+    assert all(s["ok"] and s["t_close"] > 0 and not s["done"] for s in res["groups"]["gone"])
+    sids = {c["sid"] for c in fake_upstream.CLOSES}
+    assert sids == {"gone-0-0", "gone-1-0"}
+    for c in fake_upstream.CLOSES:
+        assert c["chunks_sent"] >= 2
+
+
+def _tiny_bupple_server(sock, addr) -> None:
+    """A minimal server speaking the relay's event format, dribbling bytes."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(4096)
+    head, _, body = buf.partition(b"\r\n\r\n")
+    n = int([ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0].split(b":")[1])
+    while len(body) < n:
+        body += sock.recv(4096)
+    assert json.loads(body)["conversation_id"] == "c1"
+    raw = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+           + _chunked(_bupple_body(time.monotonic_ns())))
+    for i in range(0, len(raw), 5):
+        sock.sendall(raw[i:i + 5])
+        gevent.sleep(0)
+    sock.close()
+
+
+def test_load_client_bupple_format() -> None:
+    srv, port = _serve(_tiny_bupple_server)
+    try:
+        r = loadclient.run_stream(loadclient.Target("127.0.0.1", port), "hi", "s1", conv="c1")
+    finally:
+        srv.stop()
+    assert r.ok and r.done and r.status == 200, r
+    assert r.chunks == 2 and r.pings == 1 and len(r.lat_ns) == 1
+    assert r.t_first_byte <= r.t_first_chunk <= r.t_end
+
+
+def test_load_client_reports_http_errors() -> None:
+    def bad(sock, addr):
+        sock.recv(4096)
+        sock.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        sock.close()
+    srv, port = _serve(bad)
+    try:
+        r = loadclient.run_stream(loadclient.Target("127.0.0.1", port), "hi", "s1")
+    finally:
+        srv.stop()
+    assert not r.ok and r.status == 503
+
+
+def test_sampler_reads_current_process() -> None:
+    pid = os.getpid()
+    assert sampler.rss_bytes(pid) > 1_000_000
+    assert sampler.fd_count(pid) > 0
+    assert sampler.cpu_seconds(pid) > 0
+    s = sampler.Sampler({"self": pid}).sample_once()
+    assert s["self"].rss > 0 and s["self"].fds > 0 and s["self"].close_wait == 0
+
+
+def test_sampler_counts_close_wait() -> None:
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    cli = socket.create_connection(lst.getsockname())
+    srv, _ = lst.accept()
+    srv.close()  # the peer hangs up; we deliberately never close ``cli``
+    try:
+        port = lst.getsockname()[1]
+        for _ in range(50):
+            if sampler.close_wait(os.getpid(), rport=port) == 1:
+                break
+            time.sleep(0.01)
+        assert sampler.close_wait(os.getpid(), rport=port) == 1
+        assert sampler.close_wait(os.getpid(), rport=1) == 0
+    finally:
+        cli.close()
+        lst.close()
+
+
+def test_pool_checked_out_parsing() -> None:
+    assert sampler.pool_checked_out({"status": "ok", "db_pool": {"checked_out": 3}}) == 3
+    assert sampler.pool_checked_out({"status": "ok"}) is None
+    assert sampler.pool_checked_out(None) is None
