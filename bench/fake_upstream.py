@@ -13,21 +13,16 @@ counters and early-close events (when a peer went away mid-stream);
 """
 from __future__ import annotations
 
-from gevent import monkey
+import argparse
+import json
+import random
+import resource
+import socket
+import time
+from typing import Any
 
-monkey.patch_all()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import gevent  # noqa: E402
-import gevent.socket  # noqa: E402
-from gevent.server import StreamServer  # noqa: E402
+import gevent
+from gevent.server import StreamServer
 
 DEFAULTS = {"n": 10, "iv": 200, "jit": 0, "pad": 0}
 STATS: dict[str, Any] = {}
@@ -133,28 +128,22 @@ def _last_user(body: dict[str, Any]) -> str:
     return ""
 
 
-def _peer_gone(sock: socket.socket, deadline: float) -> bool:
-    """Wait until ``deadline`` (monotonic s); True if the peer closed meanwhile.
+def _watch(sock: socket.socket, d: dict[str, Any], sender: gevent.Greenlet) -> None:
+    """Block on recv during a stream; on EOF stamp the close and stop the sender.
 
-    Watching the socket between chunks lets us timestamp a relay's close the
-    moment it happens instead of at our next send.
+    A reader greenlet timestamps a relay's hang-up the moment it happens
+    (not at our next send) and costs no per-chunk timers.
     """
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        try:
-            gevent.socket.wait_read(sock.fileno(), timeout=remaining, timeout_exc=TimeoutError)
-        except TimeoutError:
-            return False
-        try:
-            with gevent.Timeout(0.05, TimeoutError):
-                if sock.recv(4096) == b"":  # unexpected data is dropped
-                    return True
-        except TimeoutError:
-            continue  # TLS record without application data
-        except OSError:
-            return True
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                break
+            d["rx"] = d.get("rx", b"") + data  # a pipelined next request: hand it back
+    except OSError:
+        pass
+    d["gone_ns"] = time.monotonic_ns()
+    sender.kill(block=False)
 
 
 def _stream(sock: socket.socket, d: dict[str, Any]) -> bool:
@@ -162,39 +151,40 @@ def _stream(sock: socket.socket, d: dict[str, Any]) -> bool:
     STATS["started"] += 1
     STATS["active"] += 1
     STATS["peak_active"] = max(STATS["peak_active"], STATS["active"])
-    sent = 0
-    last = time.monotonic_ns()
+    d.update(sent=0, last=time.monotonic_ns(), gone_ns=0)
     pad = "x" * d["pad"]
+    watcher = gevent.spawn(_watch, sock, d, gevent.getcurrent())
     try:
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                      b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n" + _frame(_ROLE))
-        start = time.monotonic()
-        due = start
+        due = time.monotonic()
         for i in range(d["n"]):
             if i:
                 due += (d["iv"] + (random.uniform(0, d["jit"]) if d["jit"] else 0)) / 1000.0
-                if _peer_gone(sock, due):
-                    _record_close(d, sent, last)
-                    return False
-            last = time.monotonic_ns()
-            sock.sendall(_frame(_CHUNK % ("<ts:%d>%s" % (last, pad))))
-            sent += 1
+                gevent.sleep(max(0.0, due - time.monotonic()))
+            d["last"] = time.monotonic_ns()
+            sock.sendall(_frame(_CHUNK % ("<ts:%d>%s" % (d["last"], pad))))
+            d["sent"] += 1
         sock.sendall(_frame(_STOP) + b"0\r\n\r\n")
         STATS["completed"] += 1
         return True
     except OSError:
         STATS["send_errors"] += 1
-        _record_close(d, sent, last)
+        _record_close(d)
+        return False
+    except gevent.GreenletExit:
+        _record_close(d)
         return False
     finally:
         STATS["active"] -= 1
+        watcher.kill(block=False)
 
 
-def _record_close(d: dict[str, Any], sent: int, last: int) -> None:
+def _record_close(d: dict[str, Any]) -> None:
     STATS["early_closed"] += 1
     if len(CLOSES) < 100000:
-        CLOSES.append({"sid": d["sid"], "t_seen_ns": time.monotonic_ns(), "t_last_send_ns": last,
-                       "chunks_sent": sent})
+        CLOSES.append({"sid": d["sid"], "t_seen_ns": d["gone_ns"] or time.monotonic_ns(),
+                       "t_last_send_ns": d["last"], "chunks_sent": d["sent"]})
 
 
 def handle(sock: socket.socket, addr: Any) -> None:
@@ -224,6 +214,8 @@ def handle(sock: socket.socket, addr: Any) -> None:
                         {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})
                 elif not _stream(sock, d):
                     return
+                else:
+                    buf = d.get("rx", b"") + buf
             else:
                 _simple(sock, "404 Not Found", {"error": {"message": "not found"}})
             if headers.get("connection", "").lower() == "close":

@@ -113,12 +113,15 @@ class SSEParser:
         self._buf = b""
 
     def feed(self, data: bytes) -> list[SSEEvent]:
-        buf = (self._buf + data).replace(b"\r\n", b"\n")
-        # a lone CR at the very end may be the first half of CRLF: keep it
-        hold = buf.endswith(b"\r")
-        if hold:
-            buf = buf[:-1]
-        buf = buf.replace(b"\r", b"\n")
+        buf = self._buf + data
+        hold = False
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+            # a lone CR at the very end may be the first half of CRLF: keep it
+            hold = buf.endswith(b"\r")
+            if hold:
+                buf = buf[:-1]
+            buf = buf.replace(b"\r", b"\n")
         events = []
         while True:
             i = buf.find(b"\n\n")

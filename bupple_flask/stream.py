@@ -33,7 +33,16 @@ class ChatStream:
     # -- iteration -----------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self
+        # A fresh wrapper per loop: when a ``for`` loop breaks or raises, the loop drops
+        # the wrapper, its ``finally`` runs at once and the upstream closes (no waiting for GC).
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self._chunks
+        finally:
+            if self.ending is None:
+                self.close()
 
     def __next__(self) -> dict[str, Any]:
         return next(self._chunks)

@@ -49,9 +49,9 @@ def event(name: str, data: bytes) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
 
 
-def error_body(type_: str, message: str) -> str:
+def error_body(type_: str, message: str, request_id: str | None = None) -> str:
     return compact({"type": "error", "error": {"type": type_, "message": message},
-                    "request_id": _request_id()})
+                    "request_id": request_id or _request_id()})
 
 
 class _Plan(StreamPlan):
@@ -103,12 +103,13 @@ class FakeAnthropic(FakeServer):
     server_header = "cloudflare"
 
     def _error(self, ex: Exchange, status: int, type_: str, message: str) -> None:
-        headers = {"request-id": _request_id(),
+        rid = _request_id()
+        headers = {"request-id": rid,
                    "x-should-retry": "true" if status in (408, 409, 429) or status >= 500
                    else "false"}
         if status == 429:
             headers["retry-after"] = "7"
-        ex.reply(status, error_body(type_, message), "application/json", headers)
+        ex.reply(status, error_body(type_, message, rid), "application/json", headers)
 
     def _invalid(self, ex: Exchange, message: str) -> None:
         self._error(ex, 400, "invalid_request_error", message)

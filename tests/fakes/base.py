@@ -168,10 +168,7 @@ class Exchange:
         for k, v in (headers or {}).items():
             h.send_header(k, v)
         h.end_headers()
-        try:
-            h.wfile.write(body)
-        except OSError as e:
-            raise ClientGone() from e
+        self._write(body)
 
     # -- chunked streaming --------------------------------------------------------
     def send_stream_headers(self, content_type: str, headers: dict | None = None) -> None:
@@ -190,15 +187,15 @@ class Exchange:
         """Write one HTTP chunk (one SSE event) and flush; notice a closed client first."""
         if self.client_closed(0):
             raise ClientGone()
-        try:
-            self.h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        except OSError as e:
-            raise ClientGone() from e
+        self._write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def finish(self) -> None:
         """Terminating zero-length chunk: the body ends properly."""
+        self._write(b"0\r\n\r\n")
+
+    def _write(self, data: bytes) -> None:
         try:
-            self.h.wfile.write(b"0\r\n\r\n")
+            self.h.wfile.write(data)
         except OSError as e:
             raise ClientGone() from e
 
@@ -321,9 +318,6 @@ class FakeServer:
 
     def __exit__(self, *exc):
         self.close()
-
-    def __repr__(self):
-        return f"<{type(self).__name__} {self.base_url}>"
 
     # -- subclass API -----------------------------------------------------------------
     def handle(self, ex: Exchange) -> None:

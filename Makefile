@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run dev test test-py test-js system-deps bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+); set PYTHON=..."; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+## Serve the app under gunicorn + gevent on http://$(HOST):$(PORT) (SQLite + mock provider without keys).
+run: $(STAMP)
+	BIND=$(HOST):$(PORT) WEB_CONCURRENCY=$${WEB_CONCURRENCY:-1} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+## The Flask dev server, with reload.
+dev: $(STAMP)
+	$(BIN)/flask --app wsgi:app run --debug --host $(HOST) --port $(PORT)
+
+## Everything: Python tests (fakes, real gunicorn + gevent, PostgreSQL, headless Chromium) and the JS parser tests.
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest
+	node --test tests/js/
+
+test-py: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-js:
+	node --test tests/js/
+
+## Debian chromium for the browser tests, and the vue package for the Vue example test (ignored folder).
+system-deps:
+	./scripts/install-system-deps.sh
+
+## Benchmarks (not part of `make test`): `make bench` or `make bench QUICK=1`.
+bench: $(STAMP)
+	QUICK=$(QUICK) $(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) .pytest_cache tests/artifacts tests/.vendor build dist

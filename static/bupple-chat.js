@@ -1,0 +1,1570 @@
+/*!
+ * bupple-chat.js - embeddable streaming chat widget for bupple_flask.
+ * One file, no build step, no dependencies. MIT licence.
+ *
+ * Embed:
+ *   <div id="chat"></div>
+ *   <script src="/bupple/bupple-chat.js" data-endpoint="/api/stream" data-target="#chat"></script>
+ * or:
+ *   <script src="/bupple/bupple-chat.js"></script>
+ *   <script>BuppleChat.mount(document.querySelector('#chat'), {endpoint: '/api/stream'})</script>
+ *
+ * The same file also loads in Node (no DOM needed) so the SSE parser and the
+ * Markdown tokenizer can be tested with `node --test`:
+ *   const { createSSEParser, parseMarkdown } = require('./static/bupple-chat.js')
+ *
+ * Model output is never inserted with innerHTML: plain text goes into text nodes,
+ * and the optional Markdown renderer builds DOM nodes from a small token tree.
+ */
+(function (root, factory) {
+  'use strict';
+  var api = factory(root);
+  var isCommonJS = typeof module === 'object' && module !== null && typeof module.exports === 'object';
+  if (isCommonJS) module.exports = api;
+  if (root && (root.document || !isCommonJS)) root.BuppleChat = api;
+  if (root && root.document) api._autoMount();
+}(typeof globalThis !== 'undefined' ? globalThis : (typeof self !== 'undefined' ? self : this), function (root) {
+  'use strict';
+
+  var VERSION = '0.1.0';
+
+  // ---------------------------------------------------------------------------
+  // SSE parser (WHATWG "event stream interpretation"), streaming and DOM-free.
+  // ---------------------------------------------------------------------------
+
+  /**
+   * createSSEParser(onEvent, options?) -> { feed(chunk), end(), reset(), lastEventId, retry }
+   *
+   * feed() takes Uint8Array / ArrayBuffer (decoded with a streaming UTF-8
+   * TextDecoder, so a character split across reads is kept whole) or string.
+   * Lines end with LF, CR or CRLF, also when the CRLF is split across feeds.
+   * onEvent receives {type, data, id, lastEventId}; type is the `event:` field
+   * or "message". Options: onComment(text), onRetry(ms), flushOnEnd (bool).
+   *
+   * end(): the stream is over. As in the spec (and in browsers' EventSource),
+   * an event that was not terminated by a blank line is DISCARDED, unless
+   * options.flushOnEnd is true, in which case it is dispatched.
+   */
+  function createSSEParser(onEvent, options) {
+    if (typeof onEvent !== 'function') throw new TypeError('createSSEParser: onEvent must be a function');
+    var opts = options || {};
+    var decoder = null;
+    var line = '';          // unterminated line carried over between feeds
+    var pendingCR = false;  // last feed ended with CR: swallow a leading LF
+    var started = false;    // a leading BOM was looked at
+    var data = '';
+    var eventType = '';
+    var idBuffer = '';
+    var parser = { lastEventId: '', retry: null, feed: feed, end: end, reset: reset };
+
+    function reset() {
+      decoder = null; line = ''; pendingCR = false; started = false;
+      data = ''; eventType = '';
+    }
+
+    function decode(chunk, last) {
+      if (typeof chunk === 'string') return chunk;
+      if (chunk == null) return '';
+      if (!decoder) {
+        if (typeof TextDecoder === 'undefined') throw new Error('TextDecoder is not available');
+        decoder = new TextDecoder('utf-8'); // strips one leading BOM itself
+        started = true;
+      }
+      var bytes = chunk instanceof Uint8Array ? chunk
+        : ArrayBuffer.isView(chunk) ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+          : new Uint8Array(chunk);
+      return decoder.decode(bytes, { stream: !last });
+    }
+
+    function feed(chunk) {
+      var text = decode(chunk, false);
+      if (text) push(text);
+      return parser;
+    }
+
+    function push(text) {
+      if (!started) {
+        started = true;
+        if (text.charCodeAt(0) === 0xFEFF) text = text.slice(1);
+      }
+      var n = text.length;
+      var i = 0;
+      if (pendingCR) {
+        pendingCR = false;
+        if (n > 0 && text.charCodeAt(0) === 10) i = 1;
+      }
+      var nextLF = -2;
+      var nextCR = -2;
+      while (i < n) {
+        if (nextLF !== -1 && nextLF < i) nextLF = text.indexOf('\n', i);
+        if (nextCR !== -1 && nextCR < i) nextCR = text.indexOf('\r', i);
+        var stop = nextLF === -1 ? nextCR : (nextCR === -1 ? nextLF : Math.min(nextLF, nextCR));
+        if (stop === -1) {
+          line += text.slice(i);
+          return;
+        }
+        var current = line + text.slice(i, stop);
+        line = '';
+        i = stop + 1;
+        if (stop === nextCR) {
+          if (i < n) {
+            if (text.charCodeAt(i) === 10) i++;
+          } else {
+            pendingCR = true;
+          }
+        }
+        processLine(current);
+      }
+    }
+
+    function processLine(l) {
+      if (l === '') { dispatch(); return; }
+      if (l.charCodeAt(0) === 58) { // ':' comment (heartbeat)
+        if (opts.onComment) opts.onComment(l.charCodeAt(1) === 32 ? l.slice(2) : l.slice(1));
+        return;
+      }
+      var colon = l.indexOf(':');
+      var field = l;
+      var value = '';
+      if (colon !== -1) {
+        field = l.slice(0, colon);
+        value = l.slice(colon + 1);
+        if (value.charCodeAt(0) === 32) value = value.slice(1);
+      }
+      switch (field) {
+        case 'data': data += value + '\n'; break;
+        case 'event': eventType = value; break;
+        case 'id': if (value.indexOf('\u0000') === -1) idBuffer = value; break;
+        case 'retry':
+          if (/^[0-9]+$/.test(value)) {
+            parser.retry = parseInt(value, 10);
+            if (opts.onRetry) opts.onRetry(parser.retry);
+          }
+          break;
+        default: break; // unknown fields are ignored
+      }
+    }
+
+    function dispatch() {
+      parser.lastEventId = idBuffer;
+      if (data === '') { eventType = ''; return; }
+      var payload = data.charCodeAt(data.length - 1) === 10 ? data.slice(0, -1) : data;
+      var evt = { type: eventType || 'message', data: payload, id: idBuffer, lastEventId: idBuffer };
+      data = '';
+      eventType = '';
+      onEvent(evt);
+    }
+
+    function end() {
+      var rest = decoder ? decode(new Uint8Array(0), true) : '';
+      if (rest) push(rest);
+      if (opts.flushOnEnd) {
+        if (line !== '') { var l = line; line = ''; processLine(l); }
+        dispatch();
+      }
+      reset();
+      return parser;
+    }
+
+    return parser;
+  }
+
+  // ---------------------------------------------------------------------------
+  // Safe Markdown: a pure tokenizer (parseMarkdown) and a DOM builder
+  // (renderMarkdown) that only uses createElement / createTextNode.
+  // ---------------------------------------------------------------------------
+
+  /** Returns the URL if it is an absolute http(s) or mailto URL without spaces or control characters, else null. */
+  function safeUrl(url) {
+    if (typeof url !== 'string') return null;
+    url = url.trim();
+    if (url.charAt(0) === '<' && url.charAt(url.length - 1) === '>') url = url.slice(1, -1);
+    if (!url || url.length > 2048) return null;
+    if (/[\s\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028\u2029\ufeff]/.test(url)) return null;
+    var m = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url);
+    if (!m) return null;
+    var scheme = m[1].toLowerCase();
+    if (scheme === 'http' || scheme === 'https') return /^https?:\/\/[^\/?#]/i.test(url) ? url : null;
+    if (scheme === 'mailto') return url.length > 7 ? url : null;
+    return null;
+  }
+
+  var FENCE_RE = /^( {0,3})(`{3,}|~{3,})[ \t]*([^`\s]*)[^`]*$/;
+  var HEADING_RE = /^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$/;
+  var HR_RE = /^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$/;
+  var QUOTE_RE = /^ {0,3}> ?(.*)$/;
+  var LIST_RE = /^( *)([-*+]|\d{1,9}[.)])(?:([ \t]+)(.*))?$/;
+  var BLANK_RE = /^[ \t]*$/;
+
+  function expandTabs(l) {
+    return l.indexOf('\t') === -1 ? l : l.replace(/^[ \t]+/, function (ws) { return ws.replace(/\t/g, '    '); });
+  }
+  function indentOf(l) { var m = /^ */.exec(l); return m[0].length; }
+  function isOrdered(marker) { return marker.charAt(0) >= '0' && marker.charAt(0) <= '9'; }
+
+  function startsBlock(l) {
+    return FENCE_RE.test(l) || HEADING_RE.test(l) || HR_RE.test(l) || QUOTE_RE.test(l) || isListItem(l);
+  }
+  function isListItem(l) {
+    var m = LIST_RE.exec(l);
+    return !!(m && m[1].length <= 3 && m[3] !== undefined && m[4] !== '' && !HR_RE.test(l));
+  }
+
+  /** parseMarkdown(text) -> array of block tokens (pure, DOM-free). */
+  function parseMarkdown(src) {
+    var text = String(src == null ? '' : src).replace(/\r\n?/g, '\n');
+    return parseBlocks(text.split('\n').map(expandTabs), 0);
+  }
+
+  function parseBlocks(lines, depth) {
+    var blocks = [];
+    var para = null;
+    var i = 0;
+    var m;
+    function flush() {
+      if (para) {
+        blocks.push({ type: 'paragraph', children: parseInline(para.join('\n')) });
+        para = null;
+      }
+    }
+    while (i < lines.length) {
+      var l = lines[i];
+      if (BLANK_RE.test(l)) { flush(); i++; continue; }
+      if ((m = FENCE_RE.exec(l)) && !(m[2].charAt(0) === '`' && m[3].indexOf('`') !== -1)) {
+        flush();
+        var fence = m[2];
+        var indent = m[1].length;
+        var body = [];
+        i++;
+        while (i < lines.length) {
+          var c = /^ {0,3}(`{3,}|~{3,})[ \t]*$/.exec(lines[i]);
+          if (c && c[1].charAt(0) === fence.charAt(0) && c[1].length >= fence.length) { i++; break; }
+          var bl = lines[i];
+          var strip = Math.min(indent, indentOf(bl));
+          body.push(bl.slice(strip));
+          i++;
+        }
+        blocks.push({ type: 'code', lang: m[3].replace(/[^\w+#.-]/g, ''), text: body.join('\n') });
+        continue;
+      }
+      if ((m = HEADING_RE.exec(l))) {
+        flush();
+        blocks.push({ type: 'heading', level: m[1].length, children: parseInline(m[2] || '') });
+        i++;
+        continue;
+      }
+      if (HR_RE.test(l)) { flush(); blocks.push({ type: 'hr' }); i++; continue; }
+      if (QUOTE_RE.test(l) && depth < 8) {
+        flush();
+        var inner = [];
+        while (i < lines.length && (m = QUOTE_RE.exec(lines[i]))) { inner.push(m[1]); i++; }
+        blocks.push({ type: 'blockquote', children: parseBlocks(inner, depth + 1) });
+        continue;
+      }
+      if (isListItem(l) && depth < 8) {
+        flush();
+        var res = parseList(lines, i, depth);
+        blocks.push(res.block);
+        i = res.next;
+        continue;
+      }
+      if (!para) para = [];
+      para.push(l.replace(/^ +/, ''));
+      i++;
+    }
+    flush();
+    return blocks;
+  }
+
+  function parseList(lines, i, depth) {
+    var first = LIST_RE.exec(lines[i]);
+    var ordered = isOrdered(first[2]);
+    var block = { type: 'list', ordered: ordered, start: ordered ? parseInt(first[2], 10) : 1, items: [] };
+    var baseIndent = first[1].length;
+    while (i < lines.length) {
+      var m = LIST_RE.exec(lines[i]);
+      if (!(m && isListItem(lines[i]) && isOrdered(m[2]) === ordered && Math.abs(m[1].length - baseIndent) <= 1)) break;
+      var contentIndent = m[1].length + m[2].length + Math.min(m[3].length, 4);
+      var itemLines = [m[4]];
+      i++;
+      while (i < lines.length) {
+        var l = lines[i];
+        if (BLANK_RE.test(l)) {
+          var j = i;
+          while (j < lines.length && BLANK_RE.test(lines[j])) j++;
+          if (j < lines.length && indentOf(lines[j]) >= contentIndent) {
+            for (; i < j; i++) itemLines.push('');
+            continue;
+          }
+          break;
+        }
+        var ind = indentOf(l);
+        if (ind >= contentIndent) { itemLines.push(l.slice(contentIndent)); i++; continue; }
+        if (isListItem(l) && ind > baseIndent + 1) { itemLines.push(l.slice(Math.min(ind, contentIndent))); i++; continue; }
+        if (!startsBlock(l)) { itemLines.push(l.replace(/^ +/, '')); i++; continue; } // lazy continuation
+        break;
+      }
+      block.items.push(parseBlocks(itemLines, depth + 1));
+      // blank lines between two items of the same list
+      var k = i;
+      while (k < lines.length && BLANK_RE.test(lines[k])) k++;
+      if (k > i && k < lines.length) {
+        var n = LIST_RE.exec(lines[k]);
+        if (n && isListItem(lines[k]) && isOrdered(n[2]) === ordered && Math.abs(n[1].length - baseIndent) <= 1) { i = k; continue; }
+      }
+    }
+    return { block: block, next: i };
+  }
+
+  var ESCAPABLE = '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~';
+  function isSpace(ch) { return ch === undefined || ch === '' || /\s/.test(ch); }
+  function isAlnum(ch) { return !!ch && /[A-Za-z0-9\u00C0-\uFFFF]/.test(ch); }
+
+  /** parseInline(text) -> array of inline tokens: text, br, code, strong, em, del, link. */
+  function parseInline(s, depth) {
+    depth = depth || 0;
+    var out = [];
+    var text = '';
+    var i = 0;
+    var n = s.length;
+    var failed = {}; // "no closer for this delimiter at or after index X"
+    function flush() { if (text) { out.push({ type: 'text', text: text }); text = ''; } }
+    function runLength(at, ch) { var k = at; while (k < n && s.charAt(k) === ch) k++; return k - at; }
+    function findCloser(from, ch, len) {
+      var key = ch + len;
+      var code = ch === '`';
+      if (failed[key] !== undefined && from >= failed[key]) return -1;
+      var j = from;
+      while (j < n) {
+        j = s.indexOf(ch, j);
+        if (j === -1) break;
+        var r = runLength(j, ch);
+        if (r === len && (code || (!isSpace(s.charAt(j - 1)) && (ch !== '_' || !isAlnum(s.charAt(j + r)))))) return j;
+        j += r;
+      }
+      failed[key] = failed[key] === undefined ? from : Math.min(failed[key], from);
+      return -1;
+    }
+    while (i < n) {
+      var ch = s.charAt(i);
+      var m;
+      if (ch === '\\' && i + 1 < n) {
+        var nx = s.charAt(i + 1);
+        if (ESCAPABLE.indexOf(nx) !== -1) { text += nx; i += 2; continue; }
+        if (nx === '\n') { flush(); out.push({ type: 'br' }); i += 2; continue; }
+      }
+      if (ch === '\n') {
+        text = text.replace(/ +$/, '');
+        flush();
+        out.push({ type: 'br' });
+        i++;
+        while (s.charAt(i) === ' ') i++;
+        continue;
+      }
+      if (ch === '`') {
+        var run = runLength(i, '`');
+        var close = findCloser(i + run, '`', run);
+        if (close !== -1 && close > i + run) {
+          var code = s.slice(i + run, close).replace(/\n/g, ' ');
+          if (code.length > 2 && code.charAt(0) === ' ' && code.charAt(code.length - 1) === ' ' && /[^ ]/.test(code)) code = code.slice(1, -1);
+          flush();
+          out.push({ type: 'code', text: code });
+          i = close + run;
+          continue;
+        }
+        text += s.slice(i, i + run);
+        i += run;
+        continue;
+      }
+      if ((ch === '*' || ch === '_' || ch === '~') && depth < 16) {
+        var len = runLength(i, ch);
+        var opens = !isSpace(s.charAt(i + len)) && (ch !== '_' || !isAlnum(s.charAt(i - 1)));
+        var okLen = ch === '~' ? len === 2 : len <= 3;
+        if (opens && okLen) {
+          var closer = findCloser(i + len + 1, ch, len);
+          if (closer !== -1) {
+            var inner = parseInline(s.slice(i + len, closer), depth + 1);
+            var node;
+            if (ch === '~') node = { type: 'del', children: inner };
+            else if (len === 1) node = { type: 'em', children: inner };
+            else if (len === 2) node = { type: 'strong', children: inner };
+            else node = { type: 'strong', children: [{ type: 'em', children: inner }] };
+            flush();
+            out.push(node);
+            i = closer + len;
+            continue;
+          }
+        }
+        text += s.slice(i, i + len);
+        i += len;
+        continue;
+      }
+      if (ch === '[' || (ch === '!' && s.charAt(i + 1) === '[')) {
+        var link = parseLink(s, ch === '!' ? i + 1 : i);
+        if (link) {
+          flush();
+          var label = ch === '!' ? [{ type: 'text', text: s.slice(link.labelStart, link.labelEnd) || link.url }]
+            : stripLinks(parseInline(s.slice(link.labelStart, link.labelEnd), depth + 1));
+          var href = safeUrl(link.url);
+          if (href) out.push({ type: 'link', href: href, children: label });
+          else for (var q = 0; q < label.length; q++) out.push(label[q]);
+          i = link.end;
+          continue;
+        }
+      }
+      if (ch === '<' && (m = /^<((?:https?:\/\/|mailto:)[^\s<>]+)>/i.exec(s.slice(i, i + 2100)))) {
+        var auto = safeUrl(m[1]);
+        flush();
+        out.push(auto ? { type: 'link', href: auto, children: [{ type: 'text', text: m[1] }] } : { type: 'text', text: m[0] });
+        i += m[0].length;
+        continue;
+      }
+      if ((ch === 'h' || ch === 'H') && s.substr(i, 4).toLowerCase() === 'http' && !isAlnum(s.charAt(i - 1)) && (m = /^https?:\/\/[^\s<>"]+/i.exec(s.slice(i, i + 2100)))) {
+        var url = trimUrl(m[0]);
+        var bare = safeUrl(url);
+        if (bare) {
+          flush();
+          out.push({ type: 'link', href: bare, children: [{ type: 'text', text: url }] });
+          i += url.length;
+          continue;
+        }
+      }
+      text += ch;
+      i++;
+    }
+    flush();
+    return mergeText(out);
+  }
+
+  function mergeText(nodes) {
+    var out = [];
+    for (var i = 0; i < nodes.length; i++) {
+      var prev = out[out.length - 1];
+      if (prev && prev.type === 'text' && nodes[i].type === 'text') out[out.length - 1] = { type: 'text', text: prev.text + nodes[i].text };
+      else out.push(nodes[i]);
+    }
+    return out;
+  }
+
+  function trimUrl(url) {
+    for (;;) {
+      var last = url.charAt(url.length - 1);
+      if (/[.,;:!?'"*_~]/.test(last)) { url = url.slice(0, -1); continue; }
+      if (last === ')' && (url.split('(').length - 1) < (url.split(')').length - 1)) { url = url.slice(0, -1); continue; }
+      return url;
+    }
+  }
+
+  function parseLink(s, at) {
+    // [label](url "title") with nested brackets in the label and balanced parentheses in the url
+    var depth = 0;
+    var j = at;
+    var limit = Math.min(s.length, at + 1000);
+    for (; j < limit; j++) {
+      var c = s.charAt(j);
+      if (c === '\\') { j++; continue; }
+      if (c === '[') depth++;
+      else if (c === ']') { depth--; if (depth === 0) break; }
+      else if (c === '\n' && s.charAt(j + 1) === '\n') return null;
+    }
+    if (depth !== 0 || j >= limit || s.charAt(j + 1) !== '(') return null;
+    var labelEnd = j;
+    var k = j + 2;
+    var paren = 0;
+    var ulimit = Math.min(s.length, k + 2100);
+    var urlStart = k;
+    while (k < ulimit && s.charAt(k) === ' ') { k++; urlStart = k; }
+    var url;
+    if (s.charAt(k) === '<') {
+      var gt = s.indexOf('>', k);
+      if (gt === -1 || gt >= ulimit) return null;
+      url = s.slice(k + 1, gt);
+      k = gt + 1;
+    } else {
+      for (; k < ulimit; k++) {
+        var d = s.charAt(k);
+        if (d === '(') paren++;
+        else if (d === ')') { if (paren === 0) break; paren--; }
+        else if (/\s/.test(d)) break;
+      }
+      url = s.slice(urlStart, k);
+    }
+    // optional title
+    var t = /^\s+(?:"[^"]*"|'[^']*'|\([^)]*\))?\s*/.exec(s.slice(k, ulimit));
+    if (t) k += t[0].length;
+    if (s.charAt(k) !== ')') return null;
+    return { labelStart: at + 1, labelEnd: labelEnd, url: url, end: k + 1 };
+  }
+
+  function stripLinks(nodes) {
+    var out = [];
+    for (var i = 0; i < nodes.length; i++) {
+      var node = nodes[i];
+      if (node.type === 'link') out.push.apply(out, stripLinks(node.children));
+      else if (node.children) out.push({ type: node.type, children: stripLinks(node.children) });
+      else out.push(node);
+    }
+    return out;
+  }
+
+  /**
+   * renderMarkdown(textOrBlocks, doc) -> DocumentFragment built with DOM calls only.
+   * `doc` defaults to the global document; tests can pass a tiny fake.
+   */
+  function renderMarkdown(src, doc) {
+    doc = doc || root.document;
+    var blocks = typeof src === 'string' || src == null ? parseMarkdown(src) : src;
+    var frag = doc.createDocumentFragment();
+    appendBlocks(frag, blocks, doc);
+    return frag;
+  }
+
+  function el(doc, tag, cls) {
+    var e = doc.createElement(tag);
+    if (cls) e.setAttribute('class', cls);
+    return e;
+  }
+
+  function appendBlocks(parent, blocks, doc) {
+    for (var i = 0; i < blocks.length; i++) {
+      var b = blocks[i];
+      var e;
+      switch (b.type) {
+        case 'paragraph':
+          e = el(doc, 'p');
+          appendInlines(e, b.children, doc);
+          break;
+        case 'heading':
+          e = el(doc, 'p', 'md-h md-h' + b.level);
+          e.setAttribute('role', 'heading');
+          e.setAttribute('aria-level', String(Math.min(6, b.level + 2)));
+          appendInlines(e, b.children, doc);
+          break;
+        case 'code':
+          e = el(doc, 'pre', 'md-pre');
+          var code = el(doc, 'code', b.lang ? 'language-' + b.lang : null);
+          code.appendChild(doc.createTextNode(b.text));
+          e.appendChild(code);
+          if (b.lang) e.setAttribute('data-lang', b.lang);
+          break;
+        case 'hr':
+          e = el(doc, 'hr');
+          break;
+        case 'blockquote':
+          e = el(doc, 'blockquote');
+          appendBlocks(e, b.children, doc);
+          break;
+        case 'list':
+          e = el(doc, b.ordered ? 'ol' : 'ul');
+          if (b.ordered && b.start !== 1) e.setAttribute('start', String(b.start));
+          for (var j = 0; j < b.items.length; j++) {
+            var li = el(doc, 'li');
+            var item = b.items[j];
+            if (item.length && item[0].type === 'paragraph') {
+              appendInlines(li, item[0].children, doc);
+              appendBlocks(li, item.slice(1), doc);
+            } else {
+              appendBlocks(li, item, doc);
+            }
+            e.appendChild(li);
+          }
+          break;
+        default:
+          continue;
+      }
+      parent.appendChild(e);
+    }
+  }
+
+  function appendInlines(parent, nodes, doc) {
+    for (var i = 0; i < nodes.length; i++) {
+      var node = nodes[i];
+      var e;
+      switch (node.type) {
+        case 'text': parent.appendChild(doc.createTextNode(node.text)); continue;
+        case 'br': parent.appendChild(el(doc, 'br')); continue;
+        case 'code':
+          e = el(doc, 'code');
+          e.appendChild(doc.createTextNode(node.text));
+          break;
+        case 'strong': case 'em': case 'del':
+          e = el(doc, node.type);
+          appendInlines(e, node.children, doc);
+          break;
+        case 'link':
+          var href = safeUrl(node.href); // checked again: tokens may come from elsewhere
+          if (!href) { appendInlines(parent, node.children, doc); continue; }
+          e = el(doc, 'a');
+          e.setAttribute('href', href);
+          e.setAttribute('rel', 'noopener noreferrer');
+          e.setAttribute('target', '_blank');
+          appendInlines(e, node.children, doc);
+          break;
+        default: continue;
+      }
+      parent.appendChild(e);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // URL helpers (pure)
+  // ---------------------------------------------------------------------------
+
+  function splitQuery(url) {
+    var q = url.search(/[?#]/);
+    return q === -1 ? [url, ''] : [url.slice(0, q), url.slice(q)];
+  }
+  /** '/api/stream' + '/providers' -> '/api/providers'; null when the endpoint does not end with /stream. */
+  function siblingUrl(endpoint, suffix) {
+    var base = splitQuery(String(endpoint || ''))[0];
+    if (!/\/stream\/?$/.test(base)) return null;
+    return base.replace(/\/stream\/?$/, suffix);
+  }
+  function fromTemplate(tpl, id) {
+    if (typeof tpl === 'function') return tpl(id);
+    var enc = encodeURIComponent(id);
+    if (tpl.indexOf('{id}') !== -1) return tpl.split('{id}').join(enc);
+    if (tpl.indexOf(':id') !== -1) return tpl.split(':id').join(enc);
+    return tpl.replace(/\/+$/, '') + '/' + enc + '/messages';
+  }
+  /** History URL: option historyEndpoint (template with {id}, base path, or function), else derived from the endpoint. */
+  function historyUrl(opts, id) {
+    if (!id || opts.historyEndpoint === false) return null;
+    if (opts.historyEndpoint) return fromTemplate(opts.historyEndpoint, id);
+    return siblingUrl(opts.endpoint, '/conversations/' + encodeURIComponent(id) + '/messages');
+  }
+  function deleteUrl(opts, id) {
+    if (!id || opts.deleteEndpoint === false) return null;
+    if (opts.deleteEndpoint) {
+      if (typeof opts.deleteEndpoint === 'function') return opts.deleteEndpoint(id);
+      var enc = encodeURIComponent(id);
+      var tpl = opts.deleteEndpoint;
+      return tpl.indexOf('{id}') !== -1 ? tpl.split('{id}').join(enc) : tpl.replace(/\/+$/, '') + '/' + enc;
+    }
+    var h = historyUrl(opts, id);
+    return h ? splitQuery(h)[0].replace(/\/messages\/?$/, '') : null;
+  }
+  function providersUrl(opts) {
+    if (opts.providersEndpoint === false) return null;
+    return opts.providersEndpoint || siblingUrl(opts.endpoint, '/providers');
+  }
+  /** GET URL for the EventSource transport: endpoint + query (message, conversation_id, provider, model, extra). */
+  function eventSourceUrl(endpoint, fields) {
+    var parts = [];
+    for (var k in fields) {
+      if (!Object.prototype.hasOwnProperty.call(fields, k)) continue;
+      var v = fields[k];
+      if (v === undefined || v === null) continue;
+      if (typeof v === 'object') v = JSON.stringify(v);
+      parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(String(v)));
+    }
+    if (!parts.length) return endpoint;
+    var hash = '';
+    var h = endpoint.indexOf('#');
+    if (h !== -1) { hash = endpoint.slice(h); endpoint = endpoint.slice(0, h); }
+    var sep = endpoint.indexOf('?') === -1 ? '?' : (/[?&]$/.test(endpoint) ? '' : '&');
+    return endpoint + sep + parts.join('&') + hash;
+  }
+  /** Readable message from a non-2xx response body ({"error":{"code","message"}} or text). */
+  function describeHttpError(status, bodyText) {
+    var message = '';
+    var code = 'http_' + status;
+    try {
+      var json = JSON.parse(bodyText);
+      var e = json && json.error;
+      if (e && typeof e === 'object') { message = e.message || ''; code = e.code || code; }
+      else if (typeof e === 'string') { message = e; code = json.code || code; }
+      else if (json && typeof json.message === 'string') message = json.message;
+    } catch (_) { /* not JSON */ }
+    if (!message) {
+      if (status === 401 || status === 403) message = 'You are not allowed to use this chat (HTTP ' + status + ').';
+      else if (status === 404) message = 'The chat endpoint was not found (HTTP 404).';
+      else if (status === 429) message = 'Too many requests. Please wait a moment and try again.';
+      else if (status >= 500) message = 'The chat server had a problem (HTTP ' + status + '). Please try again.';
+      else message = 'The request failed (HTTP ' + status + ').';
+    }
+    return { type: 'error', error: String(message), code: String(code), status: status, done: true };
+  }
+
+  function uuid() {
+    var c = root.crypto;
+    if (c && typeof c.randomUUID === 'function') {
+      try { return c.randomUUID(); } catch (_) { /* insecure context */ }
+    }
+    var b = new Uint8Array(16);
+    if (c && typeof c.getRandomValues === 'function') c.getRandomValues(b);
+    else for (var i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    var hex = [];
+    for (var j = 0; j < 16; j++) hex.push((b[j] + 0x100).toString(16).slice(1));
+    return hex.slice(0, 4).join('') + '-' + hex.slice(4, 6).join('') + '-' + hex.slice(6, 8).join('') + '-' + hex.slice(8, 10).join('') + '-' + hex.slice(10).join('');
+  }
+
+  // ---------------------------------------------------------------------------
+  // The widget
+  // ---------------------------------------------------------------------------
+
+  var CSS = [
+    ':host{all:initial;display:block;height:var(--bupple-height,560px);min-height:280px;contain:content;',
+    'font-family:var(--bupple-font,ui-sans-serif,system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif);}',
+    ':host([hidden]){display:none}',
+    '*,*::before,*::after{box-sizing:border-box}',
+    '.bc{--_accent:var(--bupple-accent,#4f46e5);--_accent-fg:var(--bupple-accent-fg,#fff);--_bg:var(--bupple-bg,#fff);',
+    '--_fg:var(--bupple-fg,#111827);--_muted:var(--bupple-muted,#6b7280);--_border:var(--bupple-border,#e5e7eb);',
+    '--_surface:var(--bupple-surface,#f9fafb);--_user-bg:var(--bupple-user-bg,var(--_accent));--_user-fg:var(--bupple-user-fg,var(--_accent-fg));',
+    '--_bot-bg:var(--bupple-assistant-bg,#f3f4f6);--_bot-fg:var(--bupple-assistant-fg,var(--_fg));',
+    '--_err:var(--bupple-error,#b91c1c);--_err-bg:var(--bupple-error-bg,#fef2f2);--_err-border:var(--bupple-error-border,#fecaca);',
+    '--_code-bg:var(--bupple-code-bg,#0f172a);--_code-fg:var(--bupple-code-fg,#e2e8f0);--_radius:var(--bupple-radius,18px);',
+    '--_badge-bg:var(--bupple-badge-bg,#fef3c7);--_badge-fg:var(--bupple-badge-fg,#92400e);--_focus:var(--bupple-focus,var(--_accent));',
+    'display:flex;flex-direction:column;height:100%;width:100%;min-width:0;overflow:hidden;background:var(--_bg);color:var(--_fg);',
+    'border:1px solid var(--_border);border-radius:var(--bupple-frame-radius,14px);font-size:15px;line-height:1.5;',
+    '-webkit-font-smoothing:antialiased;text-align:left;}',
+    '.bc[data-theme="dark"]{--_bg:var(--bupple-bg,#0b1020);--_fg:var(--bupple-fg,#e5e7eb);--_muted:var(--bupple-muted,#9ca3af);',
+    '--_border:var(--bupple-border,#1f2937);--_surface:var(--bupple-surface,#111827);--_bot-bg:var(--bupple-assistant-bg,#1f2937);',
+    '--_err:var(--bupple-error,#fca5a5);--_err-bg:var(--bupple-error-bg,#3b0d0d);--_err-border:var(--bupple-error-border,#7f1d1d);',
+    '--_badge-bg:var(--bupple-badge-bg,#422006);--_badge-fg:var(--bupple-badge-fg,#fde68a);--_accent:var(--bupple-accent,#818cf8);--_accent-fg:var(--bupple-accent-fg,#0b1020)}',
+    '@media (prefers-color-scheme:dark){.bc[data-theme="auto"]{--_bg:var(--bupple-bg,#0b1020);--_fg:var(--bupple-fg,#e5e7eb);',
+    '--_muted:var(--bupple-muted,#9ca3af);--_border:var(--bupple-border,#1f2937);--_surface:var(--bupple-surface,#111827);',
+    '--_bot-bg:var(--bupple-assistant-bg,#1f2937);--_err:var(--bupple-error,#fca5a5);--_err-bg:var(--bupple-error-bg,#3b0d0d);',
+    '--_err-border:var(--bupple-error-border,#7f1d1d);--_badge-bg:var(--bupple-badge-bg,#422006);--_badge-fg:var(--bupple-badge-fg,#fde68a);',
+    '--_accent:var(--bupple-accent,#818cf8);--_accent-fg:var(--bupple-accent-fg,#0b1020)}}',
+    '.sr{position:absolute!important;width:1px;height:1px;padding:0;margin:-1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap;border:0}',
+    'button{font:inherit;color:inherit;cursor:pointer;-webkit-tap-highlight-color:transparent}',
+    'button:disabled{cursor:default;opacity:.45}',
+    ':focus-visible{outline:2px solid var(--_focus);outline-offset:2px}',
+    // header
+    '.hd{display:flex;align-items:center;gap:8px;flex-wrap:wrap;padding:10px 12px 10px 16px;border-bottom:1px solid var(--_border);background:var(--_bg)}',
+    '.title{margin:0;font-size:15px;font-weight:650;letter-spacing:-.01em;display:flex;align-items:center;gap:8px;min-width:0}',
+    '.dot{width:8px;height:8px;border-radius:50%;background:#10b981;box-shadow:0 0 0 3px rgba(16,185,129,.18);flex:none}',
+    '.badge{font-size:11.5px;font-weight:600;line-height:1;padding:5px 8px;border-radius:999px;background:var(--_badge-bg);color:var(--_badge-fg);white-space:nowrap}',
+    '.spacer{flex:1}',
+    '.ghost{display:inline-flex;align-items:center;gap:6px;border:1px solid var(--_border);background:transparent;border-radius:999px;',
+    'padding:6px 12px 6px 10px;font-size:13px;font-weight:550;min-height:32px}',
+    '.ghost:hover:not(:disabled){background:var(--_surface)}',
+    '.ghost svg{width:14px;height:14px}',
+    // messages
+    '.msgs{flex:1;min-height:0;overflow-y:auto;overscroll-behavior:contain;padding:16px 14px 8px;display:flex;flex-direction:column;gap:10px;scroll-behavior:auto}',
+    '.empty{margin:auto;text-align:center;color:var(--_muted);font-size:14px;padding:24px 12px;max-width:320px}',
+    '.empty strong{display:block;color:var(--_fg);font-size:16px;margin-bottom:4px;font-weight:650}',
+    '.row{display:flex;flex-direction:column;max-width:100%;animation:bc-in .18s ease-out}',
+    '.row.user{align-items:flex-end}',
+    '.row.assistant,.row.err{align-items:flex-start}',
+    '.bubble{max-width:min(85%,680px);padding:9px 14px;border-radius:var(--_radius);overflow-wrap:anywhere;word-break:break-word;min-width:0}',
+    '.user .bubble{background:var(--_user-bg);color:var(--_user-fg);border-bottom-right-radius:6px;white-space:pre-wrap}',
+    '.assistant .bubble{background:var(--_bot-bg);color:var(--_bot-fg);border-bottom-left-radius:6px;white-space:pre-wrap}',
+    '.assistant .bubble.md{white-space:normal}',
+    '.assistant .bubble[data-incomplete="true"]{border:1px dashed var(--_border)}',
+    '.meta{font-size:11.5px;color:var(--_muted);margin:3px 6px 0;display:flex;gap:6px;align-items:center;flex-wrap:wrap}',
+    '.typing{display:inline-flex;gap:4px;align-items:center;height:1.5em;padding:0 2px}',
+    '.typing i{width:6px;height:6px;border-radius:50%;background:currentColor;opacity:.35;animation:bc-blink 1.2s infinite ease-in-out}',
+    '.typing i:nth-child(2){animation-delay:.15s}.typing i:nth-child(3){animation-delay:.3s}',
+    '.caret{display:inline-block;width:.5em;height:1em;vertical-align:-.12em;margin-left:1px;background:currentColor;opacity:.45;border-radius:1px;animation:bc-caret 1s steps(2) infinite}',
+    // markdown
+    '.md p{margin:0 0 .6em}.md>:last-child{margin-bottom:0}',
+    '.md ul,.md ol{margin:0 0 .6em;padding-left:1.35em}.md li{margin:.15em 0}.md li>ul,.md li>ol{margin:.15em 0}',
+    '.md code{font-family:var(--bupple-mono,ui-monospace,SFMono-Regular,Menlo,Consolas,monospace);font-size:.88em;background:rgba(127,127,127,.16);padding:.1em .35em;border-radius:5px}',
+    '.md pre{position:relative;margin:.4em 0 .7em;padding:10px 12px;background:var(--_code-bg);color:var(--_code-fg);border-radius:10px;overflow-x:auto;font-size:13px;line-height:1.45;white-space:pre}',
+    '.md pre code{background:none;padding:0;font-size:inherit;border-radius:0;color:inherit}',
+    '.md pre[data-lang]::before{content:attr(data-lang);position:absolute;top:4px;right:8px;font-size:10.5px;opacity:.55;font-family:var(--bupple-font,system-ui,sans-serif)}',
+    '.md a{color:var(--_accent);text-decoration:underline;text-underline-offset:2px}',
+    '.md blockquote{margin:0 0 .6em;padding:.1em 0 .1em .8em;border-left:3px solid var(--_border);color:var(--_muted)}',
+    '.md hr{border:0;border-top:1px solid var(--_border);margin:.7em 0}',
+    '.md .md-h{font-weight:700;margin:.2em 0 .4em}.md .md-h1{font-size:1.15em}.md .md-h2{font-size:1.08em}',
+    '.copy{position:absolute;top:4px;right:6px;font-size:11px;padding:2px 8px;border-radius:6px;border:1px solid rgba(255,255,255,.2);background:rgba(255,255,255,.08);color:inherit;opacity:0;transition:opacity .15s}',
+    '.md pre:hover .copy,.copy:focus-visible{opacity:1}.md pre:has(.copy)[data-lang]::before{right:64px}',
+    // error row
+    '.err .box{max-width:min(92%,680px);display:flex;align-items:flex-start;gap:10px;flex-wrap:wrap;padding:10px 12px;border-radius:12px;',
+    'background:var(--_err-bg);color:var(--_err);border:1px solid var(--_err-border);font-size:14px}',
+    '.err .msg{flex:1 1 180px;min-width:0;overflow-wrap:anywhere}',
+    '.err .ico{flex:none;font-weight:700}',
+    '.retry{border:1px solid currentColor;background:transparent;border-radius:999px;padding:3px 12px;font-size:13px;font-weight:600;color:var(--_err);min-height:28px}',
+    '.retry:hover{background:rgba(185,28,28,.08)}',
+    // status bar
+    '.bar{display:flex;align-items:center;gap:8px;min-height:22px;padding:2px 16px;font-size:12px;color:var(--_muted)}',
+    '.status{flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}',
+    '.tokens{font-variant-numeric:tabular-nums;white-space:nowrap}',
+    // composer
+    '.composer{display:flex;align-items:flex-end;gap:8px;padding:8px 10px 10px;border-top:1px solid var(--_border);background:var(--_bg)}',
+    'textarea{flex:1;min-width:0;resize:none;border:1px solid var(--_border);border-radius:14px;padding:10px 14px;background:var(--_surface);',
+    'color:var(--_fg);font:inherit;font-size:16px;line-height:1.4;max-height:160px;min-height:44px;overflow-y:auto;outline:none;transition:border-color .15s,box-shadow .15s}',
+    'textarea::placeholder{color:var(--_muted)}',
+    'textarea:focus{border-color:var(--_accent);box-shadow:0 0 0 3px color-mix(in srgb,var(--_accent) 22%,transparent)}',
+    '.icon{flex:none;width:44px;height:44px;border-radius:50%;border:0;display:inline-flex;align-items:center;justify-content:center;transition:transform .1s,background .15s}',
+    '.icon:active:not(:disabled){transform:scale(.94)}',
+    '.icon svg{width:20px;height:20px}',
+    '.send{background:var(--_accent);color:var(--_accent-fg)}',
+    '.stop{background:var(--_fg);color:var(--_bg)}',
+    '[hidden]{display:none!important}',
+    '@keyframes bc-blink{0%,80%,100%{opacity:.25;transform:translateY(0)}40%{opacity:.8;transform:translateY(-2px)}}',
+    '@keyframes bc-caret{to{opacity:0}}',
+    '@keyframes bc-in{from{opacity:0;transform:translateY(4px)}to{opacity:1;transform:none}}',
+    '@media (prefers-reduced-motion:reduce){.row,.typing i,.caret{animation:none}}',
+    '@media (max-width:420px){.hd{padding:8px 10px 8px 12px}.msgs{padding:12px 10px 6px}.bubble{max-width:90%}.bar{padding:2px 12px}',
+    '.composer{padding:6px 8px 8px}.ghost .lbl{display:none}.ghost{padding:6px 9px}}'
+  ].join('\n');
+
+  var SVG_NS = 'http://www.w3.org/2000/svg';
+  var ICONS = {
+    send: { d: 'M4.4 19.6 20.5 12.6a.7.7 0 0 0 0-1.2L4.4 4.4a.7.7 0 0 0-1 .8L5.6 12l-2.2 6.8a.7.7 0 0 0 1 .8ZM5.6 12H12', stroke: true },
+    stop: { d: 'M7 7h10v10H7z', fill: true },
+    plus: { d: 'M12 5v14M5 12h14', stroke: true }
+  };
+
+  function icon(doc, name) {
+    var spec = ICONS[name];
+    var svg = doc.createElementNS(SVG_NS, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('focusable', 'false');
+    var p = doc.createElementNS(SVG_NS, 'path');
+    p.setAttribute('d', spec.d);
+    if (spec.fill) { p.setAttribute('fill', 'currentColor'); }
+    else {
+      p.setAttribute('fill', 'none');
+      p.setAttribute('stroke', 'currentColor');
+      p.setAttribute('stroke-width', '2');
+      p.setAttribute('stroke-linecap', 'round');
+      p.setAttribute('stroke-linejoin', 'round');
+    }
+    svg.appendChild(p);
+    return svg;
+  }
+
+  function h(doc, tag, attrs, children) {
+    var e = doc.createElement(tag);
+    if (attrs) {
+      for (var k in attrs) {
+        if (!Object.prototype.hasOwnProperty.call(attrs, k)) continue;
+        var v = attrs[k];
+        if (v === null || v === undefined || v === false) continue;
+        if (k === 'text') e.textContent = v;
+        else if (k === 'className') e.className = v;
+        else e.setAttribute(k, v === true ? '' : String(v));
+      }
+    }
+    if (children) for (var i = 0; i < children.length; i++) if (children[i]) e.appendChild(children[i]);
+    return e;
+  }
+
+  var DEFAULTS = {
+    endpoint: '/api/stream',
+    title: 'Chat',
+    placeholder: 'Type a message…',
+    welcome: 'Ask anything. Replies stream in as they are written.',
+    headers: null,
+    extra: null,
+    provider: null,
+    model: null,
+    transport: 'auto',          // 'auto' | 'fetch' | 'eventsource'
+    markdown: false,
+    showMockNotice: true,
+    historyEndpoint: null,      // template with {id}, base path, function(id) or false
+    deleteEndpoint: null,
+    providersEndpoint: null,
+    conversationId: null,       // force a conversation id
+    persist: true,              // keep conversation_id in localStorage
+    storageKey: null,
+    credentials: 'same-origin', // fetch credentials; EventSource uses withCredentials when 'include'
+    theme: 'light',             // 'light' | 'dark' | 'auto'
+    deleteOnClear: true,
+    autofocus: false
+  };
+
+  var instances = [];
+
+  function readStorage(key) {
+    try { return root.localStorage ? root.localStorage.getItem(key) : null; } catch (_) { return null; }
+  }
+  function writeStorage(key, value) {
+    try {
+      if (!root.localStorage) return;
+      if (value) root.localStorage.setItem(key, value); else root.localStorage.removeItem(key);
+    } catch (_) { /* private mode or disabled storage */ }
+  }
+
+  function absoluteUrl(url) {
+    try { return new URL(url, root.location && root.location.href).href; } catch (_) { return String(url); }
+  }
+
+  function mount(target, userOptions) {
+    if (!root.document) throw new Error('BuppleChat.mount needs a browser DOM');
+    var doc = root.document;
+    if (typeof target === 'string') target = doc.querySelector(target);
+    if (!target || target.nodeType !== 1) throw new TypeError('BuppleChat.mount: a target element is required');
+    if (target.buppleChat && typeof target.buppleChat.destroy === 'function') target.buppleChat.destroy();
+
+    var opts = {};
+    var key;
+    for (key in DEFAULTS) opts[key] = DEFAULTS[key];
+    if (userOptions) for (key in userOptions) if (userOptions[key] !== undefined) opts[key] = userOptions[key];
+    if (!opts.endpoint) opts.endpoint = DEFAULTS.endpoint;
+
+    var storageKey = opts.storageKey || ('bupple-chat:conversation:' + splitQuery(absoluteUrl(opts.endpoint))[0]);
+    var conversationId = opts.conversationId || (opts.persist ? readStorage(storageKey) : null) || null;
+
+    // --- DOM ----------------------------------------------------------------
+    var shadow = target.shadowRoot || (target.attachShadow ? target.attachShadow({ mode: 'open' }) : null);
+    var host = shadow || target;
+    while (host.firstChild) host.removeChild(host.firstChild);
+    if (shadow && 'adoptedStyleSheets' in shadow && typeof root.CSSStyleSheet === 'function') {
+      try {
+        var sheet = new root.CSSStyleSheet();
+        sheet.replaceSync(CSS);
+        shadow.adoptedStyleSheets = [sheet];
+      } catch (_) { host.appendChild(h(doc, 'style', { text: CSS })); }
+    } else {
+      host.appendChild(h(doc, 'style', { text: CSS }));
+    }
+
+    var uid = 'bc' + Math.random().toString(36).slice(2, 8);
+    var titleEl = h(doc, 'h2', { 'class': 'title', id: uid + '-title' }, [h(doc, 'span', { 'class': 'dot', 'aria-hidden': 'true' }), h(doc, 'span', { text: opts.title })]);
+    var badge = h(doc, 'span', { 'class': 'badge', 'data-testid': 'mock-notice', hidden: true, title: 'Replies come from the built-in offline mock provider, not from a real model.', text: 'Demo mode: offline mock provider' });
+    var newBtn = h(doc, 'button', { type: 'button', 'class': 'ghost', 'data-testid': 'new-chat', 'aria-label': 'New chat', title: 'Start a new conversation' }, [icon(doc, 'plus'), h(doc, 'span', { 'class': 'lbl', text: 'New chat' })]);
+    var header = h(doc, 'div', { 'class': 'hd' }, [titleEl, badge, h(doc, 'span', { 'class': 'spacer' }), newBtn]);
+
+    var emptyEl = h(doc, 'div', { 'class': 'empty' }, [h(doc, 'strong', { text: opts.title }), h(doc, 'span', { text: opts.welcome })]);
+    var list = h(doc, 'div', { 'class': 'msgs', 'data-testid': 'messages', role: 'log', 'aria-live': 'off', 'aria-label': 'Conversation', tabindex: '0' }, [emptyEl]);
+
+    var statusEl = h(doc, 'span', { 'class': 'status', 'data-testid': 'status', role: 'status', 'aria-live': 'polite' });
+    var tokensEl = h(doc, 'span', { 'class': 'tokens', 'data-testid': 'tokens', 'data-count': '0', 'aria-live': 'off', hidden: true });
+    var bar = h(doc, 'div', { 'class': 'bar' }, [statusEl, tokensEl]);
+
+    var inputLabel = h(doc, 'label', { 'class': 'sr', 'for': uid + '-input', text: 'Message' });
+    var hint = h(doc, 'span', { 'class': 'sr', id: uid + '-hint', text: 'Press Enter to send, Shift+Enter for a new line, Escape to stop a reply.' });
+    var input = h(doc, 'textarea', { id: uid + '-input', rows: '1', 'data-testid': 'input', placeholder: opts.placeholder, 'aria-describedby': uid + '-hint', autocomplete: 'off', enterkeyhint: 'send' });
+    var stopBtn = h(doc, 'button', { type: 'button', 'class': 'icon stop', 'data-testid': 'stop', 'aria-label': 'Stop generating', title: 'Stop (Esc)', hidden: true }, [icon(doc, 'stop')]);
+    var sendBtn = h(doc, 'button', { type: 'submit', 'class': 'icon send', 'data-testid': 'send', 'aria-label': 'Send message', title: 'Send (Enter)', disabled: true }, [icon(doc, 'send')]);
+    var form = h(doc, 'form', { 'class': 'composer', novalidate: true }, [inputLabel, hint, input, stopBtn, sendBtn]);
+
+    var rootEl = h(doc, 'div', { 'class': 'bc', part: 'container', 'data-state': 'idle', 'data-theme': opts.theme, role: 'region', 'aria-labelledby': uid + '-title' }, [header, list, bar, form]);
+    host.appendChild(rootEl);
+    target.setAttribute('data-bupple-chat', '');
+
+    // --- state --------------------------------------------------------------
+    var state = 'idle';
+    var destroyed = false;
+    var active = null;         // the reply being streamed
+    var errorRow = null;
+    var lastUserText = null;
+    var pendingHistory = null; // AbortController of the history request
+
+    function setState(s) {
+      state = s;
+      rootEl.setAttribute('data-state', s);
+      var busy = s === 'streaming';
+      stopBtn.hidden = !busy;
+      sendBtn.hidden = busy;
+      updateSendEnabled();
+      list.setAttribute('aria-busy', busy ? 'true' : 'false');
+    }
+    function updateSendEnabled() { sendBtn.disabled = state === 'streaming' || !input.value.trim(); }
+    function setStatus(text) { statusEl.textContent = text || ''; }
+    function setTokens(n, final) {
+      if (n == null) { tokensEl.hidden = true; tokensEl.textContent = ''; tokensEl.setAttribute('data-count', '0'); return; }
+      tokensEl.hidden = false;
+      tokensEl.setAttribute('data-count', String(n));
+      tokensEl.setAttribute('data-final', final ? 'true' : 'false');
+      tokensEl.textContent = n + (n === 1 ? ' token' : ' tokens');
+    }
+    function emit(name, detail) {
+      if (destroyed) return;
+      var ev;
+      try { ev = new root.CustomEvent('bupple:' + name, { detail: detail, bubbles: true, composed: true }); }
+      catch (_) { ev = doc.createEvent('CustomEvent'); ev.initCustomEvent('bupple:' + name, true, false, detail); }
+      target.dispatchEvent(ev);
+    }
+    function focusInside() {
+      return shadow ? !!shadow.activeElement : rootEl.contains(doc.activeElement);
+    }
+    function focusInput() {
+      if (destroyed) return;
+      try { input.focus({ preventScroll: true }); } catch (_) { input.focus(); }
+    }
+    function nearBottom() { return list.scrollHeight - list.scrollTop - list.clientHeight < 48; }
+    function scrollToBottom() { list.scrollTop = list.scrollHeight; }
+    function hideEmpty() { if (emptyEl.parentNode) emptyEl.parentNode.removeChild(emptyEl); }
+    function getHeaders(base) {
+      var out = {};
+      var k;
+      for (k in base) out[k] = base[k];
+      var extraHeaders = typeof opts.headers === 'function' ? opts.headers() : opts.headers;
+      return Promise.resolve(extraHeaders).then(function (hs) {
+        if (hs) for (k in hs) if (hs[k] != null) out[k] = String(hs[k]);
+        return out;
+      });
+    }
+
+    // --- rendering of messages ---------------------------------------------
+    function addUserRow(text, before) {
+      hideEmpty();
+      var bubble = h(doc, 'div', { 'class': 'bubble', 'data-testid': 'message-user' });
+      bubble.appendChild(doc.createTextNode(text));
+      var row = h(doc, 'div', { 'class': 'row user', 'data-role': 'user' }, [h(doc, 'span', { 'class': 'sr', text: 'You said:' }), bubble]);
+      list.insertBefore(row, before || null);
+      return row;
+    }
+    function addAssistantRow(before) {
+      hideEmpty();
+      var bubble = h(doc, 'div', { 'class': 'bubble' + (opts.markdown ? ' md' : ''), 'data-testid': 'message-assistant', 'aria-live': 'polite', 'aria-atomic': 'true' });
+      var meta = h(doc, 'div', { 'class': 'meta', 'data-testid': 'message-meta', hidden: true });
+      var row = h(doc, 'div', { 'class': 'row assistant', 'data-role': 'assistant' }, [h(doc, 'span', { 'class': 'sr', text: 'Assistant said:' }), bubble, meta]);
+      list.insertBefore(row, before || null);
+      return { row: row, bubble: bubble, meta: meta, textNode: null, deco: null };
+    }
+    function renderContent(view, content, streaming) {
+      var b = view.bubble;
+      if (view.deco && view.deco.parentNode) view.deco.parentNode.removeChild(view.deco);
+      view.deco = null;
+      if (opts.markdown) {
+        while (b.firstChild) b.removeChild(b.firstChild);
+        b.appendChild(renderMarkdown(content, doc));
+        if (!streaming) addCopyButtons(b);
+      } else {
+        if (!view.textNode || view.textNode.parentNode !== b) {
+          while (b.firstChild) b.removeChild(b.firstChild);
+          view.textNode = doc.createTextNode('');
+          b.appendChild(view.textNode);
+        }
+        if (view.textNode.data !== content) view.textNode.data = content;
+      }
+      if (streaming && !content) {
+        view.deco = h(doc, 'span', { 'class': 'typing', 'aria-hidden': 'true' }, [h(doc, 'i'), h(doc, 'i'), h(doc, 'i')]);
+        b.appendChild(view.deco);
+      } else if (streaming) {
+        var caret = view.deco = h(doc, 'span', { 'class': 'caret', 'aria-hidden': 'true' });
+        var last = b.lastChild;
+        if (opts.markdown && last && last.nodeType === 1 && /^(P|LI|UL|OL)$/.test(last.nodeName)) {
+          while (last.lastChild && last.lastChild.nodeType === 1 && /^(LI|UL|OL)$/.test(last.lastChild.nodeName)) last = last.lastChild;
+          last.appendChild(caret);
+        } else b.appendChild(caret);
+      }
+    }
+    function addCopyButtons(bubble) {
+      if (!root.navigator || !root.navigator.clipboard) return;
+      var pres = bubble.querySelectorAll('pre');
+      for (var i = 0; i < pres.length; i++) {
+        (function (pre) {
+          var btn = h(doc, 'button', { type: 'button', 'class': 'copy', text: 'Copy', 'aria-label': 'Copy code' });
+          btn.addEventListener('click', function () {
+            var code = pre.querySelector('code');
+            root.navigator.clipboard.writeText(code ? code.textContent : '').then(function () {
+              btn.textContent = 'Copied';
+              setTimeout(function () { btn.textContent = 'Copy'; }, 1500);
+            }, function () { btn.textContent = 'Failed'; });
+          });
+          pre.appendChild(btn);
+        })(pres[i]);
+      }
+    }
+    function setMeta(view, parts) {
+      var text = parts.filter(Boolean).join(' · ');
+      view.meta.textContent = text;
+      view.meta.hidden = !text;
+    }
+    function metaParts(info) {
+      var parts = [];
+      if (info.provider) parts.push(info.provider + (info.model ? ' · ' + info.model : ''));
+      else if (info.model) parts.push(info.model);
+      var usage = info.usage || {};
+      if (typeof usage.output_tokens === 'number') parts.push(usage.output_tokens + (usage.output_tokens === 1 ? ' token' : ' tokens'));
+      if (info.finish_reason && info.finish_reason !== 'stop' && info.finish_reason !== 'end_turn') parts.push('stopped: ' + info.finish_reason);
+      return parts;
+    }
+
+    function showError(payload, canRetry) {
+      removeErrorRow();
+      hideEmpty();
+      var msg = h(doc, 'div', { 'class': 'msg', 'data-testid': 'error', 'data-code': payload.code || 'error', role: 'alert', text: payload.error || 'Something went wrong.' });
+      var children = [h(doc, 'span', { 'class': 'ico', 'aria-hidden': 'true', text: '!' }), msg];
+      if (canRetry && lastUserText != null) {
+        var retry = h(doc, 'button', { type: 'button', 'class': 'retry', 'data-testid': 'retry', text: 'Retry', 'aria-label': 'Retry the last message' });
+        retry.addEventListener('click', function () { api.retry(); });
+        children.push(retry);
+      }
+      errorRow = h(doc, 'div', { 'class': 'row err', 'data-role': 'error' }, [h(doc, 'div', { 'class': 'box' }, children)]);
+      list.appendChild(errorRow);
+      scrollToBottom();
+    }
+    function removeErrorRow() {
+      if (errorRow && errorRow.parentNode) errorRow.parentNode.removeChild(errorRow);
+      errorRow = null;
+    }
+
+    // --- streaming ------------------------------------------------------------
+    var raf = root.requestAnimationFrame ? root.requestAnimationFrame.bind(root) : function (f) { return setTimeout(f, 16); };
+    var caf = root.cancelAnimationFrame ? root.cancelAnimationFrame.bind(root) : clearTimeout;
+
+    function Reply(text, view) {
+      this.text = text;
+      this.view = view;
+      this.content = '';
+      this.tokens = 0;
+      this.chunks = 0;
+      this.finished = false;
+      this.frame = null;
+      this.controller = null;
+      this.es = null;
+      this.gotEvent = false;
+      var self = this;
+      this.promise = new Promise(function (resolve) { self.resolve = resolve; });
+    }
+    Reply.prototype.schedule = function () {
+      var self = this;
+      if (this.frame !== null || this.finished) return;
+      this.frame = raf(function () { self.frame = null; if (!self.finished) self.paint(true); });
+    };
+    Reply.prototype.paint = function (streaming) {
+      var stick = nearBottom();
+      renderContent(this.view, this.content, streaming);
+      setTokens(this.tokens, !streaming);
+      if (stick) scrollToBottom();
+    };
+    Reply.prototype.handle = function (payload, sseType) {
+      if (this.finished || destroyed) return;
+      if (!payload || typeof payload !== 'object') return;
+      var type = payload.type || (sseType !== 'message' ? sseType : null);
+      this.gotEvent = true;
+      if (type === 'status') {
+        setStatus(payload.message || '');
+        if (payload.stream_id) this.view.row.setAttribute('data-stream-id', payload.stream_id);
+        emit('status', payload);
+      } else if (type === 'chunk') {
+        if (typeof payload.content === 'string') this.content += payload.content;
+        this.chunks++;
+        this.tokens = typeof payload.tokens === 'number' ? payload.tokens : this.chunks;
+        this.schedule();
+        emit('chunk', payload);
+      } else if (type === 'completion') {
+        if (typeof payload.content === 'string' && payload.content) this.content += payload.content;
+        var usage = payload.usage || {};
+        if (typeof usage.output_tokens === 'number') this.tokens = usage.output_tokens;
+        if (payload.conversation_id && payload.conversation_id !== conversationId) rememberConversation(payload.conversation_id);
+        this.finish('done', payload);
+        emit('done', payload);
+      } else if (type === 'error') {
+        var err = { type: 'error', error: payload.error || payload.message || 'The reply failed.', code: payload.code || 'error', done: true };
+        for (var k in payload) if (!(k in err)) err[k] = payload[k];
+        this.finish('error', err);
+        emit('error', err);
+      }
+    };
+    Reply.prototype.fail = function (err) {
+      if (this.finished || destroyed) return;
+      this.finish('error', err);
+      emit('error', err);
+    };
+    Reply.prototype.finish = function (result, payload) {
+      if (this.finished) return;
+      this.finished = true;
+      if (this.frame !== null) { caf(this.frame); this.frame = null; }
+      if (this.es) { try { this.es.close(); } catch (_) { /* ignore */ } this.es = null; }
+      var view = this.view;
+      var hadFocus = focusInside();
+      if (result !== 'done' && !this.content) {
+        if (view.row.parentNode) view.row.parentNode.removeChild(view.row);
+      } else {
+        this.paint(false);
+        view.bubble.setAttribute('aria-busy', 'false');
+        if (result !== 'done') view.bubble.setAttribute('data-incomplete', 'true');
+        if (result === 'done') setMeta(view, metaParts(payload || {}));
+        else if (result === 'stopped') setMeta(view, ['Stopped']);
+        else setMeta(view, ['Interrupted']);
+        view.row.setAttribute('data-result', result);
+      }
+      if (result !== 'done' && !this.content) setTokens(null);
+      else setTokens(this.tokens, true);
+      setStatus(result === 'stopped' ? 'Stopped.' : '');
+      if (active === this) active = null;
+      setState(result === 'done' ? 'done' : result);
+      if (result === 'error') showError(payload, payload && payload.retryable !== false);
+      if (hadFocus) focusInput();
+      this.resolve({ status: result, content: this.content, payload: payload || null });
+    };
+    Reply.prototype.abort = function () {
+      if (this.finished) return;
+      if (this.controller) try { this.controller.abort(); } catch (_) { /* ignore */ }
+      this.finish('stopped', null);
+      emit('stop', { content: this.content });
+    };
+
+    function onSSE(reply) {
+      return function (evt) {
+        var payload;
+        try { payload = JSON.parse(evt.data); } catch (_) { return; }
+        reply.handle(payload, evt.type);
+      };
+    }
+
+    function useEventSource() {
+      if (opts.transport === 'eventsource') return typeof root.EventSource === 'function';
+      if (opts.transport === 'fetch') return false;
+      var streams = typeof root.ReadableStream === 'function' && typeof root.fetch === 'function' && root.Response && 'body' in root.Response.prototype;
+      return !streams && typeof root.EventSource === 'function';
+    }
+
+    function requestFields(text) {
+      var body = {};
+      var k;
+      var extra = typeof opts.extra === 'function' ? opts.extra() : opts.extra;
+      if (extra) for (k in extra) body[k] = extra[k];
+      body.message = text;
+      body.conversation_id = conversationId;
+      if (opts.provider) body.provider = opts.provider;
+      if (opts.model) body.model = opts.model;
+      return body;
+    }
+
+    function streamWithFetch(reply) {
+      var controller = typeof root.AbortController === 'function' ? new root.AbortController() : null;
+      reply.controller = controller;
+      var body = requestFields(reply.text);
+      var parser = createSSEParser(onSSE(reply));
+      getHeaders({ 'Content-Type': 'application/json', Accept: 'text/event-stream' }).then(function (headers) {
+        if (reply.finished) return null;
+        return root.fetch(opts.endpoint, {
+          method: 'POST',
+          headers: headers,
+          body: JSON.stringify(body),
+          credentials: opts.credentials,
+          cache: 'no-store',
+          signal: controller ? controller.signal : undefined
+        });
+      }).then(function (res) {
+        if (!res || reply.finished) return null;
+        if (!res.ok) {
+          return res.text().then(function (t) { reply.fail(describeHttpError(res.status, t)); }, function () { reply.fail(describeHttpError(res.status, '')); });
+        }
+        var ctype = (res.headers.get('content-type') || '').toLowerCase();
+        if (ctype.indexOf('text/event-stream') === -1) {
+          return res.text().then(function (t) {
+            reply.fail({ type: 'error', error: 'The server did not answer with an event stream (content type "' + (ctype || 'none') + '").', code: 'bad_response', done: true, detail: t.slice(0, 200) });
+          });
+        }
+        if (!res.body || typeof res.body.getReader !== 'function') {
+          return res.text().then(function (t) { parser.feed(t); parser.end(); afterEnd(); });
+        }
+        var reader = res.body.getReader();
+        function pump() {
+          return reader.read().then(function (r) {
+            if (reply.finished) { if (!r.done) reader.cancel().catch(function () {}); return null; }
+            if (r.done) { parser.end(); afterEnd(); return null; }
+            parser.feed(r.value);
+            return pump();
+          });
+        }
+        return pump();
+      }).catch(function (err) {
+        if (reply.finished) return;
+        if (err && err.name === 'AbortError') { reply.finish('stopped', null); return; }
+        reply.fail({ type: 'error', error: 'Network error: could not reach the chat server. Check your connection and try again.', code: 'network_error', done: true, detail: String(err && err.message || err) });
+      });
+      function afterEnd() {
+        if (!reply.finished) {
+          reply.fail({ type: 'error', error: 'The connection closed before the reply was complete.', code: 'stream_interrupted', done: true });
+        }
+      }
+    }
+
+    function streamWithEventSource(reply) {
+      var url = eventSourceUrl(opts.endpoint, requestFields(reply.text));
+      var es;
+      try { es = new root.EventSource(url, { withCredentials: opts.credentials === 'include' }); }
+      catch (e) { reply.fail({ type: 'error', error: 'Could not open the event stream: ' + e.message, code: 'network_error', done: true }); return; }
+      reply.es = es;
+      var handler = onSSE(reply);
+      es.onmessage = handler;
+      ['status', 'chunk', 'completion'].forEach(function (name) { es.addEventListener(name, handler); });
+      es.addEventListener('error', function (evt) {
+        if (reply.finished) return;
+        if (typeof evt.data === 'string') { handler(evt); return; } // a server "event: error"
+        // Connection error. Close at once so the browser does not reconnect and re-run the request.
+        try { es.close(); } catch (_) { /* ignore */ }
+        reply.fail(reply.gotEvent
+          ? { type: 'error', error: 'The connection closed before the reply was complete.', code: 'stream_interrupted', done: true }
+          : { type: 'error', error: 'Could not connect to the chat server (the request was refused or the network failed).', code: 'network_error', done: true });
+      });
+    }
+
+    function rememberConversation(id) {
+      conversationId = id;
+      if (opts.persist) writeStorage(storageKey, id);
+      target.setAttribute('data-conversation-id', id);
+    }
+
+    function startReply(text) {
+      removeErrorRow();
+      if (!conversationId) rememberConversation(uuid());
+      var view = addAssistantRow();
+      view.bubble.setAttribute('aria-busy', 'true');
+      var reply = new Reply(text, view);
+      active = reply;
+      setState('streaming');
+      setStatus('Connecting…');
+      setTokens(0);
+      renderContent(view, '', true);
+      scrollToBottom();
+      emit('send', { message: text, conversation_id: conversationId });
+      if (useEventSource()) streamWithEventSource(reply);
+      else if (typeof root.fetch === 'function') streamWithFetch(reply);
+      else reply.fail({ type: 'error', error: 'This browser cannot stream replies (no fetch or EventSource).', code: 'unsupported', done: true, retryable: false });
+      return reply.promise;
+    }
+
+    // --- history, providers ------------------------------------------------
+    function loadHistory() {
+      var url = historyUrl(opts, conversationId);
+      if (!url || typeof root.fetch !== 'function') return Promise.resolve(null);
+      var controller = typeof root.AbortController === 'function' ? new root.AbortController() : null;
+      pendingHistory = controller;
+      var forId = conversationId;
+      rootEl.setAttribute('data-history', 'loading');
+      return getHeaders({ Accept: 'application/json' }).then(function (headers) {
+        return root.fetch(url, { headers: headers, credentials: opts.credentials, cache: 'no-store', signal: controller ? controller.signal : undefined });
+      }).then(function (res) {
+        if (!res.ok) return null;
+        return res.json();
+      }).then(function (data) {
+        if (destroyed || forId !== conversationId || !data) return null;
+        var msgs = Array.isArray(data) ? data : data.messages;
+        if (!Array.isArray(msgs)) return null;
+        var anchor = list.firstChild === emptyEl ? null : list.firstChild;
+        var shown = 0;
+        msgs.forEach(function (m) {
+          if (!m || typeof m.content !== 'string') return;
+          if (m.role === 'user') { addUserRow(m.content, anchor); shown++; }
+          else if (m.role === 'assistant') {
+            var view = addAssistantRow(anchor);
+            renderContent(view, m.content, false);
+            view.bubble.setAttribute('aria-live', 'off');
+            var md = m.metadata || {};
+            setMeta(view, metaParts(md));
+            view.row.setAttribute('data-history', 'true');
+            shown++;
+          }
+        });
+        if (lastUserText === null) {
+          for (var i = msgs.length - 1; i >= 0; i--) if (msgs[i] && msgs[i].role === 'user') { lastUserText = msgs[i].content; break; }
+        }
+        if (shown) scrollToBottom();
+        emit('history', { conversation_id: forId, messages: msgs });
+        return msgs;
+      }).catch(function () { return null; }).then(function (r) {
+        if (pendingHistory === controller) pendingHistory = null;
+        rootEl.setAttribute('data-history', 'loaded');
+        return r;
+      });
+    }
+
+    function checkMockProvider() {
+      var url = providersUrl(opts);
+      if (!opts.showMockNotice || !url || typeof root.fetch !== 'function') return;
+      getHeaders({ Accept: 'application/json' }).then(function (headers) {
+        return root.fetch(url, { headers: headers, credentials: opts.credentials, cache: 'no-store' });
+      }).then(function (res) { return res.ok ? res.json() : null; }).then(function (data) {
+        if (!data || destroyed) return;
+        var list = Array.isArray(data.providers) ? data.providers : [];
+        var name = opts.provider || data['default'];
+        var entry = null;
+        for (var i = 0; i < list.length; i++) if (list[i] && list[i].name === name) entry = list[i];
+        var isMock = opts.provider ? !!(entry && entry.mock) : (name === 'mock' || !!(entry && entry.mock));
+        badge.hidden = !isMock;
+        if (isMock) emit('mock', { provider: name });
+      }).catch(function () { /* the badge is optional */ });
+    }
+
+    // --- events --------------------------------------------------------------
+    function autosize() {
+      input.style.height = 'auto';
+      input.style.height = Math.min(input.scrollHeight + 2, 160) + 'px';
+    }
+    function submitFromInput() {
+      var text = input.value;
+      if (!text.trim() || state === 'streaming') return;
+      input.value = '';
+      autosize();
+      updateSendEnabled();
+      api.send(text);
+      try { input.focus({ preventScroll: true }); } catch (_) { input.focus(); }
+    }
+    form.addEventListener('submit', function (e) { e.preventDefault(); submitFromInput(); });
+    input.addEventListener('input', function () { autosize(); updateSendEnabled(); });
+    input.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter' && !e.shiftKey && !e.altKey && !e.isComposing && e.keyCode !== 229) {
+        e.preventDefault();
+        submitFromInput();
+      } else if (e.key === 'Escape' && state === 'streaming') {
+        e.preventDefault();
+        api.stop();
+      }
+    });
+    stopBtn.addEventListener('click', function () { api.stop(); focusInput(); });
+    newBtn.addEventListener('click', function () { api.clear(); focusInput(); });
+    list.addEventListener('keydown', function (e) {
+      if (e.key === 'Escape' && state === 'streaming') { e.preventDefault(); api.stop(); }
+    });
+
+    // --- public API ----------------------------------------------------------
+    var api = {
+      element: target,
+      shadowRoot: shadow,
+      options: opts,
+      version: VERSION,
+      /** Send a message; resolves with {status: 'done'|'error'|'stopped'|'busy'|'empty', content, payload}. */
+      send: function (text) {
+        if (destroyed) return Promise.resolve({ status: 'destroyed', content: '', payload: null });
+        text = text == null ? '' : String(text);
+        if (!text.trim()) return Promise.resolve({ status: 'empty', content: '', payload: null });
+        if (state === 'streaming') return Promise.resolve({ status: 'busy', content: '', payload: null });
+        lastUserText = text;
+        addUserRow(text);
+        return startReply(text);
+      },
+      /** Send the last user message again (used by the Retry button). Never called automatically. */
+      retry: function () {
+        if (destroyed || state === 'streaming' || lastUserText == null) return Promise.resolve({ status: 'busy', content: '', payload: null });
+        var rows = list.querySelectorAll('.row.assistant');
+        var last = rows[rows.length - 1];
+        if (last && last.getAttribute('data-result') === 'error') last.parentNode.removeChild(last);
+        var hadFocus = focusInside();
+        var p = startReply(lastUserText);
+        if (hadFocus) focusInput();
+        return p;
+      },
+      /** Abort the reply being streamed (the server then closes the upstream request). */
+      stop: function () { if (active) active.abort(); },
+      /** Start a new conversation: stops any reply, deletes the old conversation on the server, clears the view. */
+      clear: function () {
+        if (active) active.abort();
+        if (pendingHistory) try { pendingHistory.abort(); } catch (_) { /* ignore */ }
+        var old = conversationId;
+        var url = old && opts.deleteOnClear ? deleteUrl(opts, old) : null;
+        if (url && typeof root.fetch === 'function') {
+          getHeaders({ Accept: 'application/json' }).then(function (headers) {
+            return root.fetch(url, { method: 'DELETE', headers: headers, credentials: opts.credentials, keepalive: true });
+          }).catch(function () { /* best effort */ });
+        }
+        conversationId = null;
+        if (opts.persist) writeStorage(storageKey, null);
+        target.removeAttribute('data-conversation-id');
+        lastUserText = null;
+        errorRow = null;
+        while (list.firstChild) list.removeChild(list.firstChild);
+        list.appendChild(emptyEl);
+        setStatus('');
+        setTokens(null);
+        setState('idle');
+        emit('clear', { conversation_id: old });
+      },
+      /** Remove the widget and stop everything it was doing. */
+      destroy: function () {
+        if (destroyed) return;
+        if (active) active.abort();
+        if (pendingHistory) try { pendingHistory.abort(); } catch (_) { /* ignore */ }
+        destroyed = true;
+        while (host.firstChild) host.removeChild(host.firstChild);
+        if (shadow && 'adoptedStyleSheets' in shadow) try { shadow.adoptedStyleSheets = []; } catch (_) { /* ignore */ }
+        target.removeAttribute('data-bupple-chat');
+        target.removeAttribute('data-conversation-id');
+        if (target.buppleChat === api) try { delete target.buppleChat; } catch (_) { target.buppleChat = undefined; }
+        var idx = instances.indexOf(api);
+        if (idx !== -1) instances.splice(idx, 1);
+      },
+      get conversationId() { return conversationId; },
+      get state() { return state; },
+      get busy() { return state === 'streaming'; },
+      /** Promise that settles when the history request (if any) is done. */
+      ready: null
+    };
+
+    target.buppleChat = api;
+    instances.push(api);
+    if (conversationId) target.setAttribute('data-conversation-id', conversationId);
+    api.ready = conversationId ? loadHistory() : Promise.resolve(null);
+    checkMockProvider();
+    if (opts.autofocus) try { input.focus(); } catch (_) { /* ignore */ }
+    return api;
+  }
+
+  // ---------------------------------------------------------------------------
+  // <script data-endpoint=... data-target=...> auto-mount
+  // ---------------------------------------------------------------------------
+
+  function parseBool(v, dflt) {
+    if (v === undefined || v === null) return dflt;
+    return !/^(false|0|no|off)$/i.test(String(v).trim());
+  }
+  function parseJSONAttr(v) {
+    if (!v) return undefined;
+    try { return JSON.parse(v); } catch (_) { return undefined; }
+  }
+
+  /** Options read from a script tag's data-* attributes. */
+  function optionsFromDataset(ds) {
+    return {
+      endpoint: ds.endpoint || undefined,
+      title: ds.title || undefined,
+      placeholder: ds.placeholder || undefined,
+      welcome: ds.welcome || undefined,
+      provider: ds.provider || undefined,
+      model: ds.model || undefined,
+      transport: ds.transport || undefined,
+      theme: ds.theme || undefined,
+      markdown: parseBool(ds.markdown, undefined),
+      showMockNotice: parseBool(ds.showMockNotice, undefined),
+      persist: parseBool(ds.persist, undefined),
+      autofocus: parseBool(ds.autofocus, undefined),
+      historyEndpoint: ds.historyEndpoint === 'false' ? false : (ds.historyEndpoint || undefined),
+      headers: parseJSONAttr(ds.headers),
+      extra: parseJSONAttr(ds.extra)
+    };
+  }
+
+  function autoMount() {
+    var doc = root.document;
+    var script = doc && doc.currentScript;
+    if (!script || !script.dataset || !(script.hasAttribute('data-endpoint') || script.hasAttribute('data-target'))) return;
+    var selector = script.getAttribute('data-target');
+    var done = false;
+    function attempt(final) {
+      if (done) return;
+      var target = selector ? doc.querySelector(selector) : null;
+      if (!target) {
+        if (!final) return;
+        if (selector && typeof console !== 'undefined') console.warn('[bupple-chat] target ' + selector + ' not found; mounting after the script tag');
+        target = doc.createElement('div');
+        if (script.parentNode) script.parentNode.insertBefore(target, script.nextSibling);
+        else doc.body.appendChild(target);
+      }
+      done = true;
+      mount(target, optionsFromDataset(script.dataset));
+    }
+    if (doc.readyState === 'loading') {
+      attempt(false);
+      if (!done) doc.addEventListener('DOMContentLoaded', function () { attempt(true); });
+    } else {
+      attempt(true);
+    }
+  }
+
+  return {
+    version: VERSION,
+    mount: mount,
+    instances: instances,
+    createSSEParser: createSSEParser,
+    parseMarkdown: parseMarkdown,
+    parseInline: parseInline,
+    renderMarkdown: renderMarkdown,
+    safeUrl: safeUrl,
+    optionsFromDataset: optionsFromDataset,
+    urls: {
+      history: historyUrl,
+      delete: deleteUrl,
+      providers: providersUrl,
+      eventSource: eventSourceUrl
+    },
+    describeHttpError: describeHttpError,
+    uuid: uuid,
+    _autoMount: autoMount
+  };
+}));

@@ -1,0 +1,154 @@
+"""Shared fixtures: fake providers on loopback, Flask apps, PostgreSQL, a real gunicorn server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from bupple_flask.app import create_app
+from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI
+from tests.server import GunicornServer, clean_env
+
+KEY = "test-key"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No provider key or setting from the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name not in clean_env():
+            monkeypatch.delenv(name, raising=False)
+
+
+# -- fake providers (one server each per session, reset for every test) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def _fakes() -> Iterator[dict]:
+    fakes = {"openai": FakeOpenAI(api_key=KEY), "claude": FakeAnthropic(api_key=KEY), "gemini": FakeGemini(api_key=KEY)}
+    yield fakes
+    for fake in fakes.values():
+        fake.close()
+
+
+@pytest.fixture
+def fakes(_fakes: dict) -> dict:
+    for fake in _fakes.values():
+        fake.reset()
+    return _fakes
+
+
+@pytest.fixture
+def fake_openai(fakes: dict) -> FakeOpenAI:
+    return fakes["openai"]
+
+
+@pytest.fixture
+def fake_anthropic(fakes: dict) -> FakeAnthropic:
+    return fakes["claude"]
+
+
+@pytest.fixture
+def fake_gemini(fakes: dict) -> FakeGemini:
+    return fakes["gemini"]
+
+
+def provider_config(fakes: dict) -> dict[str, str]:
+    """Config (or environment) pointing every provider at its fake."""
+    return {
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": fakes["openai"].base_url,
+        "ANTHROPIC_API_KEY": KEY,
+        "ANTHROPIC_BASE_URL": fakes["claude"].base_url,
+        "GEMINI_API_KEY": KEY,
+        "GEMINI_BASE_URL": fakes["gemini"].base_url,
+    }
+
+
+# -- Flask apps ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, fakes: dict) -> Callable[..., Flask]:
+    """``make_app(**config)``: the standalone app on a fresh SQLite file, providers on the fakes."""
+
+    def make(**config: object) -> Flask:
+        base = {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite3'}",
+            "BUPPLE_ENGINE_IDLE_TIMEOUT": 5,
+            "BUPPLE_MOCK_DELAY": 0,
+            **provider_config(fakes),
+        }
+        base.update(config)
+        return create_app({k: v for k, v in base.items() if v is not None})
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client()
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The machine's PostgreSQL (started here if it is installed but stopped)."""
+    if not _port_open(5432) and shutil.which("pg_ctlcluster"):
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=False)
+    assert _port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432 (see README, Testing)"
+    return POSTGRES_URL
+
+
+# -- the real server -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., GunicornServer]]:
+    """``start_server(**env)``: gunicorn + gevent on loopback with providers on the fakes."""
+    servers: list[GunicornServer] = []
+
+    def start(**env: str) -> GunicornServer:
+        merged = {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'server.sqlite3'}",
+            "BUPPLE_INSTANCE_PATH": str(tmp_path / "instance"),
+            **provider_config(fakes),
+            **{k: str(v) for k, v in env.items()},
+        }
+        server = GunicornServer(merged, tmp_path / f"gunicorn-{len(servers)}.log")
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,103 @@
+"""Run the real thing for tests: ``gunicorn -k gevent`` with the project's gunicorn.conf.py on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import requests
+
+from bupple_flask.sse import ServerSentEvent, iter_sse
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Anything from the developer's shell that could point the server at a real provider.
+PROVIDER_ENV_PREFIXES = ("OPENAI_", "ANTHROPIC_", "CLAUDE_", "GEMINI_", "GOOGLE_API", "BUPPLE_", "DATABASE_URL")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PROVIDER_ENV_PREFIXES)}
+    env.update(extra or {})
+    return env
+
+
+class GunicornServer:
+    """One gunicorn master with gevent worker(s); ``url`` is ready once started."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = clean_env({"GUNICORN_ACCESSLOG": "", "BUPPLE_LOG_LEVEL": "WARNING", **env})
+        self.workers = workers
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> GunicornServer:
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app",
+                "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.read_log()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not become healthy:\n{self.read_log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def read_log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> GunicornServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def sse_events(response: requests.Response) -> Iterator[ServerSentEvent]:
+    """Our own decoder, reading a live response as a browser would."""
+    return iter_sse(response.iter_content(chunk_size=None))
+
+
+def stream_json(url: str, body: dict, timeout: float = 30.0) -> list[dict]:
+    """POST to /api/stream and return every event's JSON payload."""
+    with requests.post(url + "/api/stream", json=body, stream=True, timeout=timeout) as response:
+        assert response.status_code == 200, response.text
+        return [event.json() for event in sse_events(response) if event.data]
