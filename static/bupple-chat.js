@@ -1103,20 +1103,31 @@
       this.chunks = 0;
       this.finished = false;
       this.frame = null;
+      this.timer = null;
+      this.paintCost = 0;
       this.controller = null;
       this.es = null;
       this.gotEvent = false;
       var self = this;
       this.promise = new Promise(function (resolve) { self.resolve = resolve; });
     }
+    // At most one paint per animation frame. Markdown re-parses the whole reply on each
+    // paint, so for very long replies the paints are spaced out to keep the page responsive.
     Reply.prototype.schedule = function () {
       var self = this;
-      if (this.frame !== null || this.finished) return;
-      this.frame = raf(function () { self.frame = null; if (!self.finished) self.paint(true); });
+      if (this.frame !== null || this.timer || this.finished) return;
+      function inNextFrame() {
+        self.frame = raf(function () { self.frame = null; if (!self.finished) self.paint(true); });
+      }
+      var wait = this.paintCost > 6 ? Math.min(this.paintCost * 3, 400) : 0;
+      if (wait) this.timer = setTimeout(function () { self.timer = null; if (!self.finished) inNextFrame(); }, wait);
+      else inNextFrame();
     };
     Reply.prototype.paint = function (streaming) {
       var stick = nearBottom();
+      var t0 = Date.now();
       renderContent(this.view, this.content, streaming);
+      this.paintCost = Date.now() - t0;
       setTokens(this.tokens, !streaming);
       if (stick) scrollToBottom();
     };
@@ -1158,6 +1169,7 @@
       if (this.finished) return;
       this.finished = true;
       if (this.frame !== null) { caf(this.frame); this.frame = null; }
+      if (this.timer) { clearTimeout(this.timer); this.timer = null; }
       if (this.es) { try { this.es.close(); } catch (_) { /* ignore */ } this.es = null; }
       var view = this.view;
       var hadFocus = focusInside();

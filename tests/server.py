@@ -101,3 +101,53 @@ def stream_json(url: str, body: dict, timeout: float = 30.0) -> list[dict]:
     with requests.post(url + "/api/stream", json=body, stream=True, timeout=timeout) as response:
         assert response.status_code == 200, response.text
         return [event.json() for event in sse_events(response) if event.data]
+
+
+class RawStream:
+    """A bare-socket SSE client, so a test can vanish mid-stream like a closed browser tab."""
+
+    def __init__(self, url: str, body: dict, path: str = "/api/stream") -> None:
+        import json
+        from urllib.parse import urlsplit
+
+        from bupple_flask.sse import SSEDecoder
+
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        payload = json.dumps(body).encode()
+        self.sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+        )
+        self.decoder = SSEDecoder()
+        self.headers_done = False
+        self.buffer = b""
+
+    def events(self) -> Iterator[dict]:
+        """Event payloads as they arrive (chunked framing is ignored: SSE lines survive it)."""
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                return
+            if not self.headers_done:
+                self.buffer += data
+                if b"\r\n\r\n" not in self.buffer:
+                    continue
+                data = self.buffer.split(b"\r\n\r\n", 1)[1]
+                self.headers_done = True
+            for event in self.decoder.feed(_strip_chunk_sizes(data)):
+                if event.data:
+                    yield event.json()
+
+    def vanish(self) -> None:
+        self.sock.close()
+
+
+def _strip_chunk_sizes(data: bytes) -> bytes:
+    """Good enough for tests: drop hex chunk-size lines between SSE events."""
+    lines = data.split(b"\r\n")
+    return b"".join(line for line in lines if not _is_hex(line))
+
+
+def _is_hex(line: bytes) -> bool:
+    return bool(line) and all(c in b"0123456789abcdefABCDEF" for c in line)

@@ -1,0 +1,260 @@
+// A Vue 3 chat component for bupple_flask: plain ES module, no build step.
+//
+// It reads the server's Server-Sent Events with the SAME parser the widget uses,
+// window.BuppleChat.createSSEParser from /bupple/bupple-chat.js (load that file with a
+// classic <script> tag before this module; see index.html). Chunks are accumulated
+// into reactive state and shown with {{ }} text interpolation, which Vue escapes:
+// model output is never rendered as HTML.
+import { ref, computed, watch, nextTick, onMounted, onBeforeUnmount } from 'vue';
+
+function lib() {
+  const BuppleChat = globalThis.BuppleChat;
+  if (!BuppleChat || typeof BuppleChat.createSSEParser !== 'function') {
+    throw new Error('Load /bupple/bupple-chat.js with a <script> tag before ChatComponent.js');
+  }
+  return BuppleChat;
+}
+
+function readStorage(key) {
+  try { return localStorage.getItem(key); } catch { return null; }
+}
+function writeStorage(key, value) {
+  try { value ? localStorage.setItem(key, value) : localStorage.removeItem(key); } catch { /* storage disabled */ }
+}
+
+let nextId = 0;
+
+export default {
+  name: 'ChatComponent',
+  props: {
+    endpoint: { type: String, default: '/api/stream' },
+    title: { type: String, default: 'Vue chat' },
+    provider: { type: String, default: '' },
+    model: { type: String, default: '' },
+    headers: { type: Object, default: () => ({}) },
+    extra: { type: Object, default: () => ({}) },
+  },
+  emits: ['chunk', 'done', 'error'],
+
+  setup(props, { emit }) {
+    const BuppleChat = lib();
+    const storageKey = `bupple-vue:conversation:${props.endpoint}`;
+
+    const messages = ref([]); // { id, role, content, state: 'done'|'streaming'|'stopped'|'error', meta }
+    const draft = ref('');
+    const busy = ref(false);
+    const status = ref('');
+    const tokens = ref(null);
+    const error = ref(null); // { message, code }
+    const conversationId = ref(readStorage(storageKey) || '');
+    const listEl = ref(null);
+    const inputEl = ref(null);
+    let controller = null;
+    let lastText = null;
+
+    const canSend = computed(() => !busy.value && draft.value.trim().length > 0);
+    const tokenLabel = computed(() => (tokens.value == null ? '' : `${tokens.value} ${tokens.value === 1 ? 'token' : 'tokens'}`));
+
+    // Keep the newest text in view while it streams in.
+    watch(
+      () => { const last = messages.value[messages.value.length - 1]; return [messages.value.length, last && last.content, error.value]; },
+      async () => { await nextTick(); const el = listEl.value; if (el) el.scrollTop = el.scrollHeight; },
+    );
+
+    function newId() {
+      return globalThis.crypto && crypto.randomUUID ? crypto.randomUUID() : BuppleChat.uuid();
+    }
+
+    async function loadHistory() {
+      const url = BuppleChat.urls.history({ endpoint: props.endpoint }, conversationId.value);
+      if (!url) return;
+      try {
+        const res = await fetch(url, { headers: { Accept: 'application/json', ...props.headers } });
+        if (!res.ok) return;
+        const body = await res.json();
+        const old = (body.messages || [])
+          .filter((m) => (m.role === 'user' || m.role === 'assistant') && typeof m.content === 'string')
+          .map((m) => ({ id: ++nextId, role: m.role, content: m.content, state: 'done', meta: metaText(m.metadata || {}) }));
+        messages.value = old.concat(messages.value);
+      } catch { /* history is optional */ }
+    }
+
+    function metaText(info) {
+      const parts = [];
+      if (info.provider) parts.push(info.model ? `${info.provider} · ${info.model}` : info.provider);
+      const out = info.usage && info.usage.output_tokens;
+      if (typeof out === 'number') parts.push(`${out} tokens`);
+      return parts.join(' · ');
+    }
+
+    async function stream(text) {
+      if (!conversationId.value) {
+        conversationId.value = newId();
+        writeStorage(storageKey, conversationId.value);
+      }
+      messages.value.push({ id: ++nextId, role: 'assistant', content: '', state: 'streaming', meta: '' });
+      const reply = messages.value[messages.value.length - 1]; // the reactive proxy
+      busy.value = true;
+      error.value = null;
+      status.value = 'Connecting…';
+      tokens.value = 0;
+      controller = new AbortController();
+      let finished = false;
+      let chunks = 0;
+
+      const fail = (message, code) => {
+        finished = true;
+        reply.state = 'error';
+        if (!reply.content) messages.value = messages.value.filter((m) => m.id !== reply.id);
+        error.value = { message, code };
+        emit('error', { type: 'error', error: message, code, done: true });
+      };
+
+      const parser = BuppleChat.createSSEParser((evt) => {
+        if (finished) return;
+        let payload;
+        try { payload = JSON.parse(evt.data); } catch { return; }
+        const type = payload.type || evt.type;
+        if (type === 'status') {
+          status.value = payload.message || '';
+        } else if (type === 'chunk') {
+          reply.content += payload.content || '';
+          chunks += 1;
+          tokens.value = typeof payload.tokens === 'number' ? payload.tokens : chunks;
+          emit('chunk', payload);
+        } else if (type === 'completion') {
+          finished = true;
+          reply.state = 'done';
+          const out = payload.usage && payload.usage.output_tokens;
+          if (typeof out === 'number') tokens.value = out;
+          reply.meta = metaText(payload);
+          emit('done', payload);
+        } else if (type === 'error') {
+          fail(payload.error || 'The reply failed.', payload.code || 'error');
+        }
+      });
+
+      try {
+        const body = { ...props.extra, message: text, conversation_id: conversationId.value };
+        if (props.provider) body.provider = props.provider;
+        if (props.model) body.model = props.model;
+        const res = await fetch(props.endpoint, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream', ...props.headers },
+          body: JSON.stringify(body),
+          signal: controller.signal,
+        });
+        if (!res.ok) {
+          const err = BuppleChat.describeHttpError(res.status, await res.text().catch(() => ''));
+          fail(err.error, err.code);
+          return;
+        }
+        const reader = res.body.getReader();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          parser.feed(value);
+        }
+        parser.end();
+        if (!finished) fail('The connection closed before the reply was complete.', 'stream_interrupted');
+      } catch (e) {
+        if (e && e.name === 'AbortError') {
+          if (!finished) {
+            finished = true;
+            reply.state = 'stopped';
+            reply.meta = 'Stopped';
+            if (!reply.content) messages.value = messages.value.filter((m) => m.id !== reply.id);
+          }
+        } else if (!finished) {
+          fail('Network error: could not reach the chat server.', 'network_error');
+        }
+      } finally {
+        busy.value = false;
+        status.value = '';
+        controller = null;
+      }
+    }
+
+    function submit() {
+      if (!canSend.value) return;
+      const text = draft.value;
+      draft.value = '';
+      lastText = text;
+      messages.value.push({ id: ++nextId, role: 'user', content: text, state: 'done', meta: '' });
+      stream(text);
+    }
+
+    function onEnter(e) {
+      if (e.shiftKey || e.isComposing) return; // Shift+Enter: new line
+      e.preventDefault();
+      submit();
+    }
+
+    function retry() {
+      if (busy.value || lastText == null) return;
+      stream(lastText);
+      nextTick(() => inputEl.value && inputEl.value.focus());
+    }
+
+    function stop() {
+      if (controller) controller.abort();
+      nextTick(() => inputEl.value && inputEl.value.focus());
+    }
+
+    function newChat() {
+      stop();
+      const url = BuppleChat.urls.delete({ endpoint: props.endpoint }, conversationId.value);
+      if (url) fetch(url, { method: 'DELETE', headers: props.headers }).catch(() => {});
+      conversationId.value = '';
+      writeStorage(storageKey, null);
+      messages.value = [];
+      error.value = null;
+      tokens.value = null;
+      lastText = null;
+    }
+
+    onMounted(() => { if (conversationId.value) loadHistory(); });
+    onBeforeUnmount(() => { if (controller) controller.abort(); });
+
+    return { messages, draft, busy, status, tokenLabel, error, listEl, inputEl, canSend, submit, onEnter, retry, stop, newChat };
+  },
+
+  template: `
+    <section class="vchat" :aria-label="title">
+      <header class="vchat-head">
+        <h2>{{ title }}</h2>
+        <button type="button" class="vchat-ghost" data-testid="new-chat" @click="newChat">New chat</button>
+      </header>
+
+      <div class="vchat-list" ref="listEl" role="log" aria-live="off" aria-label="Conversation" tabindex="0" data-testid="messages">
+        <p v-if="!messages.length && !error" class="vchat-empty">Say hello. Replies stream in as they are written.</p>
+        <div v-for="m in messages" :key="m.id" :class="['vchat-row', m.role]">
+          <span class="vchat-sr">{{ m.role === 'user' ? 'You said:' : 'Assistant said:' }}</span>
+          <div class="vchat-bubble"
+               :data-testid="'message-' + m.role"
+               :aria-live="m.role === 'assistant' ? 'polite' : null"
+               :aria-busy="m.state === 'streaming' ? 'true' : 'false'">{{ m.content }}</div>
+          <small v-if="m.meta" class="vchat-meta">{{ m.meta }}</small>
+        </div>
+        <div v-if="error" class="vchat-error">
+          <span role="alert" data-testid="error" :data-code="error.code">{{ error.message }}</span>
+          <button type="button" data-testid="retry" @click="retry">Retry</button>
+        </div>
+      </div>
+
+      <div class="vchat-bar">
+        <span role="status" data-testid="status">{{ status }}</span>
+        <span data-testid="tokens" v-if="tokenLabel">{{ tokenLabel }}</span>
+      </div>
+
+      <form class="vchat-form" @submit.prevent="submit">
+        <label for="vchat-input" class="vchat-sr">Message</label>
+        <textarea id="vchat-input" ref="inputEl" v-model="draft" rows="2" data-testid="input"
+                  placeholder="Type a message… (Enter sends, Shift+Enter adds a line)"
+                  @keydown.enter="onEnter"></textarea>
+        <button v-if="busy" type="button" class="vchat-stop" data-testid="stop" @click="stop">Stop</button>
+        <button v-else type="submit" class="vchat-send" data-testid="send" :disabled="!canSend">Send</button>
+      </form>
+    </section>
+  `,
+};

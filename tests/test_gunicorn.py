@@ -1,0 +1,136 @@
+"""The real path: gunicorn + gevent worker on loopback, fake providers, a real database."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.fakes import Script
+from tests.server import RawStream, sse_events, stream_json
+
+
+@pytest.mark.parametrize("name", ["openai", "claude", "gemini"])
+def test_streams_each_provider(start_server, fakes, name) -> None:
+    fakes[name].script = Script(chunks=["Bonjour", " à", " tous 😀"], interval=0.02)
+    server = start_server()
+    payloads = stream_json(server.url, {"message": "Hi", "provider": name})
+    assert [p["type"] for p in payloads] == ["status", "chunk", "chunk", "chunk", "completion"]
+    assert "".join(p["content"] for p in payloads if p["type"] == "chunk") == "Bonjour à tous 😀"
+    assert payloads[-1]["provider"] == name and payloads[-1]["usage"]["output_tokens"] == 3
+
+
+def test_chunks_arrive_as_they_are_generated(start_server, fake_openai) -> None:
+    """Nothing buffers: each chunk reaches the client about when the upstream sends it."""
+    fake_openai.script = Script(chunks=["a", "b", "c", "d"], interval=0.4)
+    server = start_server()
+    arrivals = []
+    with requests.post(server.url + "/api/stream", json={"message": "Hi"}, stream=True, timeout=10) as response:
+        for event in sse_events(response):
+            if event.data and event.json()["type"] == "chunk":
+                arrivals.append(time.monotonic())
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    assert len(arrivals) == 4 and all(gap > 0.2 for gap in gaps), gaps
+
+
+def test_client_disconnect_closes_the_upstream_and_stores_the_partial_reply(start_server, fake_openai) -> None:
+    fake_openai.script = Script(chunks=[f"w{i} " for i in range(100)], interval=0.1)
+    server = start_server()
+    client = RawStream(server.url, {"message": "Tell me a story", "conversation_id": "leave"})
+    seen = []
+    for payload in client.events():
+        if payload["type"] == "chunk":
+            seen.append(payload["content"])
+            if len(seen) == 3:
+                break
+    left_at = time.monotonic()
+    client.vanish()  # the browser tab closes
+    record = fake_openai.wait_for_client_close(timeout=3)
+    assert record is not None, "upstream was never closed"
+    assert record.closed_at - left_at < 0.1 + 0.3  # one chunk interval (+ scheduling slack)
+    assert record.chunks_sent < 10
+    # The partial reply is stored as what the user saw, marked interrupted.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        stored = requests.get(server.url + "/api/conversations/leave/messages", timeout=5).json()["messages"]
+        if len(stored) == 2:
+            break
+        time.sleep(0.1)
+    assert stored[1]["metadata"]["ending"] == "interrupted"
+    assert stored[1]["content"].startswith("".join(seen))
+    assert len(stored[1]["content"]) < len("".join(f"w{i} " for i in range(10)))
+
+
+def test_idle_timeout_is_an_error_event(start_server, fake_claude_stall) -> None:
+    server = start_server(BUPPLE_ENGINE_IDLE_TIMEOUT="1", BUPPLE_SSE_HEARTBEAT="0.3")
+    started = time.monotonic()
+    with requests.post(server.url + "/api/stream?events=named", json={"message": "Hi", "provider": "claude"}, stream=True, timeout=10) as response:
+        raw = b"".join(response.iter_content(chunk_size=None))
+    elapsed = time.monotonic() - started
+    assert b": ping" in raw  # heartbeats kept the browser connection alive meanwhile
+    last = raw.strip().split(b"\n\n")[-1].decode()
+    assert "event: error" in last and '"code":"timeout"' in last
+    assert 0.9 < elapsed < 4
+    assert fake_claude_stall.wait_for_client_close(timeout=2) is not None
+
+
+@pytest.fixture
+def fake_claude_stall(fake_anthropic):
+    fake_anthropic.script = Script(chunks=["a", "b"], stall_after=1, stall_seconds=20)
+    return fake_anthropic
+
+
+def test_heartbeats_before_the_first_token(start_server, fake_gemini) -> None:
+    fake_gemini.script = Script(chunks=["late"], first_byte_delay=1.0)
+    server = start_server(BUPPLE_SSE_HEARTBEAT="0.2")
+    with requests.post(server.url + "/api/stream", json={"message": "Hi", "provider": "gemini"}, stream=True, timeout=10) as response:
+        raw = b"".join(response.iter_content(chunk_size=None)).decode()
+    before_chunk = raw.split('"type":"chunk"')[0]
+    assert before_chunk.count(": ping") >= 3
+    assert '"type":"completion"' in raw
+
+
+def test_total_duration_limit_stops_the_stream(start_server, fake_openai) -> None:
+    fake_openai.script = Script(chunks=["x"] * 100, interval=0.1)
+    server = start_server(BUPPLE_ENGINE_MAX_DURATION="1")
+    payloads = stream_json(server.url, {"message": "Hi"})
+    assert payloads[-1]["type"] == "error" and payloads[-1]["code"] == "timeout"
+    assert fake_openai.wait_for_client_close(timeout=2) is not None
+
+
+def test_memory_across_two_turns_on_postgres(start_server, fake_openai, fake_gemini, postgres_url) -> None:
+    conversation = f"pg-{time.time_ns()}"
+    server = start_server(DATABASE_URL=postgres_url, BUPPLE_MEMORY_DB_TABLE_NAME="engine_memory_test")
+    fake_openai.script = Script(chunks=["Paris", "."], interval=0.5)
+    with requests.post(server.url + "/api/stream", json={"message": "Capital of France?", "conversation_id": conversation}, stream=True, timeout=10) as response:
+        for event in sse_events(response):
+            if event.data and event.json().get("content") == "Paris":
+                # Mid-stream: no database connection is held while the reply streams.
+                assert requests.get(server.url + "/healthz", timeout=5).json()["db_pool"]["checked_out"] == 0
+    stream_json(server.url, {"message": "And of Italy?", "conversation_id": conversation, "provider": "gemini"})
+    contents = fake_gemini.requests[-1].json["contents"]
+    assert [(c["role"], c["parts"][0]["text"]) for c in contents] == [
+        ("user", "Capital of France?"),
+        ("model", "Paris."),
+        ("user", "And of Italy?"),
+    ]
+    stored = requests.get(f"{server.url}/api/conversations/{conversation}/messages", timeout=5).json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
+    requests.delete(f"{server.url}/api/conversations/{conversation}", timeout=5)
+
+
+def test_500_concurrent_streams_all_complete(start_server, fake_openai) -> None:
+    fake_openai.script = Script(chunks=[f"t{i}" for i in range(10)], interval=0.1)
+    server = start_server()
+
+    def one(i: int) -> str:
+        payloads = stream_json(server.url, {"message": f"hello {i}"}, timeout=60)
+        assert payloads[-1]["type"] == "completion", payloads[-1]
+        return "".join(p["content"] for p in payloads if p["type"] == "chunk")
+
+    with ThreadPoolExecutor(max_workers=500) as pool:
+        results = list(pool.map(one, range(500)))
+    assert results == ["".join(f"t{i}" for i in range(10))] * 500
+    assert len(fake_openai.requests) == 500
