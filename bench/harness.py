@@ -62,13 +62,16 @@ class SUT:
     has_db: bool = False
     model: str | None = None
     health_path: str = "/healthz"
+    api_key: str = "x"
+    forks: bool = True  # gunicorn: measure the worker, not the master
     proc: procs.Proc | None = None
     port: int = 0
     worker: int = 0
     notes: list[str] = field(default_factory=list)
 
     def target(self) -> dict[str, Any]:
-        return {"host": HOST, "port": self.port, "fmt": self.fmt, "path": self.path, "model": self.model}
+        return {"host": HOST, "port": self.port, "fmt": self.fmt, "path": self.path, "model": self.model,
+                "api_key": self.api_key}
 
     @property
     def health_url(self) -> str:
@@ -105,7 +108,7 @@ class Harness:
         sut.proc = sut.start({"PORT": str(sut.port), **(env or {})})
         if not procs.wait_http(sut.health_url, 90, sut.proc):
             raise RuntimeError(f"{sut.name} did not come up; see {sut.proc.log}")
-        sut.worker = sut.proc.worker_pid()
+        sut.worker = sut.proc.worker_pid() if sut.forks else sut.proc.pid
         self.sampler.pids["server"] = sut.worker
         self.sampler.healthz_url = sut.health_url if sut.has_db else None
         self.client(sut.target(), [{"name": "warm", "count": 50, "n": 3, "iv": 20}])

@@ -35,6 +35,7 @@ class Target:
     fmt: str = "bupple"  # or "openai"
     path: str = "/api/stream"
     model: str | None = None
+    api_key: str = "x"
 
 
 @dataclass
@@ -69,7 +70,7 @@ def build_request(t: Target, message: str, conv: str | None = None) -> bytes:
     raw = json.dumps(body).encode()
     return (f"POST {t.path} HTTP/1.1\r\nHost: {t.host}:{t.port}\r\n"
             "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-            "Authorization: Bearer x\r\n"
+            f"Authorization: Bearer {t.api_key}\r\n"
             f"Content-Length: {len(raw)}\r\n\r\n").encode() + raw
 
 
