@@ -177,7 +177,7 @@ def _stream(sock: socket.socket, d: dict[str, Any]) -> bool:
         return False
     finally:
         STATS["active"] -= 1
-        watcher.kill(block=False)
+        watcher.kill()  # must be gone before the next request reads the socket
 
 
 def _record_close(d: dict[str, Any]) -> None:

@@ -97,6 +97,7 @@ def start_stream(state: EngineState, spec: StreamRequest) -> Response:
         named_events=spec.named_events,
         extra_final={"conversation_id": spec.conversation_id} if spec.conversation_id else None,
         on_end=on_end,
+        client_socket=request.environ.get("gunicorn.socket"),
     )
     response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
     response.headers["X-Bupple-Stream-Id"] = stream_id

@@ -68,3 +68,42 @@ class Queue:
 
 class QueueEmpty(Exception):
     """Nothing arrived before the timeout."""
+
+
+def watch_disconnect(sock: Any, on_gone: Callable[[], None]) -> Callable[[], None]:
+    """Call ``on_gone`` as soon as the client closes ``sock``; return a function that stops watching.
+
+    A browser sends nothing while it reads a stream, so the socket turning readable with
+    EOF means the tab is gone. Without this, a departure is only noticed at the next
+    write, which can be a heartbeat interval away while a model is still thinking. Under
+    gevent this is a libev I/O watcher (no extra greenlet); elsewhere it is a no-op.
+    """
+    if sock is None or not gevent_active():
+        return _nothing
+    import socket
+
+    from gevent import get_hub
+
+    raw = getattr(sock, "_sock", sock)  # the non-blocking OS-level socket under gevent's wrapper
+    try:
+        watcher = get_hub().loop.io(sock.fileno(), 1)
+    except (OSError, ValueError):
+        return _nothing
+
+    def readable() -> None:
+        try:
+            data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        watcher.stop()  # data (a pipelined request) or EOF: either way, stop watching
+        if data == b"":
+            on_gone()
+
+    watcher.start(readable)
+    return watcher.stop
+
+
+def _nothing() -> None:
+    return None

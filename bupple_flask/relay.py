@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .concurrency import Queue, QueueEmpty, spawn
+from .concurrency import Queue, QueueEmpty, spawn, watch_disconnect
 from .errors import BuppleError, StreamTimeoutError
 from .sse import encode_comment, encode_event
 from .stream import ChatStream
@@ -24,6 +24,7 @@ from .stream import ChatStream
 log = logging.getLogger("bupple_flask")
 
 _END = object()
+_CLIENT_GONE = object()
 HEARTBEAT = encode_comment("ping")
 
 
@@ -52,6 +53,7 @@ def relay(
     named_events: bool = False,
     extra_final: dict[str, Any] | None = None,
     on_end: Callable[[StreamOutcome], None] | None = None,
+    client_socket: Any = None,
 ) -> Iterator[bytes]:
     """Yield SSE bytes: status, chunks, then a completion or an error event."""
     started = time.monotonic()
@@ -78,6 +80,7 @@ def relay(
 
     yield encode.event({"type": "status", "message": "Starting...", "stream_id": stream_id}, "status", retry=retry_ms)
     reader = spawn(read_upstream)
+    stop_watching = watch_disconnect(client_socket, lambda: queue.put(_CLIENT_GONE))
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -93,6 +96,9 @@ def relay(
                 continue
             if item is _END:
                 break
+            if item is _CLIENT_GONE:
+                outcome.ending = "interrupted"
+                return
             if isinstance(item, Exception):
                 raise item
             if item["done"]:
@@ -118,6 +124,7 @@ def relay(
         yield encode.error(outcome.error)
     finally:
         cancelled = True
+        stop_watching()
         for stream in opened:
             stream.close()
             outcome.model = outcome.model or stream.model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -69,7 +70,7 @@ class GunicornServer:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGINT)  # quick shutdown; SIGTERM would wait for keep-alive clients
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:

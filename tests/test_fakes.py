@@ -109,6 +109,7 @@ def test_openai_stream_bytes(openai):
     assert events[5]["usage"]["completion_tokens"] == 3
     assert all(e["usage"] is None for e in events[:5])
     assert {e["model"] for e in events} == {"gpt-4o-mini"} and len({e["id"] for e in events}) == 1
+    assert openai.wait_for_streams_ended(1)
     assert openai.streams[0].completed and openai.streams[0].chunks_sent == 3
 
 
@@ -263,6 +264,7 @@ def test_fail_mid_after(openai, anthropic, gemini):
     assert head.startswith(b"data: ") and b"finishReason" not in head
     assert tail.startswith(b'{\n  "error": {\n    "code": 503,')
     assert json.loads(tail)["error"]["status"] == "UNAVAILABLE"
+    assert all(f.wait_for_streams_ended(1) for f in (openai, anthropic, gemini))
     assert all(f.streams[0].completed and f.streams[0].chunks_sent == 1
                for f in (openai, anthropic, gemini))
 
@@ -278,6 +280,7 @@ def test_drop_after_leaves_incomplete_chunked_body(provider):
         assert b"Transfer-Encoding: chunked" in head
         payload, complete = dechunk(body)
         assert not complete and b" there" in payload and b"!" not in payload
+        assert fake.wait_for_streams_ended(1)
         assert fake.streams[0].chunks_sent == 2 and not fake.streams[0].completed
         with pytest.raises(requests.exceptions.ChunkedEncodingError):
             call(fake).content
@@ -319,6 +322,7 @@ def test_omit_terminator_still_ends_body_properly(openai, anthropic, gemini):
     assert b"message_stop" not in raw and b"message_delta" in raw
     raw = call(gemini).content
     assert b"finishReason" not in raw and raw.count(b"\r\n\r\n") == 3
+    assert all(f.wait_for_streams_ended(1) for f in (openai, anthropic, gemini))
     assert all(f.streams[0].completed for f in (openai, anthropic, gemini))
 
 
@@ -356,4 +360,5 @@ def test_500_concurrent_streams(openai):
     assert all(dechunk(b.partition(b"\r\n\r\n")[2])[0].endswith(b"data: [DONE]\n\n")
                for b in bodies)
     assert time.monotonic() - t0 < 5
+    assert openai.wait_for_streams_ended(500)
     assert len(openai.streams) == 500 and all(s.completed for s in openai.streams)

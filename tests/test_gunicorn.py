@@ -134,3 +134,17 @@ def test_500_concurrent_streams_all_complete(start_server, fake_openai) -> None:
         results = list(pool.map(one, range(500)))
     assert results == ["".join(f"t{i}" for i in range(10))] * 500
     assert len(fake_openai.requests) == 500
+
+
+def test_leaving_while_the_model_thinks_closes_the_upstream_at_once(start_server, fake_openai) -> None:
+    """No chunk and no heartbeat is due for 15 s, yet the departure is noticed immediately."""
+    fake_openai.script = Script(chunks=["late"], first_byte_delay=10)
+    server = start_server(BUPPLE_SSE_HEARTBEAT="15")
+    client = RawStream(server.url, {"message": "Think hard"})
+    first = next(client.events())
+    assert first["type"] == "status"
+    assert fake_openai.wait_for_requests(1, timeout=5)
+    left_at = time.monotonic()
+    client.vanish()
+    record = fake_openai.wait_for_client_close(timeout=5)
+    assert record is not None and record.closed_at - left_at < 1.0

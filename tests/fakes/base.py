@@ -284,6 +284,11 @@ class FakeServer:
         with self._cond:
             return self._cond.wait_for(lambda: len(self.requests) >= n, timeout)
 
+    def wait_for_streams_ended(self, n: int = 1, timeout: float = 5.0) -> bool:
+        """Wait until ``n`` streams have ended (the client may read the last byte first)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: sum(s.closed_at is not None for s in self.streams) >= n, timeout)
+
     def wait_for_client_close(self, timeout: float = 5.0) -> StreamRecord | None:
         """First stream whose client disconnected before the stream finished."""
         def found():
