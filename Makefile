@@ -2,33 +2,33 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH    = $(shell cksum < pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
 .PHONY: run dev test test-py test-js system-deps bench clean
 
-$(STAMP): pyproject.toml
+# One stamp per set of extras, renewed when pyproject.toml changes.
+$(VENV)/.installed-%-$(HASH): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+); set PYTHON=..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	rm -f $(VENV)/.installed-* && touch $@
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$*]'
+	rm -f $(VENV)/.installed-$*-* && touch $@
 
 ## Serve the app under gunicorn + gevent on http://$(HOST):$(PORT) (SQLite + mock provider without keys).
-run: $(STAMP)
+run: $(VENV)/.installed-postgres-$(HASH)
 	BIND=$(HOST):$(PORT) WEB_CONCURRENCY=$${WEB_CONCURRENCY:-1} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 ## The Flask dev server, with reload.
-dev: $(STAMP)
+dev: $(VENV)/.installed-postgres-$(HASH)
 	$(BIN)/flask --app wsgi:app run --debug --host $(HOST) --port $(PORT)
 
 ## Everything: Python tests (fakes, real gunicorn + gevent, PostgreSQL, headless Chromium) and the JS parser tests.
-test: $(STAMP) system-deps
+test: $(VENV)/.installed-test-$(HASH) system-deps
 	$(BIN)/python -m pytest
 	node --test tests/js/
 
-test-py: $(STAMP)
+test-py: $(VENV)/.installed-test-$(HASH)
 	$(BIN)/python -m pytest
 
 test-js:
@@ -39,7 +39,7 @@ system-deps:
 	./scripts/install-system-deps.sh
 
 ## Benchmarks (not part of `make test`): `make bench` or `make bench QUICK=1`.
-bench: $(STAMP)
+bench: $(VENV)/.installed-bench-$(HASH)
 	QUICK=$(QUICK) $(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 
 clean:

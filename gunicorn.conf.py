@@ -28,3 +28,6 @@ errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # Never log query strings with secrets: the access log shows the path only.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+# gunicorn >= 24 opens a control socket at one fixed path per user; several servers
+# (tests, benchmarks, blue/green deploys) would fight over it.
+control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "") == ""

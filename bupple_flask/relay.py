@@ -102,7 +102,7 @@ def relay(
             if isinstance(item, Exception):
                 raise item
             if item["done"]:
-                final = {**item, "type": "completion", **(extra_final or {})}
+                final = {"type": "completion", **item, **(extra_final or {})}
                 outcome.finish_reason = item.get("finish_reason")
                 outcome.usage = item.get("usage") or {}
                 outcome.model = item.get("model")

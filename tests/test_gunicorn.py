@@ -148,3 +148,52 @@ def test_leaving_while_the_model_thinks_closes_the_upstream_at_once(start_server
     client.vanish()
     record = fake_openai.wait_for_client_close(timeout=5)
     assert record is not None and record.closed_at - left_at < 1.0
+
+
+def test_keys_never_reach_responses_or_logs(start_server, fakes) -> None:
+    server = start_server(BUPPLE_LOG_LEVEL="DEBUG", GUNICORN_ACCESSLOG="-")
+    seen = []
+    for name, fake in fakes.items():
+        real_key, fake.api_key = fake.api_key, "another-key"  # our key is rejected: 401 / 400
+        try:
+            seen.append(requests.post(server.url + "/api/stream", json={"message": "Hi", "provider": name}, timeout=10).text)
+        finally:
+            fake.api_key = real_key
+    seen.append(requests.get(server.url + "/api/providers", timeout=5).text)
+    seen.append(requests.get(server.url + "/chat", timeout=5).text)
+    seen.append(requests.get(server.url + "/healthz", timeout=5).text)
+    assert all('"code":"provider_auth"' in text for text in seen[:3])
+    for text in [*seen, server.read_log()]:
+        assert "test-key" not in text
+
+
+def test_flask_dev_server_streams_too(tmp_path, fakes) -> None:
+    """Without gevent the upstream is read in a thread; the same stream comes out."""
+    import subprocess
+    import sys
+
+    from tests.conftest import provider_config
+    from tests.server import ROOT, clean_env, free_port
+
+    fakes["claude"].script = Script(chunks=["dev", " server"], interval=0.05)
+    port = free_port()
+    env = clean_env({**provider_config(fakes), "DATABASE_URL": f"sqlite:///{tmp_path / 'dev.sqlite3'}", "BUPPLE_DEFAULT_ENGINE_DRIVER": "claude"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi:app", "run", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                requests.get(url + "/healthz", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        payloads = stream_json(url, {"message": "Hi"})
+        assert "".join(p["content"] for p in payloads if p["type"] == "chunk") == "dev server"
+        assert payloads[-1]["type"] == "completion" and payloads[-1]["provider"] == "claude"
+    finally:
+        process.terminate()
+        process.wait(10)
