@@ -15,6 +15,37 @@
  *
  * Model output is never inserted with innerHTML: plain text goes into text nodes,
  * and the optional Markdown renderer builds DOM nodes from a small token tree.
+ *
+ * Options (script tag: data-endpoint, data-target, data-title, data-placeholder,
+ * data-welcome, data-provider, data-model, data-transport, data-theme, data-markdown,
+ * data-show-mock-notice, data-persist, data-autofocus, data-history-endpoint,
+ * data-headers='{"Authorization":"Bearer ..."}', data-extra='{"temperature":0.2}'):
+ *   endpoint          '/api/stream'   POST JSON here (GET with query string for EventSource)
+ *   title, placeholder, welcome       texts
+ *   headers           object or function returning one (or a Promise): e.g. auth header
+ *   extra             object or function: extra fields merged into the POST body
+ *   provider, model   sent with each message when set
+ *   transport         'auto' (fetch streaming) | 'fetch' | 'eventsource' (GET; no custom headers)
+ *   markdown          false; true renders safe Markdown (links: http/https/mailto only)
+ *   showMockNotice    true: asks GET <api>/providers and shows a "Demo mode" badge for the mock provider
+ *   historyEndpoint   default: endpoint with /stream -> /conversations/{id}/messages;
+ *                     a template with {id}, a base path, a function(id), or false
+ *   deleteEndpoint    default: the history URL without /messages; template, function or false
+ *   providersEndpoint default: endpoint with /stream -> /providers; or false
+ *   conversationId    force a conversation id; persist (true) keeps it in localStorage;
+ *   storageKey        default 'bupple-chat:conversation:' + absolute endpoint URL
+ *   credentials       fetch credentials, default 'same-origin' ('include' also sets EventSource withCredentials)
+ *   theme             'light' | 'dark' | 'auto'
+ *   deleteOnClear     true: New chat sends DELETE for the old conversation
+ *
+ * mount() returns {send(text), retry(), stop(), clear(), destroy(), conversationId, state, busy,
+ * ready, element, shadowRoot}; the element gets .buppleChat = that object and receives
+ * bubbling DOM events: bupple:send, bupple:status, bupple:chunk, bupple:done, bupple:error,
+ * bupple:stop, bupple:clear, bupple:history, bupple:mock (event.detail = the payload).
+ * Colours: CSS custom properties --bupple-accent, --bupple-accent-fg, --bupple-bg, --bupple-fg,
+ * --bupple-muted, --bupple-border, --bupple-surface, --bupple-user-bg, --bupple-user-fg,
+ * --bupple-assistant-bg, --bupple-assistant-fg, --bupple-error, --bupple-error-bg,
+ * --bupple-code-bg, --bupple-code-fg, --bupple-radius, --bupple-height, --bupple-font.
  */
 (function (root, factory) {
   'use strict';
@@ -723,12 +754,12 @@
     '.bc[data-theme="dark"]{--_bg:var(--bupple-bg,#0b1020);--_fg:var(--bupple-fg,#e5e7eb);--_muted:var(--bupple-muted,#9ca3af);',
     '--_border:var(--bupple-border,#1f2937);--_surface:var(--bupple-surface,#111827);--_bot-bg:var(--bupple-assistant-bg,#1f2937);',
     '--_err:var(--bupple-error,#fca5a5);--_err-bg:var(--bupple-error-bg,#3b0d0d);--_err-border:var(--bupple-error-border,#7f1d1d);',
-    '--_badge-bg:var(--bupple-badge-bg,#422006);--_badge-fg:var(--bupple-badge-fg,#fde68a);--_accent:var(--bupple-accent,#818cf8);--_accent-fg:var(--bupple-accent-fg,#0b1020)}',
+    '--_badge-bg:var(--bupple-badge-bg,#422006);--_badge-fg:var(--bupple-badge-fg,#fde68a);--_accent:var(--bupple-accent,#6366f1)}',
     '@media (prefers-color-scheme:dark){.bc[data-theme="auto"]{--_bg:var(--bupple-bg,#0b1020);--_fg:var(--bupple-fg,#e5e7eb);',
     '--_muted:var(--bupple-muted,#9ca3af);--_border:var(--bupple-border,#1f2937);--_surface:var(--bupple-surface,#111827);',
     '--_bot-bg:var(--bupple-assistant-bg,#1f2937);--_err:var(--bupple-error,#fca5a5);--_err-bg:var(--bupple-error-bg,#3b0d0d);',
     '--_err-border:var(--bupple-error-border,#7f1d1d);--_badge-bg:var(--bupple-badge-bg,#422006);--_badge-fg:var(--bupple-badge-fg,#fde68a);',
-    '--_accent:var(--bupple-accent,#818cf8);--_accent-fg:var(--bupple-accent-fg,#0b1020)}}',
+    '--_accent:var(--bupple-accent,#6366f1)}}',
     '.sr{position:absolute!important;width:1px;height:1px;padding:0;margin:-1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap;border:0}',
     'button{font:inherit;color:inherit;cursor:pointer;-webkit-tap-highlight-color:transparent}',
     'button:disabled{cursor:default;opacity:.45}',
@@ -768,11 +799,12 @@
     '.md pre code{background:none;padding:0;font-size:inherit;border-radius:0;color:inherit}',
     '.md pre[data-lang]::before{content:attr(data-lang);position:absolute;top:4px;right:8px;font-size:10.5px;opacity:.55;font-family:var(--bupple-font,system-ui,sans-serif)}',
     '.md a{color:var(--_accent);text-decoration:underline;text-underline-offset:2px}',
-    '.md blockquote{margin:0 0 .6em;padding:.1em 0 .1em .8em;border-left:3px solid var(--_border);color:var(--_muted)}',
+    '.md blockquote{margin:0 0 .6em;padding:.1em 0 .1em .8em;border-left:3px solid var(--_border);color:var(--_muted)}.md blockquote>:last-child,.md li>:last-child{margin-bottom:0}',
     '.md hr{border:0;border-top:1px solid var(--_border);margin:.7em 0}',
     '.md .md-h{font-weight:700;margin:.2em 0 .4em}.md .md-h1{font-size:1.15em}.md .md-h2{font-size:1.08em}',
-    '.copy{position:absolute;top:4px;right:6px;font-size:11px;padding:2px 8px;border-radius:6px;border:1px solid rgba(255,255,255,.2);background:rgba(255,255,255,.08);color:inherit;opacity:0;transition:opacity .15s}',
-    '.md pre:hover .copy,.copy:focus-visible{opacity:1}.md pre:has(.copy)[data-lang]::before{right:64px}',
+    '.copy{position:absolute;top:4px;right:6px;font-size:11px;padding:2px 8px;border-radius:6px;border:1px solid rgba(255,255,255,.2);background:#1e293b;color:inherit;opacity:0;transition:opacity .15s}',
+    '.copy::after{content:attr(data-label)}',
+    '.md pre:hover .copy,.copy:focus-visible{opacity:1}.md pre:hover::before,.md pre:focus-within::before{opacity:0!important}',
     // error row
     '.err .box{max-width:min(92%,680px);display:flex;align-items:flex-start;gap:10px;flex-wrap:wrap;padding:10px 12px;border-radius:12px;',
     'background:var(--_err-bg);color:var(--_err);border:1px solid var(--_err-border);font-size:14px}',
@@ -801,7 +833,7 @@
     '@keyframes bc-in{from{opacity:0;transform:translateY(4px)}to{opacity:1;transform:none}}',
     '@media (prefers-reduced-motion:reduce){.row,.typing i,.caret{animation:none}}',
     '@media (max-width:420px){.hd{padding:8px 10px 8px 12px}.msgs{padding:12px 10px 6px}.bubble{max-width:90%}.bar{padding:2px 12px}',
-    '.composer{padding:6px 8px 8px}.ghost .lbl{display:none}.ghost{padding:6px 9px}}'
+    '.composer{padding:6px 8px 8px}.ghost .lbl{display:none}.ghost{padding:6px 9px}.badge{order:3}}'
   ].join('\n');
 
   var SVG_NS = 'http://www.w3.org/2000/svg';
@@ -1045,13 +1077,14 @@
       var pres = bubble.querySelectorAll('pre');
       for (var i = 0; i < pres.length; i++) {
         (function (pre) {
-          var btn = h(doc, 'button', { type: 'button', 'class': 'copy', text: 'Copy', 'aria-label': 'Copy code' });
+          // The visible label comes from CSS (data-label) so that the bubble's textContent stays the reply text.
+          var btn = h(doc, 'button', { type: 'button', 'class': 'copy', 'data-label': 'Copy', 'aria-label': 'Copy code' });
           btn.addEventListener('click', function () {
             var code = pre.querySelector('code');
             root.navigator.clipboard.writeText(code ? code.textContent : '').then(function () {
-              btn.textContent = 'Copied';
-              setTimeout(function () { btn.textContent = 'Copy'; }, 1500);
-            }, function () { btn.textContent = 'Failed'; });
+              btn.setAttribute('data-label', 'Copied');
+              setTimeout(function () { btn.setAttribute('data-label', 'Copy'); }, 1500);
+            }, function () { btn.setAttribute('data-label', 'Failed'); });
           });
           pre.appendChild(btn);
         })(pres[i]);
@@ -1269,7 +1302,9 @@
       }).catch(function (err) {
         if (reply.finished) return;
         if (err && err.name === 'AbortError') { reply.finish('stopped', null); return; }
-        reply.fail({ type: 'error', error: 'Network error: could not reach the chat server. Check your connection and try again.', code: 'network_error', done: true, detail: String(err && err.message || err) });
+        reply.fail(reply.gotEvent
+          ? { type: 'error', error: 'The connection was lost before the reply was complete.', code: 'stream_interrupted', done: true, detail: String(err && err.message || err) }
+          : { type: 'error', error: 'Network error: could not reach the chat server. Check your connection and try again.', code: 'network_error', done: true, detail: String(err && err.message || err) });
       });
       function afterEnd() {
         if (!reply.finished) {

@@ -105,6 +105,7 @@ export default {
       const fail = (message, code) => {
         finished = true;
         reply.state = 'error';
+        reply.meta = 'Interrupted';
         if (!reply.content) messages.value = messages.value.filter((m) => m.id !== reply.id);
         error.value = { message, code };
         emit('error', { type: 'error', error: message, code, done: true });
@@ -192,6 +193,8 @@ export default {
 
     function retry() {
       if (busy.value || lastText == null) return;
+      const last = messages.value[messages.value.length - 1];
+      if (last && last.role === 'assistant' && last.state === 'error') messages.value.pop(); // drop the failed partial reply
       stream(lastText);
       nextTick(() => inputEl.value && inputEl.value.focus());
     }
