@@ -117,7 +117,7 @@ def relay(
     except BuppleError as exc:
         outcome.ending, outcome.error = "error", exc
         yield encode.error(exc)
-    except Exception as exc:  # a bug must end the stream cleanly, not kill the worker
+    except Exception:  # a bug must end the stream cleanly, not kill the worker
         log.exception("stream %s failed", stream_id)
         outcome.ending = "error"
         outcome.error = BuppleError("Internal error while streaming")

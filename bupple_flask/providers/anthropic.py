@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from ..errors import ProviderError
 from ..sse import ServerSentEvent
 from .base import ChatCall, HttpProvider, StreamState, register_provider
 
@@ -39,10 +37,7 @@ class AnthropicProvider(HttpProvider):
     def handle_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
         if not event.data:
             return None
-        try:
-            payload = json.loads(event.data)
-        except ValueError as exc:
-            raise ProviderError(f"{self.label} sent a malformed event", provider=self.name) from exc
+        payload = self.decode(event)
         kind = event.event or payload.get("type")
         if kind == "content_block_delta":
             delta = payload.get("delta") or {}

@@ -140,10 +140,12 @@ class HttpProvider(Provider):
 
     def error_from_response(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         """Map an HTTP error response (status + provider JSON body) to a typed error."""
-        message, error_type = extract_error(body)
-        retry_after = parse_retry_after(headers)
         if status in (401, 403):
             return ProviderAuthError(self.auth_message(), provider=self.name, upstream_status=status)
+        return self.status_error(status, body, parse_retry_after(headers))
+
+    def status_error(self, status: int, body: bytes, retry_after: float | None) -> ProviderError:
+        message, error_type = extract_error(body)
         return error_from_status(
             status,
             f"{self.label}: {message or f'HTTP {status}'}",
@@ -151,6 +153,13 @@ class HttpProvider(Provider):
             upstream_type=error_type,
             retry_after=retry_after,
         )
+
+    def decode(self, event: ServerSentEvent) -> Any:
+        """The event's JSON; a malformed event is the provider's error, not a crash."""
+        try:
+            return json.loads(event.data)
+        except ValueError as exc:
+            raise ProviderError(f"{self.label} sent a malformed event", provider=self.name) from exc
 
     def auth_message(self) -> str:
         return f"{self.label} rejected the API key configured on the server"

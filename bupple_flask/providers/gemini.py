@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import ProviderAuthError, ProviderError, error_from_status, parse_duration
+from ..errors import ProviderAuthError, ProviderError, parse_duration
 from ..sse import ServerSentEvent
-from .base import ChatCall, HttpProvider, StreamState, extract_error, register_provider
+from .base import ChatCall, HttpProvider, StreamState, register_provider
 
 _ROLE = {"user": "user", "assistant": "model"}
 
@@ -47,10 +47,7 @@ class GeminiProvider(HttpProvider):
     def handle_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
         if not event.data:
             return None
-        try:
-            chunk = json.loads(event.data)
-        except ValueError as exc:
-            raise ProviderError(f"{self.label} sent a malformed event", provider=self.name) from exc
+        chunk = self.decode(event)
         if chunk.get("error"):
             raise self.in_stream_error(chunk)
         state.model = chunk.get("modelVersion") or state.model
@@ -75,15 +72,8 @@ class GeminiProvider(HttpProvider):
         details = _details(body)
         if status in (401, 403) or any(d.get("reason") == "API_KEY_INVALID" for d in details):
             return ProviderAuthError(self.auth_message(), provider=self.name, upstream_status=status)
-        message, error_type = extract_error(body)
         retry_after = next((parse_duration(d.get("retryDelay")) for d in details if d.get("retryDelay")), None)
-        return error_from_status(
-            status,
-            f"{self.label}: {message or f'HTTP {status}'}",
-            provider=self.name,
-            upstream_type=error_type,
-            retry_after=retry_after,
-        )
+        return self.status_error(status, body, retry_after)
 
 
 def _details(body: bytes) -> list[dict[str, Any]]:

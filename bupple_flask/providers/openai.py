@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from ..errors import ProviderError
 from ..sse import ServerSentEvent
 from .base import ChatCall, HttpProvider, StreamState, register_provider
 
@@ -43,10 +41,7 @@ class OpenAIProvider(HttpProvider):
         if data.startswith("[DONE]"):
             state.finished = True
             return None
-        try:
-            chunk = json.loads(data)
-        except ValueError as exc:
-            raise ProviderError(f"{self.label} sent a malformed event", provider=self.name) from exc
+        chunk = self.decode(event)
         if chunk.get("error"):
             raise self.in_stream_error(chunk)
         if chunk.get("model"):
