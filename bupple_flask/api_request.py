@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Request
 
-from .errors import InvalidRequestError, PayloadTooLargeError
+from .errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from .messages import normalize_messages, validate_max_tokens
 
 MAX_MODEL_NAME = 200
@@ -41,6 +41,8 @@ def parse_stream_request(request: Request, max_bytes: int) -> StreamRequest:
 
 
 def _json_body(request: Request, max_bytes: int) -> dict[str, Any]:
+    if not request.is_json:
+        raise UnsupportedMediaTypeError("send the body as JSON with Content-Type: application/json")
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLargeError(f"request body is larger than {max_bytes} bytes")
     raw = request.stream.read(max_bytes + 1)

@@ -54,6 +54,13 @@ class PayloadTooLargeError(InvalidRequestError):
     status = 413
 
 
+class UnsupportedMediaTypeError(InvalidRequestError):
+    """POST bodies must be JSON: a cross-site form or ``text/plain`` post cannot start a paid stream."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
 class UnknownProviderError(InvalidRequestError):
     code = "unknown_provider"
 

@@ -86,6 +86,13 @@ def test_bad_input_is_a_clear_4xx(client, fake_openai, body, code) -> None:
     assert fake_openai.requests == []
 
 
+def test_non_json_post_is_415_so_cross_site_forms_cannot_start_streams(client, fake_openai) -> None:
+    response = client.post("/api/stream", data='{"message": "hi"}', content_type="text/plain")
+    assert response.status_code == 415
+    assert response.get_json()["error"]["code"] == "unsupported_media_type"
+    assert fake_openai.requests == []
+
+
 def test_unconfigured_provider_is_4xx(make_app) -> None:
     client = make_app(GEMINI_API_KEY=None).test_client()
     response = client.post("/api/stream", json={"message": "hi", "provider": "gemini"})
