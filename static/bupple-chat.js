@@ -1175,6 +1175,7 @@
         emit('status', payload);
       } else if (type === 'chunk') {
         if (typeof payload.content === 'string') this.content += payload.content;
+        if (!this.chunks) setStatus('Replying…');  // the server's "Starting..." is over
         this.chunks++;
         this.tokens = typeof payload.tokens === 'number' ? payload.tokens : this.chunks;
         this.schedule();
