@@ -30,6 +30,7 @@ class ChatRequestBuilder:
     max_duration: float | None = None
     connect_timeout: float | None = None
     idle_timeout: float | None = None
+    max_retries: int | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def with_model(self, model: str) -> ChatRequestBuilder:
@@ -55,6 +56,10 @@ class ChatRequestBuilder:
             idle_timeout=idle if idle is not None else self.idle_timeout,
         )
 
+    def with_retries(self, max_retries: int) -> ChatRequestBuilder:
+        """Retries for failures before the first token (429, 5xx, 529, connect errors)."""
+        return dataclasses.replace(self, max_retries=max(0, int(max_retries)))
+
     def with_options(self, **options: Any) -> ChatRequestBuilder:
         """Extra provider body fields (``top_p``, ``stop``, ...), merged over earlier ones."""
         return dataclasses.replace(self, options=MappingProxyType({**self.options, **options}))
@@ -73,6 +78,8 @@ class ChatRequestBuilder:
             options=self.options,
             connect_timeout=self.connect_timeout or settings.connect_timeout,
             idle_timeout=self.idle_timeout or settings.idle_timeout,
+            max_retries=self.max_retries if self.max_retries is not None else settings.max_retries,
+            retry_max_wait=settings.retry_max_wait,
         )
         upstream = provider.open(call)
         return ChatStream(

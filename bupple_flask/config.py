@@ -52,6 +52,8 @@ class EngineSettings:
     connect_timeout: float = 10.0
     idle_timeout: float = 60.0
     max_duration: float = 300.0
+    max_retries: int = 2
+    retry_max_wait: float = 10.0
     heartbeat: float = 15.0
     sse_retry_ms: int = 3000
     max_request_bytes: int = 1024 * 1024
@@ -109,6 +111,8 @@ def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None =
         connect_timeout=look.number("BUPPLE_ENGINE_CONNECT_TIMEOUT", 10.0),
         idle_timeout=look.number("BUPPLE_ENGINE_IDLE_TIMEOUT", 60.0),
         max_duration=look.number("BUPPLE_ENGINE_MAX_DURATION", 300.0),
+        max_retries=look.number("BUPPLE_ENGINE_MAX_RETRIES", 2, int),
+        retry_max_wait=look.number("BUPPLE_ENGINE_RETRY_MAX_WAIT", 10.0),
         heartbeat=look.number("BUPPLE_SSE_HEARTBEAT", 15.0),
         sse_retry_ms=look.number("BUPPLE_SSE_RETRY_MS", 3000, int),
         max_request_bytes=look.number("BUPPLE_MAX_REQUEST_BYTES", 1024 * 1024, int),

@@ -87,6 +87,7 @@ def make_app(tmp_path: Path, fakes: dict) -> Callable[..., Flask]:
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite3'}",
             "BUPPLE_ENGINE_IDLE_TIMEOUT": 5,
             "BUPPLE_MOCK_DELAY": 0,
+            "BUPPLE_ENGINE_MAX_RETRIES": 0,  # retries are tested on their own
             **provider_config(fakes),
         }
         base.update(config)
@@ -136,6 +137,7 @@ def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., Gunicorn
         merged = {
             "DATABASE_URL": f"sqlite:///{tmp_path / 'server.sqlite3'}",
             "BUPPLE_INSTANCE_PATH": str(tmp_path / "instance"),
+            "BUPPLE_ENGINE_MAX_RETRIES": "0",
             **provider_config(fakes),
             **{k: str(v) for k, v in env.items()},
         }

@@ -241,3 +241,40 @@ def test_mock_provider_is_labelled(engine) -> None:
     final = chunks[-1]
     assert final["mock"] is True and final["provider"] == "mock"
     assert "mock" in "".join(c["content"] for c in chunks)
+
+
+@pytest.mark.parametrize("name,status", [("openai", 500), ("claude", 529), ("gemini", 503), ("openai", 429)])
+def test_failures_before_the_first_token_are_retried(engine, fakes, name, status) -> None:
+    fakes[name].script = Script(chunks=["made ", "it"], fail_before=status, fail_times=1)
+    reply = engine.ai(name).with_retries(2).send("Hi")
+    assert reply["content"] == "made it"
+    assert len(fakes[name].requests) == 2
+
+
+def test_retries_give_up_after_max_retries(engine, fake_anthropic) -> None:
+    fake_anthropic.script = Script(fail_before=529, fail_times=10)
+    with pytest.raises(ProviderUnavailableError):
+        engine.ai("claude").with_retries(2).stream("Hi")
+    assert len(fake_anthropic.requests) == 3
+
+
+def test_client_errors_and_long_retry_after_are_not_retried(make_app, fake_openai) -> None:
+    app = make_app(BUPPLE_ENGINE_MAX_RETRIES=3, BUPPLE_ENGINE_RETRY_MAX_WAIT=5)
+    with app.app_context():
+        engine = _engine(app)
+        fake_openai.script = Script(fail_before=400)
+        with pytest.raises(BadRequestError):
+            engine.ai("openai").stream("Hi")
+        assert len(fake_openai.requests) == 1
+        fake_openai.script = Script(fail_before=429)  # retry-after: 7 > 5: tell the user, don't sleep
+        with pytest.raises(RateLimitError):
+            engine.ai("openai").stream("Hi")
+        assert len(fake_openai.requests) == 2
+
+
+def test_settings_default_to_two_retries(make_app, fake_gemini) -> None:
+    app = make_app(BUPPLE_ENGINE_MAX_RETRIES=None)
+    fake_gemini.script = Script(fail_before=503, fail_times=2)
+    with app.app_context():
+        assert _engine(app).ai("gemini").send("Hi")["content"] == "Hello there!"
+    assert len(fake_gemini.requests) == 3

@@ -8,6 +8,9 @@ decoded SSE event, how to read an error body. Opening, timeouts, closing and the
 from __future__ import annotations
 
 import json
+import logging
+import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +23,9 @@ from ..errors import (
     NotConfiguredError,
     ProviderAuthError,
     ProviderError,
+    ProviderUnavailableError,
+    RateLimitError,
+    StreamTimeoutError,
     UnknownProviderError,
     error_from_status,
     error_from_type,
@@ -28,7 +34,7 @@ from ..errors import (
 from ..sse import ServerSentEvent, iter_sse
 from ..transport import hard_close, iter_body, post_stream, read_error_body
 
-ROLES = ("system", "user", "assistant")
+log = logging.getLogger("bupple_flask")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class ChatCall:
     options: Mapping[str, Any] = field(default_factory=dict)
     connect_timeout: float = 10.0
     idle_timeout: float = 60.0
+    max_retries: int = 0
+    retry_max_wait: float = 10.0
 
 
 @dataclass(slots=True)
@@ -120,7 +128,21 @@ class HttpProvider(Provider):
         """Read one event: update ``state``, return a text delta, or raise a typed error."""
 
     def open(self, call: ChatCall) -> Upstream:
+        """Open the stream, retrying what failed before any token was generated (so nothing is paid twice)."""
         self.require_configured()
+        attempt = 0
+        while True:
+            try:
+                return self._open_once(call)
+            except (RateLimitError, ProviderUnavailableError, StreamTimeoutError) as exc:
+                delay = retry_delay(exc, attempt, call.retry_max_wait)
+                if attempt >= call.max_retries or delay is None:
+                    raise
+                log.warning("%s: %s; retry %d/%d in %.1fs", self.name, exc.code, attempt + 1, call.max_retries, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    def _open_once(self, call: ChatCall) -> Upstream:
         url, headers, body = self.build_request(call)
         response = post_stream(
             self.http,
@@ -226,6 +248,21 @@ class HttpUpstream(Upstream):
         if not self.closed:
             self.closed = True
             hard_close(self.response)
+
+
+def retry_delay(exc: ProviderError, attempt: int, max_wait: float) -> float | None:
+    """Seconds to wait before retrying ``exc``, or None when it must not be retried.
+
+    An idle timeout while waiting for headers is not retried: the provider may already be
+    generating (and billing) that reply. A ``retry_after`` longer than ``max_wait`` is
+    reported to the user instead of being slept through.
+    """
+    if isinstance(exc, StreamTimeoutError) and exc.kind != "connect":
+        return None
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return retry_after if retry_after <= max_wait else None
+    return min(0.5 * 2**attempt, 8.0) * random.uniform(0.75, 1.0)
 
 
 def extract_error(body: bytes) -> tuple[str | None, str | None]:

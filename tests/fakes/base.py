@@ -16,7 +16,7 @@ import string
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -46,6 +46,7 @@ class Script:
     finish_reason: str | None = None
     input_tokens: int = 10
     fail_before: int | None = None
+    fail_times: int | None = None       # with fail_before: only the first N requests fail, then stream normally
     fail_mid_after: int | None = None
     drop_after: int | None = None
     stall_after: int | None = None
@@ -115,7 +116,7 @@ class Exchange:
     def __init__(self, fake: "FakeServer", handler: BaseHTTPRequestHandler,
                  request: RecordedRequest, json_ok: bool):
         self.fake, self.h, self.request, self.json_ok = fake, handler, request, json_ok
-        self.script: Script = fake.script  # snapshot: tests may swap it mid-flight
+        self.script: Script = fake.script_for_next_request()  # snapshot: tests may swap it mid-flight
         self.sock: socket.socket = handler.connection
         self.method, self.path, self.query = request.method, request.path, request.query
         self.headers, self.json = request.headers, request.json
@@ -265,6 +266,7 @@ class FakeServer:
         self.requests: list[RecordedRequest] = []
         self.streams: list[StreamRecord] = []
         self._cond = threading.Condition()
+        self._failures_served = 0
         self._live: set[socket.socket] = set()
         self._closing = False
         handler = type(f"{type(self).__name__}Handler", (_Handler,), {"fake": self})
@@ -284,6 +286,16 @@ class FakeServer:
         with self._cond:
             return self._cond.wait_for(lambda: len(self.requests) >= n, timeout)
 
+    def script_for_next_request(self) -> Script:
+        """The script, with ``fail_before`` dropped once ``fail_times`` failures were served."""
+        with self._cond:
+            script = self.script
+            if script.fail_before is not None and script.fail_times is not None:
+                if self._failures_served >= script.fail_times:
+                    return replace(script, fail_before=None)
+                self._failures_served += 1
+            return script
+
     def wait_for_streams_ended(self, n: int = 1, timeout: float = 5.0) -> bool:
         """Wait until ``n`` streams have ended (the client may read the last byte first)."""
         with self._cond:
@@ -302,6 +314,7 @@ class FakeServer:
             self.requests.clear()
             self.streams.clear()
             self.script = Script()
+            self._failures_served = 0
 
     def close(self) -> None:
         """Stop accepting, and cut every open connection (stalled streams included)."""
