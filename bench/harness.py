@@ -30,7 +30,9 @@ class Sizes:
     quick: bool
     levels: list[int] = field(default_factory=list)
     rounds: int = 1
-    chunks: int = 50
+    chunks: int = 50  # steady-state chunks per stream after the ramp (5/s)
+    single_chunks: int = 100
+    t7_chunks: int = 10
     t2_streams: int = 5000
     t2_chunks: int = 3
     t4_bg: int = 1000
@@ -45,8 +47,8 @@ class Sizes:
     @classmethod
     def make(cls, quick: bool) -> "Sizes":
         if quick:
-            return cls(True, levels=[1, 200, 500], rounds=1, chunks=20, t2_streams=1000, t2_chunks=2,
-                       t4_bg=300, t4_convs=8, t4_probes=3, t5_burst=1000, t6_streams=500,
+            return cls(True, levels=[1, 200, 500], rounds=1, chunks=15, single_chunks=60, t7_chunks=5, t2_streams=1000, t2_chunks=2,
+                       t4_bg=300, t4_convs=8, t4_probes=2, t5_burst=1000, t6_streams=500,
                        t7_streams=500, t9_streams=100, t10_streams=500)
         return cls(False, levels=[1, 250, 1000, 2000], rounds=2)
 

@@ -54,6 +54,7 @@ class StreamResult:
     done: bool = False
     conv: str | None = None
     lat_ns: list[int] = field(default_factory=list)
+    rx_ns: list[int] = field(default_factory=list)  # receive time of each lat_ns entry
 
 
 def build_request(t: Target, message: str, conv: str | None = None) -> bytes:
@@ -168,6 +169,7 @@ class _Reader:
                         r.t_first_chunk = now
                     if item.ts_ns is not None:
                         r.lat_ns.append(now - item.ts_ns)
+                        r.rx_ns.append(now)
                 elif item.kind == "done":
                     r.done = True
                 elif item.kind == "error":
@@ -202,7 +204,8 @@ def run_group(t: Target, g: dict[str, Any], t0: float, out: list[StreamResult]) 
             gevent.sleep(delay)
         for k in range(seq):
             sid = f"{g['name']}-{i}-{k}"
-            conv = g["conv"].format(i=i, k=k) if g.get("conv") else None
+            c = (i * seq + k) % int(g.get("conv_count") or 1 << 30)  # round-robin over seeded ones
+            conv = g["conv"].format(i=i, k=k, c=c) if g.get("conv") else None
             msg = directive(g.get("n", 10), g.get("iv", 200), sid, g.get("jit", 0), g.get("pad", 0))
             out.append(run_stream(t, msg, sid, conv, g.get("close_after"), deadline))
 
@@ -227,8 +230,26 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     done = gevent.joinall(list(lets.values()), timeout=float(job.get("timeout_s", 300)))
     timed_out = len(done) < len(lets)
     gevent.killall(list(lets.values()), block=False)
-    return {"t0_ns": int(t0 * 1e9), "timed_out": timed_out,
-            "groups": {k: [asdict(s) for s in v] for k, v in results.items()}}
+    out: dict[str, Any] = {"t0_ns": int(t0 * 1e9), "timed_out": timed_out, "groups": {}, "steady": {}}
+    for name, streams in results.items():
+        out["steady"][name] = steady(streams)
+        out["groups"][name] = [{k: v for k, v in asdict(s).items() if k != "rx_ns"} for s in streams]
+    return out
+
+
+def steady(streams: list[StreamResult]) -> dict[str, Any]:
+    """Latencies received while every stream of the group was open (ramp and tail cut).
+
+    Opening streams costs the relay far more than relaying a chunk, so the ramp
+    is reported apart from the steady state the targets talk about.
+    """
+    started = [s for s in streams if s.t_first_chunk]
+    if not started:
+        return {"t_from": 0, "t_to": 0, "lat_ns": []}
+    t_from = max(s.t_first_chunk for s in started)
+    t_to = min(s.t_end for s in started)
+    lat = [x for s in started for x, t in zip(s.lat_ns, s.rx_ns) if t_from <= t <= t_to]
+    return {"t_from": t_from, "t_to": t_to, "lat_ns": lat}
 
 
 def main(argv: list[str] | None = None) -> None:

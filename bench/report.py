@@ -41,9 +41,11 @@ def verdicts(raw: dict[str, Any], has_db: bool) -> list[dict[str, Any]]:
     if p:
         ok = p["errors"] == 0 and p["added_p99"] <= 50
         rows.append(row("T1", f"T1 {p['streams']} streams x 5/s", "0 errors; added p99 <= 50 ms",
-                        f"p99 {_f(p['relay']['p99'], ' ms')}; {p['errors']} errors",
-                        f"p99 {_f(p['direct']['p99'], ' ms')}; {p['direct_errors']} errors",
-                        f"+{_f(p['added_p99'], ' ms')}", ok))
+                        f"p99 {_f(p['relay']['p99'], ' ms')} (with ramp {_f(p['all_relay']['p99'], ' ms')}); "
+                        f"{p['errors']} errors",
+                        f"p99 {_f(p['direct']['p99'], ' ms')} (with ramp {_f(p['all_direct']['p99'], ' ms')}); "
+                        f"{p['direct_errors']} errors",
+                        f"+{_f(p['added_p99'], ' ms')} (with ramp +{_f(p['all_added_p99'], ' ms')})", ok))
     p = _pt(sw, 1000)
     if p:
         ok = p["added_p50"] <= 1 and p["added_p99"] <= 10 and p["errors"] == 0
@@ -74,6 +76,12 @@ def verdicts(raw: dict[str, Any], has_db: bool) -> list[dict[str, Any]]:
                         f"p50 {_f(d['p50'], ' ms')}, p99 {_f(d['p99'], ' ms')}",
                         f"+{_f(t['added_p50'], ' ms')} / +{_f(t['added_p99'], ' ms')}",
                         t["added_p50"] <= 5 and t["added_p99"] <= 25 and errs == 0))
+        if "conc_first_token" in t["relay"]:
+            r, d = t["relay"]["conc_first_token"], t["direct"]["conc_first_token"]
+            rows.append(row("T4c", f"T4 (info) {t['concurrent']} new conversations at once",
+                            "-", f"p50 {_f(r['p50'], ' ms')}, p99 {_f(r['p99'], ' ms')}",
+                            f"p50 {_f(d['p50'], ' ms')}, p99 {_f(d['p99'], ' ms')}",
+                            f"+{_f(t['conc_added_p50'], ' ms')} / +{_f(t['conc_added_p99'], ' ms')}", None))
     if "T5" in raw:
         t = raw["T5"]
         r, d = t["relay"], t["direct"]
@@ -106,7 +114,8 @@ def verdicts(raw: dict[str, Any], has_db: bool) -> list[dict[str, Any]]:
         ok = all(not math.isnan(b) for b in back) and all(c["close_wait"] == 0 for c in cy)
         rows.append(row("T7fd", "T7 fds & CLOSE_WAIT after each cycle", "back to baseline within 5 s",
                         "back in " + ", ".join(_f(b, " s", 1) for b in back) +
-                        f"; fds {t['base_fds']} -> {cy[-1]['fds']}; CLOSE_WAIT {cy[-1]['close_wait']}",
+                        f"; fds {t['base_fds']} -> {cy[-1]['fds']} (cold start {_f(t.get('cold_fds'), '', 0)}, "
+                        f"{t.get('idle_upstream_conns', '?')} idle upstream conns); CLOSE_WAIT {cy[-1]['close_wait']}",
                         f"upstream fds {t['base_up_fds']} -> {cy[-1]['up_fds']}",
                         f"{cy[-1]['fds'] - t['base_fds']:+d} fds", ok))
     if "T9" in raw:

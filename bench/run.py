@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 from bench import procs, report, scenarios
 from bench.harness import SUT, Harness, Sizes, env_base
 from bench.peers import litellm_peer
+from bench.profile import Profiler
+from bench.sampler import core_busy_seconds, tree_cpu_seconds
 
 ALL = ("T1", "T2", "T3", "T4", "T5", "T6", "T7", "T9", "T10")
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -93,20 +96,28 @@ def make_sut(name: str, h: Harness) -> tuple[SUT | None, str | None]:
     return None, f"unknown system {name}"
 
 
-def suite(h: Harness, sut: SUT, only: set[str], tls: tuple[int, str] | None) -> dict[str, Any]:
+def suite(h: Harness, sut: SUT, only: set[str], tls: tuple[int, str] | None,
+          profile: bool = False) -> dict[str, Any]:
     """All scenarios for one SUT; a scenario that crashes is recorded, not fatal."""
     raw: dict[str, Any] = {}
 
     def step(key: str, fn: Any, *a: Any) -> None:
-        print(f"  [{sut.name}] {key} ...", flush=True)
+        print(f"  [{sut.name}] {key} ...", end="", flush=True)
+        t_step = time.monotonic()
+        prof = Profiler(sut.worker, h.workdir / f"prof-{sut.name}-{key}.raw") if profile else None
         try:
             raw[key] = fn(h, sut, *a)
         except Exception as e:  # keep the other scenarios' numbers
             traceback.print_exc()
             raw.setdefault("failures", {})[key] = f"{type(e).__name__}: {e}"
+        finally:
+            if prof is not None:
+                raw.setdefault("profiles", {})[key] = prof.stop()
+            print(f" {time.monotonic() - t_step:.0f} s", flush=True)
 
     h.start_sut(sut)
     raw["idle"] = base = scenarios.idle(h)
+    t0, busy0, own0 = time.monotonic(), core_busy_seconds(procs.SERVER_CORE), tree_cpu_seconds(sut.proc.pid)
     if only & {"T1", "T3", "T6"}:
         step("sweep", scenarios.sweep, base)
     if "T5" in only:
@@ -118,9 +129,13 @@ def suite(h: Harness, sut: SUT, only: set[str], tls: tuple[int, str] | None) -> 
     if "T10" in only and sut.has_db:
         step("T10", scenarios.db_pool)
     if "T7" in only:
-        step("T7", scenarios.cycles)
+        step("T7", scenarios.cycles, base)
     if "T2" in only:
         step("T2", scenarios.slow)
+    # Other processes on the server core (a test run, a build) wreck tails: measure them.
+    wall = time.monotonic() - t0
+    foreign = core_busy_seconds(procs.SERVER_CORE) - busy0 - (tree_cpu_seconds(sut.proc.pid) - own0)
+    raw["foreign_load"] = {"wall_s": wall, "cpu_s": foreign, "pct": 100.0 * foreign / wall if wall else 0.0}
     if "T6" in only and tls:
         step("T6tls", scenarios.tls_memory, *tls)
     return raw
@@ -132,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", help="comma list of bupple,naive,litellm (default: all; quick: bupple)")
     ap.add_argument("--only", help=f"comma list of scenarios ({','.join(ALL)})")
     ap.add_argument("--out", default=str(report.RESULTS))
+    ap.add_argument("--rounds", type=int, help="interleaved direct/relay rounds per sweep level "
+                    "(default: 2 for bupple, 1 for peers; quick: 1)")
+    ap.add_argument("--profile", action="store_true", help="py-spy the worker during each scenario")
     args = ap.parse_args(argv)
     quick = args.quick or os.environ.get("QUICK", "") not in ("", "0")
     systems = (args.systems or ("bupple" if quick else "bupple,naive,litellm")).split(",")
@@ -160,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                 data["systems"][name] = {"skipped": why}
                 continue
             entry: dict[str, Any] = {"has_db": sut.has_db, "notes": sut.notes}
+            sizes.rounds = args.rounds or (1 if quick or name != "bupple" else 2)
+            entry["rounds"] = sizes.rounds
             try:
-                entry["raw"] = suite(h, sut, only, tls)
+                entry["raw"] = suite(h, sut, only, tls, args.profile)
             except Exception as e:
                 traceback.print_exc()
                 entry["error"] = f"{type(e).__name__}: {e}"
@@ -169,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
                 h.stop_sut(sut)
             raw = entry.get("raw") or {}
             entry["rows"] = report.verdicts(raw, sut.has_db)
+            fl = raw.get("foreign_load")
+            if fl:
+                entry["notes"].append(f"other processes used {fl['pct']:.1f}% of the server core during the run"
+                                      + (" - tails are suspect, re-run on a quiet machine" if fl["pct"] > 5 else ""))
             for k, v in (raw.get("failures") or {}).items():
                 entry["notes"].append(f"{k} failed: {v}")
             data["systems"][name] = entry

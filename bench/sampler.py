@@ -32,6 +32,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(parts[11]) + int(parts[12])) / CLK_TCK
 
 
+def core_busy_seconds(core: int) -> float:
+    """Non-idle time of one CPU core from /proc/stat (to spot foreign load on a pinned core)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:]]
+                return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK  # minus idle and iowait
+    return 0.0
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its direct children (gunicorn master + worker)."""
+    total = 0.0
+    for p in [pid] + _children(pid):
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            pass
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -74,7 +103,12 @@ def close_wait(pid: int, rport: int | None = None) -> int:
 
     CLOSE_WAIT = the peer closed and this process never did: a leak.
     """
-    rows = tcp_sockets(TCP_CLOSE_WAIT)
+    return count_sockets(pid, TCP_CLOSE_WAIT, rport)
+
+
+def count_sockets(pid: int, state: str, rport: int | None = None) -> int:
+    """TCP sockets of ``pid`` in ``state`` (hex, e.g. 01 ESTABLISHED), optionally to ``rport``."""
+    rows = tcp_sockets(state)
     if rport is not None:
         rows = [r for r in rows if r["rport"] == rport]
     if not rows:
@@ -109,33 +143,33 @@ class Sample:
     cpu_s: float
     fds: int
     close_wait: int | None = None
-    pool_out: int | None = None
 
 
 @dataclass
 class Sampler:
     """Background thread sampling a set of pids every ``interval`` seconds.
 
-    ``close_wait`` scans and /healthz polls are costlier, so they run every
-    ``slow_every`` samples.
+    /healthz (DB pool checkouts) is polled by its own thread every
+    ``healthz_interval`` so a slow answer under load never delays RSS samples.
+    CLOSE_WAIT scans are costly with 10k sockets, so they run on demand.
     """
 
     pids: dict[str, int]
     interval: float = 0.25
     healthz_url: str | None = None
-    slow_every: int = 4
+    healthz_interval: float = 0.1
     samples: dict[str, list[Sample]] = field(default_factory=dict)
+    pool: list[tuple[int, int | None, float]] = field(default_factory=list)  # (t_ns, checked_out, ms)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def sample_once(self, slow: bool = True) -> dict[str, Sample]:
         now = time.monotonic_ns()
-        pool = pool_checked_out(healthz(self.healthz_url)) if slow and self.healthz_url else None
         out = {}
         for name, pid in self.pids.items():
             try:
                 s = Sample(now, pid, rss_bytes(pid), cpu_seconds(pid), fd_count(pid),
-                           close_wait(pid) if slow else None, pool if name == "server" else None)
+                           close_wait(pid) if slow else None)
             except (FileNotFoundError, ProcessLookupError):
                 continue
             out[name] = s
@@ -143,21 +177,31 @@ class Sampler:
         return out
 
     def _run(self) -> None:
-        i = 0
         while not self._stop.wait(self.interval):
-            self.sample_once(slow=i % self.slow_every == 0)
-            i += 1
+            self.sample_once(slow=False)
+
+    def _run_healthz(self) -> None:
+        while not self._stop.wait(self.healthz_interval):
+            url = self.healthz_url
+            if url:
+                t0 = time.monotonic_ns()
+                out = pool_checked_out(healthz(url))
+                self.pool.append((t0, out, (time.monotonic_ns() - t0) / 1e6))
 
     def start(self) -> "Sampler":
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._run, self._run_healthz)]
+        for t in self._threads:
+            t.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
 
     def window(self, name: str, t_from: int, t_to: int) -> list[Sample]:
         return [s for s in self.samples.get(name, []) if t_from <= s.t_ns <= t_to]
+
+    def pool_window(self, t_from: int, t_to: int) -> list[tuple[int, int | None, float]]:
+        return [p for p in self.pool if t_from <= p[0] <= t_to]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import gevent
+import gevent.socket
 import pytest
 from gevent.server import StreamServer
 
@@ -185,3 +186,52 @@ def test_pool_checked_out_parsing() -> None:
     assert sampler.pool_checked_out({"status": "ok", "db_pool": {"checked_out": 3}}) == 3
     assert sampler.pool_checked_out({"status": "ok"}) is None
     assert sampler.pool_checked_out(None) is None
+
+
+def test_fake_upstream_keeps_connection_alive(upstream: int) -> None:
+    """A relay's pooled connection must survive a finished stream (no spurious CLOSE_WAIT)."""
+    t = loadclient.Target("127.0.0.1", upstream, fmt="openai", path="/v1/chat/completions")
+    sock = gevent.socket.create_connection(("127.0.0.1", upstream))
+    try:
+        for k in range(2):
+            sock.sendall(loadclient.build_request(t, loadclient.directive(2, 5, f"ka-{k}")))
+            r = loadclient.StreamResult(sid=f"ka-{k}")
+            reader = loadclient._Reader("openai", r, None)
+            while not reader.feed(sock.recv(65536), time.monotonic_ns()):
+                pass
+            assert r.done and r.chunks == 2 and r.err is None, r
+    finally:
+        sock.close()
+    assert fake_upstream.STATS["connections"] == 1 and fake_upstream.STATS["completed"] == 2
+
+
+def test_directive_parsing() -> None:
+    d = fake_upstream.parse_directive("bench n=3 iv=250 jit=10 pad=4 sid=a-1 junk=9 words")
+    assert (d["n"], d["iv"], d["jit"], d["pad"], d["sid"]) == (3, 250, 10, 4, "a-1")
+    assert fake_upstream.parse_directive("hello")["n"] == fake_upstream.DEFAULTS["n"]
+
+
+def test_steady_window_cuts_ramp_and_tail() -> None:
+    a = loadclient.StreamResult("a", t_first_chunk=10, t_end=100, lat_ns=[1, 2, 3], rx_ns=[10, 50, 100])
+    b = loadclient.StreamResult("b", t_first_chunk=40, t_end=90, lat_ns=[4, 5], rx_ns=[40, 90])
+    st = loadclient.steady([a, b])
+    assert (st["t_from"], st["t_to"]) == (40, 90) and sorted(st["lat_ns"]) == [2, 4, 5]
+
+
+def test_report_renders_a_minimal_run(tmp_path) -> None:
+    from bench import report
+    lat = {"n": 1, "p50": 1.0, "p90": 1.0, "p99": 2.0, "max": 2.0}
+    pt = {"streams": 2000, "errors": 0, "direct_errors": 0, "relay": lat, "direct": lat, "all_relay": lat,
+          "all_direct": lat, "added_p50": 0.0, "added_p99": 0.0, "all_added_p99": 0.0, "rss": 2**27,
+          "up_rss": 2**26, "kib_per_stream": 40.0, "up_kib_per_stream": 20.0}
+    raw = {"sweep": [dict(pt, streams=1), pt],
+           "T5": {"streams": 1000, "relay": {"rate": 900.0, "errors": 0}, "direct": {"rate": 2000.0}}}
+    rows = report.verdicts(raw, has_db=False)
+    assert {r["key"] for r in rows} >= {"T1", "T3", "T3s", "T5", "T6"}
+    assert all(r["met"] for r in rows if r["key"] in ("T1", "T5", "T6"))
+    data = {"meta": {k: "x" for k in ("date", "nproc", "cpu", "python", "gevent", "gunicorn", "flask",
+                                      "kernel", "commit")}, "quick": True,
+            "systems": {"bupple": {"raw": raw, "rows": rows}, "litellm": {"skipped": "offline"}}}
+    md = report.markdown(data)
+    assert "| T1 2000 streams x 5/s |" in md and "offline" in md
+    assert "T5 burst of 1000" in report.table(rows)
