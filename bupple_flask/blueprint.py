@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
+import logging
+import secrets
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from .api_request import StreamRequest, parse_stream_request
 from .builder import ChatRequestBuilder
+from .concurrency import spawn
 from .engine import EngineState, get_state
 from .errors import BuppleError, InvalidRequestError, NotConfiguredError
 from .memory import ConversationMemory
-from .messages import validate_temperature
+from .messages import Messages, validate_temperature
 from .relay import StreamOutcome, relay
 from .resources import STATIC_DIR, TEMPLATES_DIR
 
+log = logging.getLogger("bupple_flask")
 PARENT_CLASS = "conversation"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -26,6 +30,12 @@ def create_blueprint(name: str = "bupple") -> Blueprint:
     @bp.errorhandler(BuppleError)
     def _bupple_error(exc: BuppleError) -> tuple[Response, int]:
         return jsonify({"error": exc.to_dict()}), exc.status
+
+    @bp.errorhandler(SQLAlchemyError)
+    def _database_error(exc: SQLAlchemyError) -> tuple[Response, int]:
+        log.error("conversation memory unavailable: %s", exc.__class__.__name__)
+        error = {"code": "memory_unavailable", "message": "Conversation memory is unavailable; try again later"}
+        return jsonify({"error": error}), 503
 
     @bp.route("/api/stream", methods=["GET", "POST"])
     def stream() -> Response:
@@ -76,16 +86,16 @@ def start_stream(state: EngineState, spec: StreamRequest) -> Response:
     builder = ChatRequestBuilder(
         state=state, provider=provider.name, model=spec.model, temperature=temperature, max_tokens=spec.max_tokens
     )
-    messages = list(spec.messages)
+    messages = spec.messages
     on_end = None
     if spec.conversation_id is not None:
         memory = _memory(state, spec.conversation_id).set_driver(provider.name)
         history = [m for m in memory.get_messages() if m["content"]]  # skip failed, empty replies
-        for message in spec.messages:
-            memory.add_message(message["role"], message["content"])
-        messages = history + messages
-        on_end = _store_reply(memory)
-    stream_id = uuid.uuid4().hex
+        messages = Messages(history + list(spec.messages))  # history is canonical already
+        # Stored while the upstream request starts: the write is off the time-to-first-token path.
+        stored = spawn(lambda: _store_quietly(memory, spec.messages))
+        on_end = _store_reply(memory, stored)
+    stream_id = secrets.token_hex(16)
     settings = state.settings
     body = relay(
         lambda: builder.stream(messages),
@@ -104,8 +114,16 @@ def start_stream(state: EngineState, spec: StreamRequest) -> Response:
     return response
 
 
-def _store_reply(memory: ConversationMemory):
+def _store_quietly(memory: ConversationMemory, messages: Messages) -> None:
+    try:
+        memory.add_messages(messages)
+    except Exception:
+        log.exception("storing the user's message in conversation %s failed", memory.parent_id)
+
+
+def _store_reply(memory: ConversationMemory, user_messages_stored):
     def store(outcome: StreamOutcome) -> None:
+        user_messages_stored.join()  # keep the order: the question before its answer
         metadata: dict[str, Any] = {
             "ending": outcome.ending,
             "provider": outcome.provider,

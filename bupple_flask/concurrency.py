@@ -7,17 +7,22 @@ a greenlet (a few KiB, killable); under the Flask dev server a daemon thread.
 from __future__ import annotations
 
 import queue as _queue
+import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+_patched = False
+
 
 def gevent_active() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("socket"))
+    """True once gevent has monkey-patched ``socket`` (patching is never undone, so cache a yes)."""
+    global _patched
+    if not _patched:
+        monkey = sys.modules.get("gevent.monkey")
+        _patched = bool(monkey and monkey.is_module_patched("socket"))
+    return _patched
 
 
 class _Thread:
@@ -27,6 +32,9 @@ class _Thread:
 
     def kill(self) -> None:
         """Threads cannot be killed; the reader ends once its upstream is closed."""
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)
 
 
 class _Greenlet:
@@ -38,6 +46,9 @@ class _Greenlet:
     def kill(self) -> None:
         if not self.greenlet.dead:
             self.greenlet.kill(block=False)
+
+    def join(self, timeout: float | None = None) -> None:
+        self.greenlet.join(timeout)
 
 
 def spawn(target: Callable[[], Any]) -> _Thread | _Greenlet:
@@ -80,8 +91,6 @@ def watch_disconnect(sock: Any, on_gone: Callable[[], None]) -> Callable[[], Non
     """
     if sock is None or not gevent_active():
         return _nothing
-    import socket
-
     from gevent import get_hub
 
     raw = getattr(sock, "_sock", sock)  # the non-blocking OS-level socket under gevent's wrapper

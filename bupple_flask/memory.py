@@ -8,6 +8,7 @@ pending) is never committed by us.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -112,6 +113,33 @@ class ConversationMemory:
                 )
             )
         return message_id
+
+    def add_messages(self, messages: Iterable[Mapping[str, str]]) -> list[str]:
+        """Store several ``{"role", "content"}`` messages in one transaction, in order."""
+        self._require_parent()
+        now = datetime.now(timezone.utc)
+        rows = []
+        for message in messages:
+            if message["role"] not in ROLES:
+                raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
+            rows.append(
+                {
+                    "parent_class": self.parent_class,
+                    "parent_id": self.parent_id,
+                    "message_id": str(uuid.uuid4()),
+                    "role": message["role"],
+                    "content": message["content"],
+                    "type": "text",
+                    "metadata": None,
+                    "driver": self.driver,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(insert(self.table), rows)
+        return [row["message_id"] for row in rows]
 
     def add_user_message(self, content: str, metadata: dict[str, Any] | None = None) -> str:
         return self.add_message("user", content, metadata=metadata)

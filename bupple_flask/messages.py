@@ -13,12 +13,18 @@ ROLE_ALIASES = {"developer": "system", "model": "assistant"}
 MAX_MESSAGES = 1000
 
 
-def normalize_messages(messages: Any) -> tuple[dict[str, str], ...]:
+class Messages(tuple):
+    """A tuple of messages already validated and in canonical roles: not checked again."""
+
+
+def normalize_messages(messages: Any) -> Messages:
     """Return ``({"role", "content"}, ...)`` with canonical roles, or raise ``InvalidRequestError``.
 
     A plain string is one user message. Roles are stored and validated canonically so a
     conversation can move between providers.
     """
+    if isinstance(messages, Messages):
+        return messages
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     if not isinstance(messages, (list, tuple)) or not messages:
@@ -26,8 +32,9 @@ def normalize_messages(messages: Any) -> tuple[dict[str, str], ...]:
     if len(messages) > MAX_MESSAGES:
         raise InvalidRequestError(f"at most {MAX_MESSAGES} messages are accepted")
     result = []
+    has_user = False
     for index, message in enumerate(messages):
-        if not isinstance(message, Mapping):
+        if not isinstance(message, dict) and not isinstance(message, Mapping):
             raise InvalidRequestError(f"messages[{index}] must be an object with role and content")
         role = message.get("role")
         role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
@@ -36,10 +43,11 @@ def normalize_messages(messages: Any) -> tuple[dict[str, str], ...]:
         content = message.get("content")
         if not isinstance(content, str):
             raise InvalidRequestError(f"messages[{index}].content must be a string")
+        has_user = has_user or role == "user"
         result.append({"role": role, "content": content})
-    if not any(m["role"] == "user" for m in result):
+    if not has_user:
         raise InvalidRequestError("messages must contain at least one user message")
-    return tuple(result)
+    return Messages(result)
 
 
 def validate_temperature(value: Any, allowed: tuple[float, float], provider: str) -> float | None:

@@ -8,7 +8,9 @@ modules only deal with bytes and JSON. Tests and users can swap the transport th
 from __future__ import annotations
 
 import json
+import os
 import socket
+import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -16,7 +18,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
-from .errors import ProviderDisconnectedError, ProviderUnavailableError, StreamTimeoutError
+from .errors import (
+    ProviderDisconnectedError,
+    ProviderUnavailableError,
+    StreamTimeoutError,
+)
 
 USER_AGENT = "bupple-flask/0.1"
 
@@ -32,7 +38,19 @@ def create_session(pool_size: int) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+    if not _environment_has_proxies_or_netrc():
+        # requests re-reads every environment variable (proxies) and ~/.netrc on each request;
+        # with neither in use, read the CA bundle setting once and skip that per-stream cost.
+        session.trust_env = False
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     return session
+
+
+def _environment_has_proxies_or_netrc() -> bool:
+    if urllib.request.getproxies():
+        return True
+    candidates = [os.environ.get("NETRC"), os.path.expanduser("~/.netrc"), os.path.expanduser("~/_netrc")]
+    return any(path and os.path.exists(path) for path in candidates)
 
 
 def post_stream(

@@ -214,3 +214,17 @@ def test_failed_reply_is_stored_as_error_and_skipped_next_turn(client, fake_open
     events(client.post("/api/stream", json={"message": "Q3", "conversation_id": "c2", "provider": "gemini"}))
     contents = fake_gemini.requests[-1].json["contents"]
     assert all(part["text"] for c in contents for part in c["parts"])
+
+
+def test_database_outage_is_a_clear_503_not_a_crash(make_app, fake_openai) -> None:
+    app = make_app()
+    client = app.test_client()
+    with app.app_context():
+        app.extensions["bupple"].db.engine.dispose()
+        app.extensions["bupple"].table.drop(app.extensions["bupple"].db.engine)  # the memory table is gone
+    response = client.post("/api/stream", json={"message": "Hi", "conversation_id": "c-down"})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "memory_unavailable"
+    assert fake_openai.requests == []
+    # Without a conversation the stream still works.
+    assert events(client.post("/api/stream", json={"message": "Hi"}))[-1]["type"] == "completion"

@@ -98,3 +98,10 @@ def test_engine_uses_a_registered_sqlalchemy_when_none_is_passed(tmp_path) -> No
     db = SQLAlchemy(app)
     BuppleEngine(app)
     assert app.extensions["bupple"].db is db
+
+
+def test_add_messages_stores_several_in_order(host) -> None:
+    memory = host[2].memory().set_parent("conversation", "bulk")
+    ids = memory.add_messages([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert len(set(ids)) == 2
+    assert memory.get_messages() == [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
