@@ -119,7 +119,7 @@ class Proc:
 
 
 def upstream_proc(port: int, logdir: Path, tls: tuple[Path, Path] | None = None) -> Proc:
-    cmd = [sys.executable, *(["/tmp/bt/upprof.py"] if os.environ.get("UPPROF") else ["-m", "bench.fake_upstream"]), "--port", str(port)]
+    cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", str(port)]
     if tls:
         cmd += ["--certfile", str(tls[0]), "--keyfile", str(tls[1])]
     return Proc(f"upstream{'-tls' if tls else ''}", cmd, core=LOAD_CORE,

@@ -38,7 +38,7 @@ def core_busy_seconds(core: int) -> float:
         for line in f:
             if line.startswith(f"cpu{core} "):
                 v = [int(x) for x in line.split()[1:]]
-                return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK  # minus idle and iowait
+                return (v[0] + v[1] + v[2]) / CLK_TCK  # user+nice+system; softirq is our own traffic
     return 0.0
 
 
@@ -166,7 +166,7 @@ class Sampler:
     def sample_once(self, slow: bool = True) -> dict[str, Sample]:
         now = time.monotonic_ns()
         out = {}
-        for name, pid in self.pids.items():
+        for name, pid in list(self.pids.items()):  # the runner swaps pids meanwhile
             try:
                 s = Sample(now, pid, rss_bytes(pid), cpu_seconds(pid), fd_count(pid),
                            close_wait(pid) if slow else None)

@@ -13,10 +13,10 @@ import uuid
 from typing import Any
 
 from bench.harness import SUT, Harness, errors, lat_ms, streams_of, summary
-from bench.sampler import count_sockets
+from bench.procs import SERVER_CORE
+from bench.sampler import core_busy_seconds, count_sockets, tree_cpu_seconds
 
 RUN = uuid.uuid4().hex[:8]  # keeps conversation ids and stream ids unique per run
-MIB = 1024 * 1024
 RAMP = 250  # new streams/s for "ramped start"; opening a stream costs far more than a chunk
 
 
@@ -68,8 +68,14 @@ def sweep(h: Harness, sut: SUT, base: dict[str, float]) -> list[dict[str, Any]]:
             lat["all_direct"] += lat_ms(streams_of(d, g["name"]))
             p["direct_errors"] += errors(streams_of(d, g["name"]), n)["errors"]
             p["up_rss"] = max(p["up_rss"], _peak(h, "upstream", t0, t1))
+            busy0, own0 = core_busy_seconds(SERVER_CORE), tree_cpu_seconds(sut.proc.pid)
             r, t0, t1 = _timed(h, sut.target(), [g])
+            foreign = core_busy_seconds(SERVER_CORE) - busy0 - (tree_cpu_seconds(sut.proc.pid) - own0)
             ss = streams_of(r, g["name"])
+            p.setdefault("rounds_detail", []).append({
+                "direct_p99": summary(steady_ms(d, g["name"]))["p99"],
+                "relay_p99": summary(steady_ms(r, g["name"]))["p99"],
+                "foreign_cpu_pct": 100.0 * foreign / ((t1 - t0) / 1e9)})
             lat["relay"] += steady_ms(r, g["name"])
             lat["all_relay"] += lat_ms(ss)
             e = errors(ss, n)
@@ -123,7 +129,7 @@ def ttfb(h: Harness, sut: SUT) -> dict[str, Any]:
     conv = f"t4-{RUN}-{{c}}"
     n_probe = sz.t4_convs * sz.t4_probes
     bg = {"name": "bg", "count": sz.t4_bg, "ramp_s": ramp, "iv": 200,
-          "n": int((ramp + 1.0 + n_probe * 0.1 + sz.t4_probes * 0.3 + 4) / 0.2)}
+          "n": int((ramp + 1.0 + n_probe * 0.1 + sz.t4_probes * 0.3 + 2) / 0.2)}
     probe = {"name": "probe", "count": 1, "sequential": n_probe, "n": 2, "iv": 20, "start_at_s": ramp + 1.0}
     conc = {"name": "probe_conc", "after": "probe", "count": sz.t4_convs, "sequential": sz.t4_probes,
             "n": 2, "iv": 20}
