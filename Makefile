@@ -40,7 +40,7 @@ system-deps:
 
 ## Benchmarks (not part of `make test`): `make bench` or `make bench QUICK=1`.
 bench: $(VENV)/.installed-bench-$(HASH)
-	QUICK=$(QUICK) $(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.run $(if $(filter 1 yes true,$(QUICK)),--quick,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts tests/.vendor build dist

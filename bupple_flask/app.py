@@ -24,7 +24,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", database_url(app))
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"]))
     db = SQLAlchemy(app)
     engine = BuppleEngine(app, db=db)
     with app.app_context():
@@ -44,6 +44,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     logging.basicConfig(level=os.environ.get("BUPPLE_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """A pool sized for a gevent worker: many greenlets, each holding a connection for one short statement.
+
+    SQLAlchemy's default (5 + 10 overflow) made bursts of new conversations queue for a connection.
+    """
+    if url.startswith("sqlite"):
+        return {}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": int(os.environ.get("BUPPLE_DB_POOL_SIZE", 10)),
+        "max_overflow": int(os.environ.get("BUPPLE_DB_MAX_OVERFLOW", 20)),
+        "pool_recycle": 1800,
+    }
 
 
 def database_url(app: Flask) -> str:

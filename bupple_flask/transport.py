@@ -8,6 +8,7 @@ modules only deal with bytes and JSON. Tests and users can swap the transport th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import urllib.request
@@ -25,6 +26,17 @@ from .errors import (
 )
 
 USER_AGENT = "bupple-flask/0.1"
+
+
+class _PoolFullFilter(logging.Filter):
+    """Beyond ``pool_size`` concurrent streams, urllib3 warns once per stream that it will not
+    keep the extra connection idle; that is the intended cap, not a problem worth a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Connection pool is full")
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_PoolFullFilter())
 
 
 def create_session(pool_size: int) -> requests.Session:
