@@ -160,8 +160,19 @@ class ConversationMemory:
     # -- reading -------------------------------------------------------------------------------
 
     def get_messages(self, limit: int | None = None) -> list[dict[str, str]]:
-        """``[{"role", "content"}, ...]`` oldest first, ready to send to any provider."""
-        return [{"role": r["role"], "content": r["content"]} for r in self.get_records(limit)]
+        """``[{"role", "content"}, ...]`` oldest first, ready to send to any provider.
+
+        Reads only the two columns it returns: this runs before every turn's first token.
+        """
+        self._require_parent()
+        t = self.table
+        query = select(t.c.role, t.c.content).where(*self._where())
+        query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
+        with self.engine.connect() as connection:
+            messages = [{"role": role, "content": content} for role, content in connection.execute(query)]
+        if limit is not None:
+            messages.reverse()
+        return messages
 
     def get_records(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Full rows (with ``message_id``, ``metadata``, ``driver``, ``created_at``), oldest first."""
