@@ -87,14 +87,15 @@ def start_stream(state: EngineState, spec: StreamRequest) -> Response:
         state=state, provider=provider.name, model=spec.model, temperature=temperature, max_tokens=spec.max_tokens
     )
     messages = spec.messages
-    on_end = None
+    on_end = on_start = None
     if spec.conversation_id is not None:
         memory = _memory(state, spec.conversation_id).set_driver(provider.name)
         history = [m for m in memory.get_messages() if m["content"]]  # skip failed, empty replies
         messages = Messages(history + list(spec.messages))  # history is canonical already
-        # Stored while the upstream request starts: the write is off the time-to-first-token path.
-        stored = spawn(lambda: _store_quietly(memory, spec.messages))
-        on_end = _store_reply(memory, stored)
+        # Stored while the upstream request is in flight: the write is off the time-to-first-token path.
+        background: list = []
+        on_start = lambda: background.append(spawn(lambda: _store_quietly(memory, spec.messages)))  # noqa: E731
+        on_end = _store_reply(memory, background)
     stream_id = secrets.token_hex(16)
     settings = state.settings
     body = relay(
@@ -107,6 +108,7 @@ def start_stream(state: EngineState, spec: StreamRequest) -> Response:
         named_events=spec.named_events,
         extra_final={"conversation_id": spec.conversation_id} if spec.conversation_id else None,
         on_end=on_end,
+        on_start=on_start,
         client_socket=request.environ.get("gunicorn.socket"),
     )
     response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
@@ -121,9 +123,10 @@ def _store_quietly(memory: ConversationMemory, messages: Messages) -> None:
         log.exception("storing the user's message in conversation %s failed", memory.parent_id)
 
 
-def _store_reply(memory: ConversationMemory, user_messages_stored):
+def _store_reply(memory: ConversationMemory, user_messages_stored: list):
     def store(outcome: StreamOutcome) -> None:
-        user_messages_stored.join()  # keep the order: the question before its answer
+        for task in user_messages_stored:
+            task.join()  # keep the order: the question before its answer
         metadata: dict[str, Any] = {
             "ending": outcome.ending,
             "provider": outcome.provider,

@@ -53,6 +53,7 @@ def relay(
     named_events: bool = False,
     extra_final: dict[str, Any] | None = None,
     on_end: Callable[[StreamOutcome], None] | None = None,
+    on_start: Callable[[], None] | None = None,
     client_socket: Any = None,
 ) -> Iterator[bytes]:
     """Yield SSE bytes: status, chunks, then a completion or an error event."""
@@ -78,10 +79,12 @@ def relay(
         except Exception as exc:  # handed to the response loop, which reports it
             queue.put(exc)
 
-    yield encode.event({"type": "status", "message": "Starting...", "stream_id": stream_id}, "status", retry=retry_ms)
     reader = spawn(read_upstream)
+    if on_start is not None:
+        on_start()  # after the reader: its upstream request goes out first
     stop_watching = watch_disconnect(client_socket, lambda: queue.put(_CLIENT_GONE))
     try:
+        yield encode.event({"type": "status", "message": "Starting...", "stream_id": stream_id}, "status", retry=retry_ms)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
