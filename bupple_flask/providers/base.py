@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -284,7 +284,6 @@ def extract_error(body: bytes) -> tuple[str | None, str | None]:
 
 # -- registry -----------------------------------------------------------------------------------
 
-ProviderFactory = Callable[[ProviderSettings, requests.Session], Provider]
 _REGISTRY: dict[str, type[Provider]] = {}
 _ALIASES: dict[str, str] = {}
 
