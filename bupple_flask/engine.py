@@ -34,6 +34,7 @@ class EngineState:
         self.http = http
         self.table: Table = memory_table(db.metadata, settings.memory_table)
         self._providers: dict[str, Provider] = {}
+        self._sql_engine: Any = None
 
     def provider(self, name: str | None = None) -> Provider:
         """The provider instance for ``name`` (aliases allowed), or the default one."""
@@ -57,23 +58,21 @@ class EngineState:
         return "mock"
 
     def sql_engine(self) -> Any:
-        with self.app.app_context():
-            return self.db.engine
+        """The app's SQLAlchemy engine, looked up once (the lookup needs an app context)."""
+        if self._sql_engine is None:
+            with self.app.app_context():
+                self._sql_engine = self.db.engine
+        return self._sql_engine
 
     def memory(self) -> ConversationMemory:
         return ConversationMemory(self.sql_engine(), self.table)
 
     def describe_providers(self) -> list[dict[str, Any]]:
         """Names, default models and whether each is configured: never keys or URLs with secrets."""
+        providers = [self.provider(name) for name in sorted(provider_names(), key=_display_order)]
         return [
-            {
-                "name": name,
-                "label": self.provider(name).label,
-                "default_model": self.provider(name).model,
-                "configured": self.provider(name).configured,
-                "mock": self.provider(name).is_mock,
-            }
-            for name in sorted(provider_names(), key=_display_order)
+            {"name": p.name, "label": p.label, "default_model": p.model, "configured": p.configured, "mock": p.is_mock}
+            for p in providers
         ]
 
 
