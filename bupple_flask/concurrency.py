@@ -1,17 +1,23 @@
 """Greenlets under gevent, threads elsewhere: the one place that knows which.
 
-The relay reads the upstream in the background. Under gunicorn's gevent worker that is
-a greenlet (a few KiB, killable); under the Flask dev server a daemon thread.
+An upstream that can only block is read in the background (:func:`ticking`): under
+gunicorn's gevent worker in a greenlet (a few KiB, killable), under the Flask dev server
+in a daemon thread. HTTP upstreams need no second greenlet: they are read with socket
+timeouts, and a departed client interrupts the wait (:class:`Interrupter`).
 """
 
 from __future__ import annotations
 
+import math
 import queue as _queue
 import socket
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _patched = False
 
@@ -79,6 +85,140 @@ class Queue:
 
 class QueueEmpty(Exception):
     """Nothing arrived before the timeout."""
+
+
+_END = object()
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def ticking(items: Iterator[T], wake_every: float, until: float = math.inf) -> Iterator[T | None]:
+    """Yield from ``items``, and None whenever ``wake_every`` seconds pass without an item or ``until`` comes.
+
+    For iterators that block with no timeout of their own: they are read in the
+    background and handed over through a queue. Closing this generator kills the reader
+    (a thread cannot be killed: it ends when its source is closed).
+    """
+    if wake_every == math.inf and until == math.inf:
+        yield from items
+        return
+    queue = Queue()
+
+    def read() -> None:
+        try:
+            for item in items:
+                queue.put(item)
+            queue.put(_END)
+        except Exception as exc:  # re-raised in the consumer
+            queue.put(_Raised(exc))
+
+    reader = spawn(read)
+    try:
+        tick_at = min(time.monotonic() + wake_every, until)
+        while True:
+            try:
+                item = queue.get(timeout=max(tick_at - time.monotonic(), 0.0))
+            except QueueEmpty:
+                item = None
+            if item is _END:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+            tick_at = min(time.monotonic() + wake_every, until)
+    finally:
+        reader.kill()
+
+
+_PENDING = object()
+
+
+class BackgroundCall:
+    """``call()`` running in the background: ``wait`` for its result with a timeout, or ``abandon`` it.
+
+    A result that arrives after ``abandon`` goes to ``discard`` (closing what was opened)
+    instead of being lost with its connection still open.
+    """
+
+    PENDING = _PENDING
+
+    def __init__(self, call: Callable[[], T], discard: Callable[[T], Any]) -> None:
+        self._call = call
+        self._discard = discard
+        self._queue = Queue()
+        self._abandoned = False
+        self._task = spawn(self._run)
+
+    def _run(self) -> None:
+        try:
+            result: Any = self._call()
+        except Exception as exc:
+            self._queue.put(_Raised(exc))
+            return
+        if self._abandoned:
+            self._discard(result)
+        else:
+            self._queue.put(result)
+
+    def wait(self, timeout: float) -> Any:
+        """The result, or ``PENDING`` if it is not there within ``timeout``; re-raises the call's exception."""
+        try:
+            item = self._queue.get(timeout=max(timeout, 0.0))
+        except QueueEmpty:
+            return _PENDING
+        if isinstance(item, _Raised):
+            raise item.exc
+        return item
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        self._task.kill()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.0)
+            except QueueEmpty:
+                return
+            if not isinstance(item, _Raised):
+                self._discard(item)
+
+
+class Interrupted(BaseException):
+    """Thrown into a stream's greenlet when its client left while it waited for the upstream.
+
+    A ``BaseException``, like ``gevent.Timeout``, so no ``except Exception`` on the way
+    (requests, urllib3, ours) mistakes it for a failure.
+    """
+
+
+class Interrupter:
+    """Lets a callback stop the current greenlet's wait, but only while ``armed``.
+
+    The relay arms it around waits for the upstream (connecting, reading) and disarms it
+    while it writes to the client, so the exception only ever lands in our own code.
+    Without gevent it just records the request.
+    """
+
+    __slots__ = ("armed", "interrupted", "_greenlet")
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.interrupted = False
+        self._greenlet: Any = None
+        if gevent_active():
+            from gevent import getcurrent
+
+            self._greenlet = getcurrent()
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        if self.armed and self._greenlet is not None and not self._greenlet.dead:
+            self.armed = False
+            self._greenlet.throw(Interrupted())  # how gevent.Timeout fires: from the hub, into the waiter
 
 
 def watch_disconnect(sock: Any, on_gone: Callable[[], None]) -> Callable[[], None]:

@@ -1,9 +1,10 @@
 """Turn a chat stream into the bytes of our SSE response.
 
-The upstream is read in its own greenlet (or thread, under the Flask dev server) and
-handed over through a queue, so the response loop can send heartbeats while the model
-thinks and stop exactly at the deadline. Whatever ends the response (completion, an
-error, the total deadline, the browser leaving) closes the upstream in ``finally`` and
+The upstream is opened in the background (some providers send their headers only with
+the first token) and then read by the response's own greenlet with a timeout per wait
+(``ChatStream.ticks``): either way heartbeats go out while the model thinks, the stream
+stops exactly at the deadline, and a client that leaves interrupts the wait at once. Whatever ends the response (completion,
+an error, the total deadline, the browser leaving) closes the upstream in ``finally`` and
 reports what the user saw to ``on_end``.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .concurrency import Queue, QueueEmpty, spawn, watch_disconnect
+from .concurrency import BackgroundCall, Interrupted, Interrupter, watch_disconnect
 from .errors import BuppleError, StreamTimeoutError
 from .sse import encode_comment, encode_event
 from .stream import ChatStream
@@ -24,7 +25,6 @@ from .stream import ChatStream
 log = logging.getLogger("bupple_flask")
 
 _END = object()
-_CLIENT_GONE = object()
 HEARTBEAT = encode_comment("ping")
 
 
@@ -62,49 +62,45 @@ def relay(
     encode = _Encoder(named_events)
     parts: list[str] = []
     outcome = StreamOutcome(content="", ending="interrupted", provider=provider)
-    queue: Queue = Queue()
-    opened: list[ChatStream] = []
-    cancelled = False
+    stream: ChatStream | None = None
+    client = Interrupter()  # armed only while we wait for the upstream, never while we write
 
-    def read_upstream() -> None:
-        try:
-            stream = open_stream()
-            opened.append(stream)
-            if cancelled:
-                stream.close()
-                return
-            for chunk in stream:
-                queue.put(chunk)
-            queue.put(_END)
-        except Exception as exc:  # handed to the response loop, which reports it
-            queue.put(exc)
+    def check_deadline() -> None:
+        if time.monotonic() >= deadline:
+            raise StreamTimeoutError(
+                f"The reply took longer than {max_duration:g}s and was stopped", kind="total", provider=provider
+            )
 
-    reader = spawn(read_upstream)
-    if on_start is not None:
-        on_start()  # after the reader: its upstream request goes out first
-    stop_watching = watch_disconnect(client_socket, lambda: queue.put(_CLIENT_GONE))
+    stop_watching = watch_disconnect(client_socket, client.interrupt)
     try:
         yield encode.event({"type": "status", "message": "Starting...", "stream_id": stream_id}, "status", retry=retry_ms)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StreamTimeoutError(
-                    f"The reply took longer than {max_duration:g}s and was stopped", kind="total", provider=provider
-                )
-            try:
-                item = queue.get(timeout=min(heartbeat, remaining))
-            except QueueEmpty:
-                if deadline - time.monotonic() > 0:
+        opening = BackgroundCall(open_stream, discard=ChatStream.close)
+        if on_start is not None:
+            on_start()  # e.g. a background write; it runs while the upstream request is in flight
+        try:
+            while stream is None and not client.interrupted:
+                client.armed = True
+                result = opening.wait(min(heartbeat, deadline - time.monotonic()))
+                client.armed = False
+                if result is BackgroundCall.PENDING:
+                    check_deadline()
                     yield HEARTBEAT
-                continue
-            if item is _END:
+                else:
+                    stream = result
+        finally:
+            if stream is None:
+                opening.abandon()
+        items = stream.ticks(heartbeat, deadline) if stream is not None else iter(())
+        while not client.interrupted:
+            client.armed = True
+            item = next(items, _END)
+            client.armed = False
+            if item is None:
+                check_deadline()
+                yield HEARTBEAT
+            elif item is _END:
                 break
-            if item is _CLIENT_GONE:
-                outcome.ending = "interrupted"
-                return
-            if isinstance(item, Exception):
-                raise item
-            if item["done"]:
+            elif item["done"]:
                 final = {"type": "completion", **item, **(extra_final or {})}
                 outcome.finish_reason = item.get("finish_reason")
                 outcome.usage = item.get("usage") or {}
@@ -114,25 +110,28 @@ def relay(
             else:
                 yield encode.chunk(item["content"], item["tokens"])
                 parts.append(item["content"])  # after the yield: the write succeeded
+    except Interrupted:
+        outcome.ending = "interrupted"  # the browser left while we waited; nobody to tell
     except GeneratorExit:
         outcome.ending = "interrupted"  # the browser left; nothing more can be sent
         raise
     except BuppleError as exc:
+        client.armed = False
         outcome.ending, outcome.error = "error", exc
         yield encode.error(exc)
     except Exception:  # a bug must end the stream cleanly, not kill the worker
+        client.armed = False
         log.exception("stream %s failed", stream_id)
         outcome.ending = "error"
         outcome.error = BuppleError("Internal error while streaming")
         yield encode.error(outcome.error)
     finally:
-        cancelled = True
+        client.armed = False
         stop_watching()
-        for stream in opened:
+        if stream is not None:
             stream.close()
             outcome.model = outcome.model or stream.model
             outcome.usage = outcome.usage or stream.usage
-        reader.kill()
         outcome.content = "".join(parts)
         outcome.duration = time.monotonic() - started
         _report(outcome, stream_id, on_end)

@@ -4,12 +4,14 @@ Iterating yields ``{"content", "role": "assistant", "done": False, "tokens"}`` c
 then exactly one final chunk with ``done: True``, ``finish_reason``, ``usage``,
 ``provider`` and ``model``. Leaving the loop early, an exception or ``close()`` closes
 the upstream response at once, so no more tokens are generated for nobody.
+``ticks(seconds)`` iterates the same chunks with a None whenever ``seconds`` pass
+without one: the relay's cue for a heartbeat.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import ProviderDisconnectedError, StreamTimeoutError
@@ -28,24 +30,34 @@ class ChatStream:
         self.parts: list[str] = []
         self.ending: str | None = None  # "complete", "interrupted" or "error" once it ended
         self.error: Exception | None = None
-        self._chunks = self._generate()
+        self._chunks: Iterator[dict[str, Any] | None] | None = None
 
     # -- iteration -----------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # A fresh wrapper per loop: when a ``for`` loop breaks or raises, the loop drops
         # the wrapper, its ``finally`` runs at once and the upstream closes (no waiting for GC).
-        return self._iterate()
+        return self._iterate(self._source(None))  # type: ignore[return-value]  # no ticks: no None
 
-    def _iterate(self) -> Iterator[dict[str, Any]]:
+    def ticks(self, wake_every: float, until: float | None = None) -> Iterator[dict[str, Any] | None]:
+        """The chunks, and None whenever ``wake_every`` seconds pass without one or ``until`` (monotonic) comes."""
+        deadline = self.deadline if until is None else until
+        return self._iterate(self._source(lambda: self.upstream.ticks(wake_every, deadline)))
+
+    def _source(self, ticks: Callable[[], Iterator[str | None]] | None) -> Iterator[dict[str, Any] | None]:
+        if self._chunks is None:  # the first reader decides how the upstream is read
+            self._chunks = self._generate(ticks() if ticks is not None else iter(self.upstream))
+        return self._chunks
+
+    def _iterate(self, chunks: Iterator[dict[str, Any] | None]) -> Iterator[dict[str, Any] | None]:
         try:
-            yield from self._chunks
+            yield from chunks
         finally:
             if self.ending is None:
                 self.close()
 
     def __next__(self) -> dict[str, Any]:
-        return next(self._chunks)
+        return next(self._source(None))  # type: ignore[return-value]
 
     def __enter__(self) -> ChatStream:
         return self
@@ -53,11 +65,14 @@ class ChatStream:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _generate(self) -> Iterator[dict[str, Any]]:
+    def _generate(self, texts: Iterator[str | None]) -> Iterator[dict[str, Any] | None]:
         state = self.upstream.state
         parts = self.parts
         try:
-            for text in self.upstream:
+            for text in texts:
+                if text is None:
+                    yield None
+                    continue
                 if time.monotonic() > self.deadline:
                     raise StreamTimeoutError(
                         f"The reply took longer than {self.max_duration:g}s", kind="total", provider=self.provider
@@ -120,6 +135,8 @@ class ChatStream:
         if self.ending is None:
             self.ending = "interrupted"
         self.upstream.close()
+        if self._chunks is None:
+            return
         try:
             self._chunks.close()
         except ValueError:

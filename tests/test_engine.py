@@ -278,3 +278,54 @@ def test_settings_default_to_two_retries(make_app, fake_gemini) -> None:
     with app.app_context():
         assert _engine(app).ai("gemini").send("Hi")["content"] == "Hello there!"
     assert len(fake_gemini.requests) == 3
+
+
+class _ScriptedAdapter:
+    """A transport adapter mounted the ``requests`` way: no socket, a body that blocks between parts."""
+
+    def __init__(self, parts: list[bytes | float]) -> None:
+        self.parts = parts
+
+    def send(self, request, **kwargs):
+        import requests
+
+        response = requests.Response()
+        response.status_code = 200
+        response.headers["Content-Type"] = "text/event-stream"
+        response.raw = _SlowBody(self.parts)
+        response.request, response.url = request, request.url
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+class _SlowBody:
+    def __init__(self, parts: list[bytes | float]) -> None:
+        self.parts = list(parts)
+
+    def stream(self, amt=None, decode_content=None):
+        for part in self.parts:
+            if isinstance(part, float):
+                time.sleep(part)
+            else:
+                yield part
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_mounted_transport_adapter_is_used_with_heartbeat_ticks(engine) -> None:
+    openai_delta = b'data: {"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\n\n'
+    parts = [openai_delta % b"Hi", 0.5, openai_delta % b" there",
+             b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n']
+    original = engine.http.get_adapter("http://")
+    engine.http.mount("http://", _ScriptedAdapter(parts))
+    try:
+        items = list(engine.ai("openai").stream([{"role": "user", "content": "Hi"}]).ticks(0.1))
+    finally:
+        engine.http.mount("http://", original)
+    texts = [i["content"] for i in items if i is not None and not i["done"]]
+    assert texts == ["Hi", " there"]
+    assert items[-1]["done"] and items[-1]["finish_reason"] == "stop"
+    assert items.count(None) >= 3  # the half-second pause came through as ticks

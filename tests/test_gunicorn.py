@@ -82,8 +82,11 @@ def fake_claude_stall(fake_anthropic):
     return fake_anthropic
 
 
-def test_heartbeats_before_the_first_token(start_server, fake_gemini) -> None:
-    fake_gemini.script = Script(chunks=["late"], first_byte_delay=1.0)
+@pytest.mark.parametrize("late", ["headers", "first_token"])
+def test_heartbeats_before_the_first_token(start_server, fake_gemini, late) -> None:
+    """Some providers answer with headers at once, others only with the first token: heartbeats either way."""
+    delay = {"first_byte_delay": 1.0} if late == "headers" else {"interval": 1.0}
+    fake_gemini.script = Script(chunks=["late"], **delay)
     server = start_server(BUPPLE_SSE_HEARTBEAT="0.2")
     with requests.post(server.url + "/api/stream", json={"message": "Hi", "provider": "gemini"}, stream=True, timeout=10) as response:
         raw = b"".join(response.iter_content(chunk_size=None)).decode()
@@ -136,9 +139,11 @@ def test_500_concurrent_streams_all_complete(start_server, fake_openai) -> None:
     assert len(fake_openai.requests) == 500
 
 
-def test_leaving_while_the_model_thinks_closes_the_upstream_at_once(start_server, fake_openai) -> None:
+@pytest.mark.parametrize("late", ["headers", "first_token"])
+def test_leaving_while_the_model_thinks_closes_the_upstream_at_once(start_server, fake_openai, late) -> None:
     """No chunk and no heartbeat is due for 15 s, yet the departure is noticed immediately."""
-    fake_openai.script = Script(chunks=["late"], first_byte_delay=10)
+    delay = {"first_byte_delay": 10} if late == "headers" else {"interval": 10}
+    fake_openai.script = Script(chunks=["late"], **delay)
     server = start_server(BUPPLE_SSE_HEARTBEAT="15")
     client = RawStream(server.url, {"message": "Think hard"})
     first = next(client.events())

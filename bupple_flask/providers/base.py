@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -18,6 +19,8 @@ from typing import Any, ClassVar
 
 import requests
 
+from ..body import SocketBody, take_over
+from ..concurrency import ticking
 from ..config import ProviderSettings
 from ..errors import (
     NotConfiguredError,
@@ -31,7 +34,7 @@ from ..errors import (
     error_from_type,
     parse_retry_after,
 )
-from ..sse import ServerSentEvent, iter_sse
+from ..sse import ServerSentEvent, SSEDecoder, iter_sse
 from ..transport import hard_close, iter_body, post_stream, read_error_body
 
 log = logging.getLogger("bupple_flask")
@@ -81,6 +84,14 @@ class Upstream(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def ticks(self, wake_every: float, until: float = math.inf) -> Iterator[str | None]:
+        """The deltas, and None whenever ``wake_every`` seconds pass without one or ``until`` comes.
+
+        The relay sends a heartbeat (or stops at the deadline) on None. This default reads
+        ``iter(self)`` in the background; :class:`HttpUpstream` waits on its socket instead.
+        """
+        return ticking(iter(self), wake_every, until)
 
 
 class Provider(ABC):
@@ -217,22 +228,17 @@ class HttpUpstream(Upstream):
         self.call = call
         self.state = StreamState(model=call.model)
         self.closed = False
+        self.body: SocketBody | None = take_over(response, provider.name)
 
     def __iter__(self) -> Iterator[str]:
-        provider, state = self.provider, self.state
-        chunks = iter_body(self.response, idle_timeout=self.call.idle_timeout, provider=provider.name)
+        for text in self.ticks(math.inf):
+            if text is not None:
+                yield text
+
+    def ticks(self, wake_every: float, until: float = math.inf) -> Iterator[str | None]:
+        texts = self._read_socket(wake_every, until) if self.body else ticking(self._read_requests(), wake_every, until)
         try:
-            for event in iter_sse(chunks):
-                if event.stray:
-                    error = provider.stray_error(event)
-                    if error is not None:
-                        raise error
-                    if not event.data:
-                        continue
-                text = provider.handle_event(event, state)
-                if text:
-                    state.deltas += 1
-                    yield text
+            yield from texts
         except ProviderError:
             if self.closed:
                 return  # we closed it ourselves (client left, deadline): not an upstream failure
@@ -243,6 +249,64 @@ class HttpUpstream(Upstream):
             raise
         finally:
             self.close()
+
+    def _read_socket(self, wake_every: float, until: float) -> Iterator[str | None]:
+        """One wait per read: for bytes, the next tick or the idle timeout, whichever comes first."""
+        body, decoder, text_of = self.body, SSEDecoder(), self._text
+        assert body is not None
+        idle = self.call.idle_timeout
+        now = last_byte = time.monotonic()
+        tick_at = min(now + wake_every, until)
+        while not body.complete:
+            wait = min(tick_at, last_byte + idle) - now
+            data = body.read(wait) if wait > 0 else b""
+            now = time.monotonic()
+            if data:
+                last_byte = now
+                for event in decoder.feed(data):
+                    text = text_of(event)
+                    if text:
+                        yield text
+                        now = time.monotonic()
+                        tick_at = min(now + wake_every, until)
+            elif self.closed:
+                return
+            elif body.complete:
+                break
+            elif now >= tick_at:
+                yield None
+                now = time.monotonic()
+                tick_at = min(now + wake_every, until)
+            elif now - last_byte >= idle:
+                raise self._idle_timeout()
+        for event in decoder.flush():
+            text = text_of(event)
+            if text:
+                yield text
+
+    def _read_requests(self) -> Iterator[str]:
+        """Through ``requests`` (a mounted transport adapter, a compressed body): blocking reads."""
+        chunks = iter_body(self.response, idle_timeout=self.call.idle_timeout, provider=self.provider.name)
+        for event in iter_sse(chunks):
+            text = self._text(event)
+            if text:
+                yield text
+
+    def _text(self, event: ServerSentEvent) -> str | None:
+        if event.stray:
+            error = self.provider.stray_error(event)
+            if error is not None:
+                raise error
+            if not event.data:
+                return None
+        text = self.provider.handle_event(event, self.state)
+        if text:
+            self.state.deltas += 1
+        return text
+
+    def _idle_timeout(self) -> StreamTimeoutError:
+        idle, name = self.call.idle_timeout, self.provider.name
+        return StreamTimeoutError(f"{name} sent nothing for {idle:g}s", kind="idle", provider=name)
 
     def close(self) -> None:
         if not self.closed:
