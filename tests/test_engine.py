@@ -329,3 +329,22 @@ def test_a_mounted_transport_adapter_is_used_with_heartbeat_ticks(engine) -> Non
     assert texts == ["Hi", " there"]
     assert items[-1]["done"] and items[-1]["finish_reason"] == "stop"
     assert items.count(None) >= 3  # the half-second pause came through as ticks
+
+
+def test_the_session_headers_and_hooks_a_user_set_are_honoured(engine, fake_openai) -> None:
+    """Streams skip requests' per-request machinery, but not what a user configured on the session."""
+    engine.ai("openai").send([{"role": "user", "content": "Hi"}])
+    sent = fake_openai.requests[-1].headers
+    assert sent["user-agent"].startswith("bupple-flask/") and sent["accept-encoding"] == "identity"
+    assert sent["content-type"] == "application/json" and sent["accept"] == "text/event-stream"
+
+    seen = []
+    engine.http.hooks["response"].append(lambda response, **kwargs: seen.append(response.status_code))
+    engine.http.headers["X-Team"] = "search"
+    try:
+        engine.ai("openai").send([{"role": "user", "content": "Hi"}])
+    finally:
+        engine.http.hooks["response"].clear()
+        del engine.http.headers["X-Team"]
+    assert seen == [200]
+    assert fake_openai.requests[-1].headers["x-team"] == "search"
