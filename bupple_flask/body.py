@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from .concurrency import Alarm, AlarmExpired, gevent_active
 from .errors import ProviderDisconnectedError
 
 _READ_SIZE = 65536
@@ -105,20 +106,30 @@ class SocketBody:
         self._chunked = ChunkedDecoder() if http_response.chunked else None
         self._remaining: int | None = http_response.length  # None: the body ends when the connection does
         self._reusable = not http_response.will_close
+        self._alarm: Alarm | None = None
+        if gevent_active():
+            self._alarm = Alarm()  # one timer per stream instead of one per read
+            sock.settimeout(None)
 
     def read(self, timeout: float) -> bytes:
         """Body bytes; ``b""`` if none arrived within ``timeout`` seconds or the body just ended (see ``complete``)."""
         if self._pending:
             data, self._pending = self._pending, b""
         else:
-            sock = self._sock
-            sock.settimeout(timeout)
+            sock, alarm = self._sock, self._alarm
+            if alarm is None:
+                sock.settimeout(timeout)
+            else:
+                alarm.start(timeout)
             try:
                 data = sock.recv(_READ_SIZE)
-            except _WOULD_BLOCK:
+            except (*_WOULD_BLOCK, AlarmExpired):
                 return b""
             except OSError as exc:
                 raise self._cut("was lost mid-stream") from exc
+            finally:
+                if alarm is not None:
+                    alarm.stop()
             if not data:
                 if self._chunked is not None or self._remaining:
                     raise self._cut("was cut mid-stream")
@@ -144,9 +155,15 @@ class SocketBody:
                 self._finish()
         return data
 
+    def close(self) -> None:
+        """Release the per-stream timer (the socket itself is closed with the response)."""
+        if self._alarm is not None:
+            self._alarm.close()
+
     def _finish(self) -> None:
         """The whole body is read: let the pool reuse the connection (no new TCP/TLS handshake next time)."""
         self.complete = True
+        self.close()
         if not self._reusable:
             return
         raw = self.response.raw

@@ -311,6 +311,8 @@ class HttpUpstream(Upstream):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self.body is not None:
+                self.body.close()
             hard_close(self.response)
 
 
