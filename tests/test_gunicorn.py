@@ -202,3 +202,26 @@ def test_flask_dev_server_streams_too(tmp_path, fakes) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_pooled_database_connections_cut_by_a_restart_are_replaced(start_server, fake_openai, postgres_url) -> None:
+    """The pool checks a connection that sat idle; after the database dropped it, a turn still works."""
+    import sqlalchemy
+
+    conversation = f"pg-cut-{time.time_ns()}"
+    server = start_server(DATABASE_URL=postgres_url, BUPPLE_MEMORY_DB_TABLE_NAME="engine_memory_test")
+    assert stream_json(server.url, {"message": "One", "conversation_id": conversation})[-1]["type"] == "completion"
+    admin = sqlalchemy.create_engine(postgres_url)
+    with admin.connect() as connection:  # what a database restart does to the worker's pooled connections
+        cut = connection.execute(sqlalchemy.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name <> 'psql'"
+        )).scalar()
+    admin.dispose()
+    assert cut >= 1
+    time.sleep(2.5)  # idle for longer than the pool trusts a connection unchecked
+    payloads = stream_json(server.url, {"message": "Two", "conversation_id": conversation})
+    assert payloads[-1]["type"] == "completion"
+    stored = requests.get(f"{server.url}/api/conversations/{conversation}/messages", timeout=5).json()["messages"]
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["One", "Two"]
+    requests.delete(f"{server.url}/api/conversations/{conversation}", timeout=5)
