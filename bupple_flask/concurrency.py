@@ -2,8 +2,9 @@
 
 An upstream that can only block is read in the background (:func:`ticking`): under
 gunicorn's gevent worker in a greenlet (a few KiB, killable), under the Flask dev server
-in a daemon thread. HTTP upstreams need no second greenlet: they are read with socket
-timeouts, and a departed client interrupts the wait (:class:`Interrupter`).
+in a daemon thread. HTTP upstreams need no second greenlet: their reads wait with a
+per-stream timer (:class:`Alarm`), and a departed client interrupts the wait
+(:class:`Interrupter`).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The upstream is opened in the background (some providers send their headers only with
 the first token) and then read by the response's own greenlet with a timeout per wait
 (``ChatStream.ticks``): either way heartbeats go out while the model thinks, the stream
-stops exactly at the deadline, and a client that leaves interrupts the wait at once. Whatever ends the response (completion,
-an error, the total deadline, the browser leaving) closes the upstream in ``finally`` and
+stops exactly at the deadline, and a client that leaves interrupts the wait at once.
+Whatever ends the response (completion, an error, the total deadline, the browser
+leaving) closes the upstream in ``finally`` and
 reports what the user saw to ``on_end``.
 """
 

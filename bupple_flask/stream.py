@@ -37,16 +37,16 @@ class ChatStream:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # A fresh wrapper per loop: when a ``for`` loop breaks or raises, the loop drops
         # the wrapper, its ``finally`` runs at once and the upstream closes (no waiting for GC).
-        return self._iterate(self._source(None))  # type: ignore[return-value]  # no ticks: no None
+        return self._iterate(self._source(lambda: iter(self.upstream)))  # type: ignore[return-value]  # no None
 
     def ticks(self, wake_every: float, until: float | None = None) -> Iterator[dict[str, Any] | None]:
         """The chunks, and None whenever ``wake_every`` seconds pass without one or ``until`` (monotonic) comes."""
         deadline = self.deadline if until is None else until
         return self._iterate(self._source(lambda: self.upstream.ticks(wake_every, deadline)))
 
-    def _source(self, ticks: Callable[[], Iterator[str | None]] | None) -> Iterator[dict[str, Any] | None]:
+    def _source(self, texts: Callable[[], Iterator[str | None]]) -> Iterator[dict[str, Any] | None]:
         if self._chunks is None:  # the first reader decides how the upstream is read
-            self._chunks = self._generate(ticks() if ticks is not None else iter(self.upstream))
+            self._chunks = self._generate(texts())
         return self._chunks
 
     def _iterate(self, chunks: Iterator[dict[str, Any] | None]) -> Iterator[dict[str, Any] | None]:
@@ -57,7 +57,7 @@ class ChatStream:
                 self.close()
 
     def __next__(self) -> dict[str, Any]:
-        return next(self._source(None))  # type: ignore[return-value]
+        return next(self._source(lambda: iter(self.upstream)))  # type: ignore[return-value]
 
     def __enter__(self) -> ChatStream:
         return self

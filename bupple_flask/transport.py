@@ -80,8 +80,8 @@ def post_stream(
     """POST and return the response once its headers arrived; the body is left unread."""
     payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
     request_headers = {"Content-Type": "application/json", "Accept": "text/event-stream", **headers}
-    pool = _direct_pool(session, url)
     try:
+        pool = _direct_pool(session, url)
         if pool is not None:
             return _post_direct(pool, session, url, payload, request_headers, connect_timeout, idle_timeout)
         return session.post(
@@ -162,12 +162,15 @@ def iter_body(response: requests.Response, *, idle_timeout: float, provider: str
         yield from response.iter_content(chunk_size=None)
     except requests.exceptions.ConnectionError as exc:
         if _is_read_timeout(exc):
-            raise StreamTimeoutError(
-                f"{provider} sent nothing for {idle_timeout:g}s", kind="idle", provider=provider
-            ) from exc
+            raise idle_timeout_error(provider, idle_timeout) from exc
         raise ProviderDisconnectedError(f"Connection to {provider} was lost mid-stream", provider=provider) from exc
     except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
         raise ProviderDisconnectedError(f"Connection to {provider} was cut mid-stream", provider=provider) from exc
+
+
+def idle_timeout_error(provider: str, idle_timeout: float) -> StreamTimeoutError:
+    """The provider went quiet mid-stream for longer than the idle timeout."""
+    return StreamTimeoutError(f"{provider} sent nothing for {idle_timeout:g}s", kind="idle", provider=provider)
 
 
 def read_error_body(response: requests.Response, limit: int = 256 * 1024) -> bytes:

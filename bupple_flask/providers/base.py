@@ -35,7 +35,7 @@ from ..errors import (
     parse_retry_after,
 )
 from ..sse import ServerSentEvent, SSEDecoder, iter_sse
-from ..transport import hard_close, iter_body, post_stream, read_error_body
+from ..transport import hard_close, idle_timeout_error, iter_body, post_stream, read_error_body
 
 log = logging.getLogger("bupple_flask")
 
@@ -278,7 +278,7 @@ class HttpUpstream(Upstream):
                 now = time.monotonic()
                 tick_at = min(now + wake_every, until)
             elif now - last_byte >= idle:
-                raise self._idle_timeout()
+                raise idle_timeout_error(self.provider.name, idle)
         for event in decoder.flush():
             text = text_of(event)
             if text:
@@ -303,10 +303,6 @@ class HttpUpstream(Upstream):
         if text:
             self.state.deltas += 1
         return text
-
-    def _idle_timeout(self) -> StreamTimeoutError:
-        idle, name = self.call.idle_timeout, self.provider.name
-        return StreamTimeoutError(f"{name} sent nothing for {idle:g}s", kind="idle", provider=name)
 
     def close(self) -> None:
         if not self.closed:
