@@ -17,7 +17,6 @@ from .errors import BuppleError, InvalidRequestError, NotConfiguredError
 from .memory import ConversationMemory
 from .messages import Messages, validate_temperature
 from .relay import StreamOutcome, relay
-from .resources import STATIC_DIR, TEMPLATES_DIR
 
 log = logging.getLogger("bupple_flask")
 PARENT_CLASS = "conversation"
@@ -25,7 +24,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def create_blueprint(name: str = "bupple") -> Blueprint:
-    bp = Blueprint(name, __name__, static_folder=STATIC_DIR, static_url_path="/bupple", template_folder=TEMPLATES_DIR)
+    bp = Blueprint(name, __name__, static_folder="static", static_url_path="/bupple", template_folder="templates")
 
     @bp.errorhandler(BuppleError)
     def _bupple_error(exc: BuppleError) -> tuple[Response, int]:

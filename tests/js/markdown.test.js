@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
 
-const STATIC = path.join(__dirname, '..', '..', 'static');
+const STATIC = path.join(__dirname, '..', '..', 'bupple_flask', 'static');
 const BuppleChat = require(path.join(STATIC, 'bupple-chat.js'));
 const { parseMarkdown, parseInline, renderMarkdown, safeUrl, urls, describeHttpError } = BuppleChat;
 

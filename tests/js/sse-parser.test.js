@@ -5,7 +5,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 
-const BuppleChat = require(path.join(__dirname, '..', '..', 'static', 'bupple-chat.js'));
+const BuppleChat = require(path.join(__dirname, '..', '..', 'bupple_flask', 'static', 'bupple-chat.js'));
 const { createSSEParser } = BuppleChat;
 
 const enc = new TextEncoder();
