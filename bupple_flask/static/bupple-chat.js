@@ -9,9 +9,15 @@
  *   <script src="/bupple/bupple-chat.js"></script>
  *   <script>BuppleChat.mount(document.querySelector('#chat'), {endpoint: '/api/stream'})</script>
  *
- * The same file also loads in Node (no DOM needed) so the SSE parser and the
- * Markdown tokenizer can be tested with `node --test`:
+ * The same file also loads in Node (no DOM needed) so the SSE parser, the
+ * Markdown tokenizer and the streaming parts (createReply, streamWithFetch,
+ * streamWithEventSource, replyOutcome) can be tested with `node --test`:
  *   const { createSSEParser, parseMarkdown } = require('./static/bupple-chat.js')
+ *
+ * Inside: the reply being built (createReply) is fed by one of two transports
+ * (streamWithFetch: POST + streamed body; streamWithEventSource: GET fallback);
+ * createView owns the DOM, createHistory the conversation id and past messages,
+ * and mount() wires them together.
  *
  * Model output is never inserted with innerHTML: plain text goes into text nodes,
  * and the optional Markdown renderer builds DOM nodes from a small token tree.
@@ -733,6 +739,220 @@
   }
 
   // ---------------------------------------------------------------------------
+  // Streaming, DOM-free: the reply being built and the two transports that feed it.
+  // mount() wires them to the view; Node tests drive them with a fake fetch.
+  // ---------------------------------------------------------------------------
+
+  /**
+   * createReply(text, listener?) -> reply
+   *   reply.handle(payload, sseType)  applies one parsed server event (status | chunk | completion | error)
+   *   reply.fail(err)                 ends it as 'error' ({error, code, ...}): transport failures
+   *   reply.stop()                    ends it as 'stopped', keeping the partial text, and aborts the transport
+   *   reply.promise                   resolves once with {status: 'done'|'error'|'stopped', content, payload}
+   *   reply.onClose(result)           set by the transport: called first when the reply ends
+   * listener(name, detail, reply) is told 'status', 'chunk', 'completion' (before the end), 'end' (the
+   * reply is final), then 'done' | 'error' | 'stop', so that DOM listeners of those see the final view.
+   */
+  function createReply(text, listener) {
+    var notify = listener || function () {};
+    var resolve;
+    var reply = {
+      text: text,
+      content: '',
+      tokens: 0,
+      chunks: 0,
+      gotEvent: false,  // decides between "could not connect" and "connection lost"
+      finished: false,
+      result: null,
+      payload: null,    // the completion or error payload
+      onClose: null,
+      promise: new Promise(function (r) { resolve = r; }),
+      handle: handle,
+      fail: fail,
+      stop: stop
+    };
+
+    function handle(payload, sseType) {
+      if (reply.finished || !payload || typeof payload !== 'object') return;
+      var type = payload.type || (sseType !== 'message' ? sseType : null);
+      reply.gotEvent = true;
+      if (type === 'status') {
+        notify('status', payload, reply);
+      } else if (type === 'chunk') {
+        if (typeof payload.content === 'string') reply.content += payload.content;
+        reply.chunks++;
+        reply.tokens = typeof payload.tokens === 'number' ? payload.tokens : reply.chunks;
+        notify('chunk', payload, reply);
+      } else if (type === 'completion') {
+        if (typeof payload.content === 'string' && payload.content) reply.content += payload.content;
+        var usage = payload.usage || {};
+        if (typeof usage.output_tokens === 'number') reply.tokens = usage.output_tokens;
+        notify('completion', payload, reply);
+        end('done', payload, 'done', payload);
+      } else if (type === 'error') {
+        var err = { type: 'error', error: payload.error || payload.message || 'The reply failed.', code: payload.code || 'error', done: true };
+        for (var k in payload) if (!(k in err)) err[k] = payload[k];
+        fail(err);
+      }
+    }
+    function fail(err) { end('error', err, 'error', err); }
+    function stop() { end('stopped', null, 'stop', { content: reply.content }); }
+    function end(result, payload, name, detail) {
+      if (reply.finished) return;
+      reply.finished = true;
+      reply.result = result;
+      reply.payload = payload || null;
+      if (reply.onClose) try { reply.onClose(result); } catch (_) { /* already closed */ }
+      notify('end', reply.payload, reply);
+      resolve({ status: result, content: reply.content, payload: reply.payload });
+      notify(name, detail, reply);
+    }
+    return reply;
+  }
+
+  /** The footer under a finished reply: provider · model, tokens, an unusual finish reason. */
+  function metaParts(info) {
+    var parts = [];
+    if (info.provider) parts.push(info.provider + (info.model ? ' · ' + info.model : ''));
+    else if (info.model) parts.push(info.model);
+    var usage = info.usage || {};
+    if (typeof usage.output_tokens === 'number') parts.push(usage.output_tokens + (usage.output_tokens === 1 ? ' token' : ' tokens'));
+    if (info.finish_reason && info.finish_reason !== 'stop' && info.finish_reason !== 'end_turn') parts.push('stopped: ' + info.finish_reason);
+    return parts;
+  }
+
+  /** What the view shows for a finished reply (pure, so tests can check what the user sees). */
+  function replyOutcome(reply) {
+    var result = reply.result;
+    var payload = reply.payload || {};
+    // A failed or stopped reply without any text leaves no empty bubble behind.
+    var keep = result === 'done' || !!reply.content;
+    var meta = !keep ? [] : result === 'done' ? metaParts(payload) : [result === 'stopped' ? 'Stopped' : 'Interrupted'];
+    return {
+      state: result,
+      keepBubble: keep,
+      incomplete: keep && result !== 'done',
+      meta: meta.join(' · '),
+      tokens: keep ? reply.tokens : null,
+      status: result === 'stopped' ? 'Stopped.' : '',
+      error: result !== 'error' ? null
+        : { message: payload.error || 'Something went wrong.', code: payload.code || 'error', retry: payload.retryable !== false }
+    };
+  }
+
+  /** The fields sent with a message (POST body, or query string for EventSource). */
+  function requestFields(opts, text, conversationId) {
+    var body = {};
+    var extra = typeof opts.extra === 'function' ? opts.extra() : opts.extra;
+    if (extra) for (var k in extra) body[k] = extra[k];
+    body.message = text;
+    body.conversation_id = conversationId;
+    if (opts.provider) body.provider = opts.provider;
+    if (opts.model) body.model = opts.model;
+    return body;
+  }
+
+  /** 'fetch' | 'eventsource' | null for the transport option ('auto' prefers streaming fetch). */
+  function pickTransport(setting) {
+    var hasFetch = typeof root.fetch === 'function';
+    var hasES = typeof root.EventSource === 'function';
+    var streams = typeof root.ReadableStream === 'function' && hasFetch && root.Response && 'body' in root.Response.prototype;
+    if (setting === 'eventsource' ? hasES : (setting !== 'fetch' && !streams && hasES)) return 'eventsource';
+    return hasFetch ? 'fetch' : null;
+  }
+
+  function sseHandler(reply) {
+    return function (evt) {
+      var payload;
+      try { payload = JSON.parse(evt.data); } catch (_) { return; }
+      reply.handle(payload, evt.type);
+    };
+  }
+
+  var LOST = 'The connection closed before the reply was complete.';
+
+  /**
+   * streamWithFetch(reply, request): POST the message, read the event stream into the reply.
+   * request: {url, body (object), headers (object or Promise of one), credentials, fetch?}
+   * Stopping the reply aborts the request; every failure ends the reply with a readable error.
+   */
+  function streamWithFetch(reply, request) {
+    var doFetch = request.fetch || function (url, init) { return root.fetch(url, init); };
+    var controller = typeof root.AbortController === 'function' ? new root.AbortController() : null;
+    reply.onClose = function (result) { if (result === 'stopped' && controller) controller.abort(); };
+    var parser = createSSEParser(sseHandler(reply));
+    Promise.resolve(request.headers).then(function (headers) {
+      if (reply.finished) return null;
+      return doFetch(request.url, {
+        method: 'POST',
+        headers: headers,
+        body: JSON.stringify(request.body),
+        credentials: request.credentials,
+        cache: 'no-store',
+        signal: controller ? controller.signal : undefined
+      });
+    }).then(function (res) {
+      if (!res || reply.finished) return null;
+      if (!res.ok) {
+        return res.text().then(function (t) { reply.fail(describeHttpError(res.status, t)); }, function () { reply.fail(describeHttpError(res.status, '')); });
+      }
+      var ctype = (res.headers.get('content-type') || '').toLowerCase();
+      if (ctype.indexOf('text/event-stream') === -1) {
+        return res.text().then(function (t) {
+          reply.fail({ type: 'error', error: 'The server did not answer with an event stream (content type "' + (ctype || 'none') + '").', code: 'bad_response', done: true, detail: t.slice(0, 200) });
+        });
+      }
+      if (!res.body || typeof res.body.getReader !== 'function') {
+        return res.text().then(function (t) { parser.feed(t); parser.end(); afterEnd(); });
+      }
+      var reader = res.body.getReader();
+      function pump() {
+        return reader.read().then(function (r) {
+          if (reply.finished) { if (!r.done) reader.cancel().catch(function () {}); return null; }
+          if (r.done) { parser.end(); afterEnd(); return null; }
+          parser.feed(r.value);
+          return pump();
+        });
+      }
+      return pump();
+    }).catch(function (err) {
+      if (reply.finished) return;
+      if (err && err.name === 'AbortError') { reply.stop(); return; }
+      var detail = String(err && err.message || err);
+      reply.fail(reply.gotEvent
+        ? { type: 'error', error: 'The connection was lost before the reply was complete.', code: 'stream_interrupted', done: true, detail: detail }
+        : { type: 'error', error: 'Network error: could not reach the chat server. Check your connection and try again.', code: 'network_error', done: true, detail: detail });
+    });
+    function afterEnd() {
+      if (!reply.finished) reply.fail({ type: 'error', error: LOST, code: 'stream_interrupted', done: true });
+    }
+  }
+
+  /**
+   * streamWithEventSource(reply, request): GET the stream with EventSource (no custom headers).
+   * request: {url (with the query string), withCredentials, EventSource?}. The EventSource is closed when the
+   * reply ends, and at the first connection error, so the browser never reconnects and re-sends.
+   */
+  function streamWithEventSource(reply, request) {
+    var es;
+    var EventSourceClass = request.EventSource || root.EventSource;
+    try { es = new EventSourceClass(request.url, { withCredentials: !!request.withCredentials }); }
+    catch (e) { reply.fail({ type: 'error', error: 'Could not open the event stream: ' + e.message, code: 'network_error', done: true }); return; }
+    reply.onClose = function () { es.close(); };
+    var handler = sseHandler(reply);
+    es.onmessage = handler;
+    ['status', 'chunk', 'completion'].forEach(function (name) { es.addEventListener(name, handler); });
+    es.addEventListener('error', function (evt) {
+      if (reply.finished) return;
+      if (typeof evt.data === 'string') { handler(evt); return; } // a server "event: error"
+      es.close();
+      reply.fail(reply.gotEvent
+        ? { type: 'error', error: LOST, code: 'stream_interrupted', done: true }
+        : { type: 'error', error: 'Could not connect to the chat server (the request was refused or the network failed).', code: 'network_error', done: true });
+    });
+  }
+
+  // ---------------------------------------------------------------------------
   // The widget
   // ---------------------------------------------------------------------------
 
@@ -919,23 +1139,60 @@
     try { return new URL(url, root.location && root.location.href).href; } catch (_) { return String(url); }
   }
 
-  function mount(target, userOptions) {
-    if (!root.document) throw new Error('BuppleChat.mount needs a browser DOM');
-    var doc = root.document;
-    if (typeof target === 'string') target = doc.querySelector(target);
-    if (!target || target.nodeType !== 1) throw new TypeError('BuppleChat.mount: a target element is required');
-    if (target.buppleChat && typeof target.buppleChat.destroy === 'function') target.buppleChat.destroy();
-
-    var opts = {};
-    var key;
-    for (key in DEFAULTS) opts[key] = DEFAULTS[key];
-    if (userOptions) for (key in userOptions) if (userOptions[key] !== undefined) opts[key] = userOptions[key];
-    if (!opts.endpoint) opts.endpoint = DEFAULTS.endpoint;
-
+  /**
+   * createHistory(opts, request) -> {id, remember(id), forget(), load(), abort()}
+   * The conversation: its id (kept in localStorage when opts.persist), its past messages
+   * (GET the history URL) and deleting it on the server on New chat.
+   * request(url, init) is fetch with the widget's headers and credentials.
+   */
+  function createHistory(opts, request) {
     var storageKey = opts.storageKey || ('bupple-chat:conversation:' + splitQuery(absoluteUrl(opts.endpoint))[0]);
-    var conversationId = opts.conversationId || (opts.persist ? readStorage(storageKey) : null) || null;
+    var pending = null; // AbortController of the history request
+    var history = {
+      id: opts.conversationId || (opts.persist ? readStorage(storageKey) : null) || null,
+      remember: function (id) {
+        history.id = id;
+        if (opts.persist) writeStorage(storageKey, id);
+      },
+      /** null when there is nothing to load, else a Promise of the past messages (null on any failure). */
+      load: function () {
+        var url = historyUrl(opts, history.id);
+        if (!url || typeof root.fetch !== 'function') return null;
+        var controller = typeof root.AbortController === 'function' ? new root.AbortController() : null;
+        pending = controller;
+        var forId = history.id;
+        return request(url, { cache: 'no-store', signal: controller ? controller.signal : undefined }).then(function (res) {
+          return res.ok ? res.json() : null;
+        }).then(function (data) {
+          if (forId !== history.id || !data) return null; // a New chat came in between
+          var msgs = Array.isArray(data) ? data : data.messages;
+          return Array.isArray(msgs) ? msgs : null;
+        }).catch(function () { return null; }).then(function (msgs) {
+          if (pending === controller) pending = null;
+          return msgs;
+        });
+      },
+      abort: function () { if (pending) try { pending.abort(); } catch (_) { /* ignore */ } },
+      /** New chat: forget the id and delete the old conversation on the server (best effort). */
+      forget: function () {
+        var old = history.id;
+        var url = old && opts.deleteOnClear ? deleteUrl(opts, old) : null;
+        if (url && typeof root.fetch === 'function') {
+          request(url, { method: 'DELETE', keepalive: true }).catch(function () { /* best effort */ });
+        }
+        history.id = null;
+        if (opts.persist) writeStorage(storageKey, null);
+        return old;
+      }
+    };
+    return history;
+  }
 
-    // --- DOM ----------------------------------------------------------------
+  /**
+   * createView(doc, target, opts, actions) -> the widget's DOM and everything that touches it.
+   * actions: {send(text), stop(), clear(), retry()}, called from the composer and the buttons.
+   */
+  function createView(doc, target, opts, actions) {
     var shadow = target.shadowRoot || (target.attachShadow ? target.attachShadow({ mode: 'open' }) : null);
     var host = shadow || target;
     while (host.firstChild) host.removeChild(host.firstChild);
@@ -971,63 +1228,72 @@
 
     var rootEl = h(doc, 'div', { 'class': 'bc', part: 'container', 'data-state': 'idle', 'data-theme': opts.theme, role: 'region', 'aria-labelledby': uid + '-title' }, [header, list, bar, form]);
     host.appendChild(rootEl);
-    target.setAttribute('data-bupple-chat', '');
 
-    // --- state --------------------------------------------------------------
-    var state = 'idle';
-    var destroyed = false;
-    var active = null;         // the reply being streamed
     var errorRow = null;
-    var lastUserText = null;
-    var pendingHistory = null; // AbortController of the history request
+    var raf = root.requestAnimationFrame ? root.requestAnimationFrame.bind(root) : function (f) { return setTimeout(f, 16); };
+    var caf = root.cancelAnimationFrame ? root.cancelAnimationFrame.bind(root) : clearTimeout;
 
-    function setState(s) {
-      state = s;
-      rootEl.setAttribute('data-state', s);
-      var busy = s === 'streaming';
-      stopBtn.hidden = !busy;
-      sendBtn.hidden = busy;
-      updateSendEnabled();
-      list.setAttribute('aria-busy', busy ? 'true' : 'false');
-    }
-    function updateSendEnabled() { sendBtn.disabled = state === 'streaming' || !input.value.trim(); }
-    function setStatus(text) { statusEl.textContent = text || ''; }
-    function setTokens(n, final) {
-      if (n == null) { tokensEl.hidden = true; tokensEl.textContent = ''; tokensEl.setAttribute('data-count', '0'); return; }
-      tokensEl.hidden = false;
-      tokensEl.setAttribute('data-count', String(n));
-      tokensEl.setAttribute('data-final', final ? 'true' : 'false');
-      tokensEl.textContent = n + (n === 1 ? ' token' : ' tokens');
-    }
-    function emit(name, detail) {
-      if (destroyed) return;
-      var ev;
-      try { ev = new root.CustomEvent('bupple:' + name, { detail: detail, bubbles: true, composed: true }); }
-      catch (_) { ev = doc.createEvent('CustomEvent'); ev.initCustomEvent('bupple:' + name, true, false, detail); }
-      target.dispatchEvent(ev);
-    }
-    function focusInside() {
-      return shadow ? !!shadow.activeElement : rootEl.contains(doc.activeElement);
-    }
-    function focusInput() {
-      if (destroyed) return;
-      try { input.focus({ preventScroll: true }); } catch (_) { input.focus(); }
-    }
+    var view = {
+      state: 'idle',
+      destroyed: false,
+      shadow: shadow,
+      badge: badge,
+      setState: function (s) {
+        view.state = s;
+        rootEl.setAttribute('data-state', s);
+        var busy = s === 'streaming';
+        stopBtn.hidden = !busy;
+        sendBtn.hidden = busy;
+        updateSendEnabled();
+        list.setAttribute('aria-busy', busy ? 'true' : 'false');
+      },
+      setStatus: function (text) { statusEl.textContent = text || ''; },
+      setTokens: function (n, final) {
+        if (n == null) { tokensEl.hidden = true; tokensEl.textContent = ''; tokensEl.setAttribute('data-count', '0'); return; }
+        tokensEl.hidden = false;
+        tokensEl.setAttribute('data-count', String(n));
+        tokensEl.setAttribute('data-final', final ? 'true' : 'false');
+        tokensEl.textContent = n + (n === 1 ? ' token' : ' tokens');
+      },
+      setHistoryState: function (s) { rootEl.setAttribute('data-history', s); },
+      focusInside: function () { return shadow ? !!shadow.activeElement : rootEl.contains(doc.activeElement); },
+      focusInput: function () {
+        if (view.destroyed) return;
+        try { input.focus({ preventScroll: true }); } catch (_) { input.focus(); }
+      },
+      autofocus: function () { try { input.focus(); } catch (_) { /* ignore */ } },
+      scrollToBottom: scrollToBottom,
+      addUserRow: addUserRow,
+      startReply: startReply,
+      showHistory: showHistory,
+      showError: showError,
+      removeErrorRow: removeErrorRow,
+      /** Retry replaces the failed reply rather than leaving it above the new one. */
+      removeFailedReply: function () {
+        var rows = list.querySelectorAll('.row.assistant');
+        var last = rows[rows.length - 1];
+        if (last && last.getAttribute('data-result') === 'error') last.parentNode.removeChild(last);
+      },
+      reset: function () {
+        errorRow = null;
+        while (list.firstChild) list.removeChild(list.firstChild);
+        list.appendChild(emptyEl);
+        view.setStatus('');
+        view.setTokens(null);
+        view.setState('idle');
+      },
+      destroy: function () {
+        view.destroyed = true;
+        while (host.firstChild) host.removeChild(host.firstChild);
+        if (shadow && 'adoptedStyleSheets' in shadow) try { shadow.adoptedStyleSheets = []; } catch (_) { /* ignore */ }
+      }
+    };
+
+    function updateSendEnabled() { sendBtn.disabled = view.state === 'streaming' || !input.value.trim(); }
     function nearBottom() { return list.scrollHeight - list.scrollTop - list.clientHeight < 48; }
     function scrollToBottom() { list.scrollTop = list.scrollHeight; }
     function hideEmpty() { if (emptyEl.parentNode) emptyEl.parentNode.removeChild(emptyEl); }
-    function getHeaders(base) {
-      var out = {};
-      var k;
-      for (k in base) out[k] = base[k];
-      var extraHeaders = typeof opts.headers === 'function' ? opts.headers() : opts.headers;
-      return Promise.resolve(extraHeaders).then(function (hs) {
-        if (hs) for (k in hs) if (hs[k] != null) out[k] = String(hs[k]);
-        return out;
-      });
-    }
 
-    // --- rendering of messages ---------------------------------------------
     function addUserRow(text, before) {
       hideEmpty();
       var bubble = h(doc, 'div', { 'class': 'bubble', 'data-testid': 'message-user' });
@@ -1044,27 +1310,31 @@
       list.insertBefore(row, before || null);
       return { row: row, bubble: bubble, meta: meta, textNode: null, deco: null };
     }
-    function renderContent(view, content, streaming) {
-      var b = view.bubble;
-      if (view.deco && view.deco.parentNode) view.deco.parentNode.removeChild(view.deco);
-      view.deco = null;
+    function setMeta(rv, text) {
+      rv.meta.textContent = text;
+      rv.meta.hidden = !text;
+    }
+    function renderContent(rv, content, streaming) {
+      var b = rv.bubble;
+      if (rv.deco && rv.deco.parentNode) rv.deco.parentNode.removeChild(rv.deco);
+      rv.deco = null;
       if (opts.markdown) {
         while (b.firstChild) b.removeChild(b.firstChild);
         b.appendChild(renderMarkdown(content, doc));
         if (!streaming) addCopyButtons(b);
       } else {
-        if (!view.textNode || view.textNode.parentNode !== b) {
+        if (!rv.textNode || rv.textNode.parentNode !== b) {
           while (b.firstChild) b.removeChild(b.firstChild);
-          view.textNode = doc.createTextNode('');
-          b.appendChild(view.textNode);
+          rv.textNode = doc.createTextNode('');
+          b.appendChild(rv.textNode);
         }
-        if (view.textNode.data !== content) view.textNode.data = content;
+        if (rv.textNode.data !== content) rv.textNode.data = content;
       }
       if (streaming && !content) {
-        view.deco = h(doc, 'span', { 'class': 'typing', 'aria-hidden': 'true' }, [h(doc, 'i'), h(doc, 'i'), h(doc, 'i')]);
-        b.appendChild(view.deco);
+        rv.deco = h(doc, 'span', { 'class': 'typing', 'aria-hidden': 'true' }, [h(doc, 'i'), h(doc, 'i'), h(doc, 'i')]);
+        b.appendChild(rv.deco);
       } else if (streaming) {
-        var caret = view.deco = h(doc, 'span', { 'class': 'caret', 'aria-hidden': 'true' });
+        var caret = rv.deco = h(doc, 'span', { 'class': 'caret', 'aria-hidden': 'true' });
         var last = b.lastChild;
         if (opts.markdown && last && last.nodeType === 1 && /^(P|LI|UL|OL)$/.test(last.nodeName)) {
           while (last.lastChild && last.lastChild.nodeType === 1 && /^(LI|UL|OL)$/.test(last.lastChild.nodeName)) last = last.lastChild;
@@ -1090,29 +1360,82 @@
         })(pres[i]);
       }
     }
-    function setMeta(view, parts) {
-      var text = parts.filter(Boolean).join(' · ');
-      view.meta.textContent = text;
-      view.meta.hidden = !text;
-    }
-    function metaParts(info) {
-      var parts = [];
-      if (info.provider) parts.push(info.provider + (info.model ? ' · ' + info.model : ''));
-      else if (info.model) parts.push(info.model);
-      var usage = info.usage || {};
-      if (typeof usage.output_tokens === 'number') parts.push(usage.output_tokens + (usage.output_tokens === 1 ? ' token' : ' tokens'));
-      if (info.finish_reason && info.finish_reason !== 'stop' && info.finish_reason !== 'end_turn') parts.push('stopped: ' + info.finish_reason);
-      return parts;
+
+    /** The bubble of a streaming reply: typing dots, then the text as it grows, then the outcome. */
+    function startReply() {
+      var rv = addAssistantRow();
+      rv.bubble.setAttribute('aria-busy', 'true');
+      renderContent(rv, '', true);
+      scrollToBottom();
+      var frame = null;
+      var timer = null;
+      var paintCost = 0;
+      var ended = false;
+      function paint(reply, streaming) {
+        var stick = nearBottom();
+        var t0 = Date.now();
+        renderContent(rv, reply.content, streaming);
+        paintCost = Date.now() - t0;
+        view.setTokens(reply.tokens, !streaming);
+        if (stick) scrollToBottom();
+      }
+      return {
+        setStreamId: function (id) { rv.row.setAttribute('data-stream-id', id); },
+        // At most one paint per animation frame. Markdown re-parses the whole reply on each
+        // paint, so for very long replies the paints are spaced out to keep the page responsive.
+        update: function (reply) {
+          if (frame !== null || timer || ended) return;
+          function inNextFrame() {
+            frame = raf(function () { frame = null; if (!ended) paint(reply, true); });
+          }
+          var wait = paintCost > 6 ? Math.min(paintCost * 3, 400) : 0;
+          if (wait) timer = setTimeout(function () { timer = null; if (!ended) inNextFrame(); }, wait);
+          else inNextFrame();
+        },
+        end: function (reply, outcome) {
+          ended = true;
+          if (frame !== null) { caf(frame); frame = null; }
+          if (timer) { clearTimeout(timer); timer = null; }
+          if (!outcome.keepBubble) {
+            if (rv.row.parentNode) rv.row.parentNode.removeChild(rv.row);
+            return;
+          }
+          paint(reply, false);
+          rv.bubble.setAttribute('aria-busy', 'false');
+          if (outcome.incomplete) rv.bubble.setAttribute('data-incomplete', 'true');
+          setMeta(rv, outcome.meta);
+          rv.row.setAttribute('data-result', outcome.state);
+        }
+      };
     }
 
-    function showError(payload, canRetry) {
+    /** Past messages go above anything already sent in this session. */
+    function showHistory(msgs) {
+      var anchor = list.firstChild === emptyEl ? null : list.firstChild;
+      var shown = 0;
+      msgs.forEach(function (m) {
+        if (!m || typeof m.content !== 'string') return;
+        if (m.role === 'user') { addUserRow(m.content, anchor); shown++; }
+        else if (m.role === 'assistant') {
+          var rv = addAssistantRow(anchor);
+          renderContent(rv, m.content, false);
+          rv.bubble.setAttribute('aria-live', 'off');
+          setMeta(rv, metaParts(m.metadata || {}).join(' · '));
+          rv.row.setAttribute('data-history', 'true');
+          shown++;
+        }
+      });
+      if (shown) scrollToBottom();
+    }
+
+    function showError(error) {
       removeErrorRow();
       hideEmpty();
-      var msg = h(doc, 'div', { 'class': 'msg', 'data-testid': 'error', 'data-code': payload.code || 'error', role: 'alert', text: payload.error || 'Something went wrong.' });
+      var msg = h(doc, 'div', { 'class': 'msg', 'data-testid': 'error', 'data-code': error.code, role: 'alert', text: error.message });
       var children = [h(doc, 'span', { 'class': 'ico', 'aria-hidden': 'true', text: '!' }), msg];
-      if (canRetry && lastUserText != null) {
+      if (error.retry) {
         var retry = h(doc, 'button', { type: 'button', 'class': 'retry', 'data-testid': 'retry', text: 'Retry', 'aria-label': 'Retry the last message' });
-        retry.addEventListener('click', function () { api.retry(); });
+        retry.addEventListener('click', function () { actions.retry(); });
         children.push(retry);
       }
       errorRow = h(doc, 'div', { 'class': 'row err', 'data-role': 'error' }, [h(doc, 'div', { 'class': 'box' }, children)]);
@@ -1124,316 +1447,19 @@
       errorRow = null;
     }
 
-    // --- streaming ------------------------------------------------------------
-    var raf = root.requestAnimationFrame ? root.requestAnimationFrame.bind(root) : function (f) { return setTimeout(f, 16); };
-    var caf = root.cancelAnimationFrame ? root.cancelAnimationFrame.bind(root) : clearTimeout;
-
-    function Reply(text, view) {
-      this.text = text;
-      this.view = view;
-      this.content = '';
-      this.tokens = 0;
-      this.chunks = 0;
-      this.finished = false;
-      this.frame = null;
-      this.timer = null;
-      this.paintCost = 0;
-      this.controller = null;
-      this.es = null;
-      this.gotEvent = false;
-      var self = this;
-      this.promise = new Promise(function (resolve) { self.resolve = resolve; });
-    }
-    // At most one paint per animation frame. Markdown re-parses the whole reply on each
-    // paint, so for very long replies the paints are spaced out to keep the page responsive.
-    Reply.prototype.schedule = function () {
-      var self = this;
-      if (this.frame !== null || this.timer || this.finished) return;
-      function inNextFrame() {
-        self.frame = raf(function () { self.frame = null; if (!self.finished) self.paint(true); });
-      }
-      var wait = this.paintCost > 6 ? Math.min(this.paintCost * 3, 400) : 0;
-      if (wait) this.timer = setTimeout(function () { self.timer = null; if (!self.finished) inNextFrame(); }, wait);
-      else inNextFrame();
-    };
-    Reply.prototype.paint = function (streaming) {
-      var stick = nearBottom();
-      var t0 = Date.now();
-      renderContent(this.view, this.content, streaming);
-      this.paintCost = Date.now() - t0;
-      setTokens(this.tokens, !streaming);
-      if (stick) scrollToBottom();
-    };
-    Reply.prototype.handle = function (payload, sseType) {
-      if (this.finished || destroyed) return;
-      if (!payload || typeof payload !== 'object') return;
-      var type = payload.type || (sseType !== 'message' ? sseType : null);
-      this.gotEvent = true;
-      if (type === 'status') {
-        setStatus(payload.message || '');
-        if (payload.stream_id) this.view.row.setAttribute('data-stream-id', payload.stream_id);
-        emit('status', payload);
-      } else if (type === 'chunk') {
-        if (typeof payload.content === 'string') this.content += payload.content;
-        if (!this.chunks) setStatus('Replying…');  // the server's "Starting..." is over
-        this.chunks++;
-        this.tokens = typeof payload.tokens === 'number' ? payload.tokens : this.chunks;
-        this.schedule();
-        emit('chunk', payload);
-      } else if (type === 'completion') {
-        if (typeof payload.content === 'string' && payload.content) this.content += payload.content;
-        var usage = payload.usage || {};
-        if (typeof usage.output_tokens === 'number') this.tokens = usage.output_tokens;
-        if (payload.conversation_id && payload.conversation_id !== conversationId) rememberConversation(payload.conversation_id);
-        this.finish('done', payload);
-        emit('done', payload);
-      } else if (type === 'error') {
-        var err = { type: 'error', error: payload.error || payload.message || 'The reply failed.', code: payload.code || 'error', done: true };
-        for (var k in payload) if (!(k in err)) err[k] = payload[k];
-        this.finish('error', err);
-        emit('error', err);
-      }
-    };
-    Reply.prototype.fail = function (err) {
-      if (this.finished || destroyed) return;
-      this.finish('error', err);
-      emit('error', err);
-    };
-    Reply.prototype.finish = function (result, payload) {
-      if (this.finished) return;
-      this.finished = true;
-      if (this.frame !== null) { caf(this.frame); this.frame = null; }
-      if (this.timer) { clearTimeout(this.timer); this.timer = null; }
-      if (this.es) { try { this.es.close(); } catch (_) { /* ignore */ } this.es = null; }
-      var view = this.view;
-      var hadFocus = focusInside();
-      if (result !== 'done' && !this.content) {
-        if (view.row.parentNode) view.row.parentNode.removeChild(view.row);
-      } else {
-        this.paint(false);
-        view.bubble.setAttribute('aria-busy', 'false');
-        if (result !== 'done') view.bubble.setAttribute('data-incomplete', 'true');
-        if (result === 'done') setMeta(view, metaParts(payload || {}));
-        else if (result === 'stopped') setMeta(view, ['Stopped']);
-        else setMeta(view, ['Interrupted']);
-        view.row.setAttribute('data-result', result);
-      }
-      if (result !== 'done' && !this.content) setTokens(null);
-      else setTokens(this.tokens, true);
-      setStatus(result === 'stopped' ? 'Stopped.' : '');
-      if (active === this) active = null;
-      setState(result === 'done' ? 'done' : result);
-      if (result === 'error') showError(payload, payload && payload.retryable !== false);
-      if (hadFocus) focusInput();
-      this.resolve({ status: result, content: this.content, payload: payload || null });
-    };
-    Reply.prototype.abort = function () {
-      if (this.finished) return;
-      if (this.controller) try { this.controller.abort(); } catch (_) { /* ignore */ }
-      this.finish('stopped', null);
-      emit('stop', { content: this.content });
-    };
-
-    function onSSE(reply) {
-      return function (evt) {
-        var payload;
-        try { payload = JSON.parse(evt.data); } catch (_) { return; }
-        reply.handle(payload, evt.type);
-      };
-    }
-
-    function useEventSource() {
-      if (opts.transport === 'eventsource') return typeof root.EventSource === 'function';
-      if (opts.transport === 'fetch') return false;
-      var streams = typeof root.ReadableStream === 'function' && typeof root.fetch === 'function' && root.Response && 'body' in root.Response.prototype;
-      return !streams && typeof root.EventSource === 'function';
-    }
-
-    function requestFields(text) {
-      var body = {};
-      var k;
-      var extra = typeof opts.extra === 'function' ? opts.extra() : opts.extra;
-      if (extra) for (k in extra) body[k] = extra[k];
-      body.message = text;
-      body.conversation_id = conversationId;
-      if (opts.provider) body.provider = opts.provider;
-      if (opts.model) body.model = opts.model;
-      return body;
-    }
-
-    function streamWithFetch(reply) {
-      var controller = typeof root.AbortController === 'function' ? new root.AbortController() : null;
-      reply.controller = controller;
-      var body = requestFields(reply.text);
-      var parser = createSSEParser(onSSE(reply));
-      getHeaders({ 'Content-Type': 'application/json', Accept: 'text/event-stream' }).then(function (headers) {
-        if (reply.finished) return null;
-        return root.fetch(opts.endpoint, {
-          method: 'POST',
-          headers: headers,
-          body: JSON.stringify(body),
-          credentials: opts.credentials,
-          cache: 'no-store',
-          signal: controller ? controller.signal : undefined
-        });
-      }).then(function (res) {
-        if (!res || reply.finished) return null;
-        if (!res.ok) {
-          return res.text().then(function (t) { reply.fail(describeHttpError(res.status, t)); }, function () { reply.fail(describeHttpError(res.status, '')); });
-        }
-        var ctype = (res.headers.get('content-type') || '').toLowerCase();
-        if (ctype.indexOf('text/event-stream') === -1) {
-          return res.text().then(function (t) {
-            reply.fail({ type: 'error', error: 'The server did not answer with an event stream (content type "' + (ctype || 'none') + '").', code: 'bad_response', done: true, detail: t.slice(0, 200) });
-          });
-        }
-        if (!res.body || typeof res.body.getReader !== 'function') {
-          return res.text().then(function (t) { parser.feed(t); parser.end(); afterEnd(); });
-        }
-        var reader = res.body.getReader();
-        function pump() {
-          return reader.read().then(function (r) {
-            if (reply.finished) { if (!r.done) reader.cancel().catch(function () {}); return null; }
-            if (r.done) { parser.end(); afterEnd(); return null; }
-            parser.feed(r.value);
-            return pump();
-          });
-        }
-        return pump();
-      }).catch(function (err) {
-        if (reply.finished) return;
-        if (err && err.name === 'AbortError') { reply.finish('stopped', null); return; }
-        reply.fail(reply.gotEvent
-          ? { type: 'error', error: 'The connection was lost before the reply was complete.', code: 'stream_interrupted', done: true, detail: String(err && err.message || err) }
-          : { type: 'error', error: 'Network error: could not reach the chat server. Check your connection and try again.', code: 'network_error', done: true, detail: String(err && err.message || err) });
-      });
-      function afterEnd() {
-        if (!reply.finished) {
-          reply.fail({ type: 'error', error: 'The connection closed before the reply was complete.', code: 'stream_interrupted', done: true });
-        }
-      }
-    }
-
-    function streamWithEventSource(reply) {
-      var url = eventSourceUrl(opts.endpoint, requestFields(reply.text));
-      var es;
-      try { es = new root.EventSource(url, { withCredentials: opts.credentials === 'include' }); }
-      catch (e) { reply.fail({ type: 'error', error: 'Could not open the event stream: ' + e.message, code: 'network_error', done: true }); return; }
-      reply.es = es;
-      var handler = onSSE(reply);
-      es.onmessage = handler;
-      ['status', 'chunk', 'completion'].forEach(function (name) { es.addEventListener(name, handler); });
-      es.addEventListener('error', function (evt) {
-        if (reply.finished) return;
-        if (typeof evt.data === 'string') { handler(evt); return; } // a server "event: error"
-        // Connection error. Close at once so the browser does not reconnect and re-run the request.
-        try { es.close(); } catch (_) { /* ignore */ }
-        reply.fail(reply.gotEvent
-          ? { type: 'error', error: 'The connection closed before the reply was complete.', code: 'stream_interrupted', done: true }
-          : { type: 'error', error: 'Could not connect to the chat server (the request was refused or the network failed).', code: 'network_error', done: true });
-      });
-    }
-
-    function rememberConversation(id) {
-      conversationId = id;
-      if (opts.persist) writeStorage(storageKey, id);
-      target.setAttribute('data-conversation-id', id);
-    }
-
-    function startReply(text) {
-      removeErrorRow();
-      if (!conversationId) rememberConversation(uuid());
-      var view = addAssistantRow();
-      view.bubble.setAttribute('aria-busy', 'true');
-      var reply = new Reply(text, view);
-      active = reply;
-      setState('streaming');
-      setStatus('Connecting…');
-      setTokens(0);
-      renderContent(view, '', true);
-      scrollToBottom();
-      emit('send', { message: text, conversation_id: conversationId });
-      if (useEventSource()) streamWithEventSource(reply);
-      else if (typeof root.fetch === 'function') streamWithFetch(reply);
-      else reply.fail({ type: 'error', error: 'This browser cannot stream replies (no fetch or EventSource).', code: 'unsupported', done: true, retryable: false });
-      return reply.promise;
-    }
-
-    // --- history, providers ------------------------------------------------
-    function loadHistory() {
-      var url = historyUrl(opts, conversationId);
-      if (!url || typeof root.fetch !== 'function') return Promise.resolve(null);
-      var controller = typeof root.AbortController === 'function' ? new root.AbortController() : null;
-      pendingHistory = controller;
-      var forId = conversationId;
-      rootEl.setAttribute('data-history', 'loading');
-      return getHeaders({ Accept: 'application/json' }).then(function (headers) {
-        return root.fetch(url, { headers: headers, credentials: opts.credentials, cache: 'no-store', signal: controller ? controller.signal : undefined });
-      }).then(function (res) {
-        if (!res.ok) return null;
-        return res.json();
-      }).then(function (data) {
-        if (destroyed || forId !== conversationId || !data) return null;
-        var msgs = Array.isArray(data) ? data : data.messages;
-        if (!Array.isArray(msgs)) return null;
-        var anchor = list.firstChild === emptyEl ? null : list.firstChild;
-        var shown = 0;
-        msgs.forEach(function (m) {
-          if (!m || typeof m.content !== 'string') return;
-          if (m.role === 'user') { addUserRow(m.content, anchor); shown++; }
-          else if (m.role === 'assistant') {
-            var view = addAssistantRow(anchor);
-            renderContent(view, m.content, false);
-            view.bubble.setAttribute('aria-live', 'off');
-            var md = m.metadata || {};
-            setMeta(view, metaParts(md));
-            view.row.setAttribute('data-history', 'true');
-            shown++;
-          }
-        });
-        if (lastUserText === null) {
-          for (var i = msgs.length - 1; i >= 0; i--) if (msgs[i] && msgs[i].role === 'user') { lastUserText = msgs[i].content; break; }
-        }
-        if (shown) scrollToBottom();
-        emit('history', { conversation_id: forId, messages: msgs });
-        return msgs;
-      }).catch(function () { return null; }).then(function (r) {
-        if (pendingHistory === controller) pendingHistory = null;
-        rootEl.setAttribute('data-history', 'loaded');
-        return r;
-      });
-    }
-
-    function checkMockProvider() {
-      var url = providersUrl(opts);
-      if (!opts.showMockNotice || !url || typeof root.fetch !== 'function') return;
-      getHeaders({ Accept: 'application/json' }).then(function (headers) {
-        return root.fetch(url, { headers: headers, credentials: opts.credentials, cache: 'no-store' });
-      }).then(function (res) { return res.ok ? res.json() : null; }).then(function (data) {
-        if (!data || destroyed) return;
-        var list = Array.isArray(data.providers) ? data.providers : [];
-        var name = opts.provider || data['default'];
-        var entry = null;
-        for (var i = 0; i < list.length; i++) if (list[i] && list[i].name === name) entry = list[i];
-        var isMock = opts.provider ? !!(entry && entry.mock) : (name === 'mock' || !!(entry && entry.mock));
-        badge.hidden = !isMock;
-        if (isMock) emit('mock', { provider: name });
-      }).catch(function () { /* the badge is optional */ });
-    }
-
-    // --- events --------------------------------------------------------------
+    // --- composer and keyboard ------------------------------------------------
     function autosize() {
       input.style.height = 'auto';
       input.style.height = Math.min(input.scrollHeight + 2, 160) + 'px';
     }
     function submitFromInput() {
       var text = input.value;
-      if (!text.trim() || state === 'streaming') return;
+      if (!text.trim() || view.state === 'streaming') return;
       input.value = '';
       autosize();
       updateSendEnabled();
-      api.send(text);
-      try { input.focus({ preventScroll: true }); } catch (_) { input.focus(); }
+      actions.send(text);
+      view.focusInput();
     }
     form.addEventListener('submit', function (e) { e.preventDefault(); submitFromInput(); });
     input.addEventListener('input', function () { autosize(); updateSendEnabled(); });
@@ -1441,21 +1467,171 @@
       if (e.key === 'Enter' && !e.shiftKey && !e.altKey && !e.isComposing && e.keyCode !== 229) {
         e.preventDefault();
         submitFromInput();
-      } else if (e.key === 'Escape' && state === 'streaming') {
+      } else if (e.key === 'Escape' && view.state === 'streaming') {
         e.preventDefault();
-        api.stop();
+        actions.stop();
       }
     });
-    stopBtn.addEventListener('click', function () { api.stop(); focusInput(); });
-    newBtn.addEventListener('click', function () { api.clear(); focusInput(); });
+    stopBtn.addEventListener('click', function () { actions.stop(); view.focusInput(); });
+    newBtn.addEventListener('click', function () { actions.clear(); view.focusInput(); });
     list.addEventListener('keydown', function (e) {
-      if (e.key === 'Escape' && state === 'streaming') { e.preventDefault(); api.stop(); }
+      if (e.key === 'Escape' && view.state === 'streaming') { e.preventDefault(); actions.stop(); }
     });
+
+    return view;
+  }
+
+  function mount(target, userOptions) {
+    if (!root.document) throw new Error('BuppleChat.mount needs a browser DOM');
+    var doc = root.document;
+    if (typeof target === 'string') target = doc.querySelector(target);
+    if (!target || target.nodeType !== 1) throw new TypeError('BuppleChat.mount: a target element is required');
+    if (target.buppleChat && typeof target.buppleChat.destroy === 'function') target.buppleChat.destroy();
+
+    var opts = {};
+    var key;
+    for (key in DEFAULTS) opts[key] = DEFAULTS[key];
+    if (userOptions) for (key in userOptions) if (userOptions[key] !== undefined) opts[key] = userOptions[key];
+    if (!opts.endpoint) opts.endpoint = DEFAULTS.endpoint;
+
+    var destroyed = false;
+    var active = null;       // the reply being streamed
+    var lastUserText = null; // what Retry sends again
+    var history = createHistory(opts, request);
+    var view = createView(doc, target, opts, {
+      send: function (text) { api.send(text); },
+      stop: function () { api.stop(); },
+      clear: function () { api.clear(); },
+      retry: function () { api.retry(); }
+    });
+    target.setAttribute('data-bupple-chat', '');
+
+    function emit(name, detail) {
+      if (destroyed) return;
+      var ev;
+      try { ev = new root.CustomEvent('bupple:' + name, { detail: detail, bubbles: true, composed: true }); }
+      catch (_) { ev = doc.createEvent('CustomEvent'); ev.initCustomEvent('bupple:' + name, true, false, detail); }
+      target.dispatchEvent(ev);
+    }
+    function getHeaders(base) {
+      var out = {};
+      var k;
+      for (k in base) out[k] = base[k];
+      var extraHeaders = typeof opts.headers === 'function' ? opts.headers() : opts.headers;
+      return Promise.resolve(extraHeaders).then(function (hs) {
+        if (hs) for (k in hs) if (hs[k] != null) out[k] = String(hs[k]);
+        return out;
+      });
+    }
+    /** fetch for the JSON side requests (history, delete, providers). */
+    function request(url, init) {
+      return getHeaders({ Accept: 'application/json' }).then(function (headers) {
+        init.headers = headers;
+        init.credentials = opts.credentials;
+        return root.fetch(url, init);
+      });
+    }
+    function rememberConversation(id) {
+      history.remember(id);
+      target.setAttribute('data-conversation-id', id);
+    }
+
+    // --- a reply: the model in createReply, its bubble in the view, the bytes from a transport ---
+    function startReply(text) {
+      view.removeErrorRow();
+      if (!history.id) rememberConversation(uuid());
+      var bubble = view.startReply();
+      var reply = createReply(text, function (name, detail) {
+        if (destroyed) return; // its DOM is gone
+        if (name === 'status') {
+          view.setStatus(detail.message || '');
+          if (detail.stream_id) bubble.setStreamId(detail.stream_id);
+          emit('status', detail);
+        } else if (name === 'chunk') {
+          if (reply.chunks === 1) view.setStatus('Replying…'); // the server's "Starting..." is over
+          bubble.update(reply);
+          emit('chunk', detail);
+        } else if (name === 'completion') {
+          if (detail.conversation_id && detail.conversation_id !== history.id) rememberConversation(detail.conversation_id);
+        } else if (name === 'end') {
+          endReply(reply, bubble);
+        } else {
+          emit(name, detail); // done | error | stop
+        }
+      });
+      active = reply;
+      view.setState('streaming');
+      view.setStatus('Connecting…');
+      view.setTokens(0);
+      emit('send', { message: text, conversation_id: history.id });
+      var fields = requestFields(opts, text, history.id);
+      var transport = pickTransport(opts.transport);
+      if (transport === 'eventsource') {
+        streamWithEventSource(reply, { url: eventSourceUrl(opts.endpoint, fields), withCredentials: opts.credentials === 'include' });
+      } else if (transport === 'fetch') {
+        streamWithFetch(reply, {
+          url: opts.endpoint,
+          body: fields,
+          headers: getHeaders({ 'Content-Type': 'application/json', Accept: 'text/event-stream' }),
+          credentials: opts.credentials
+        });
+      } else {
+        reply.fail({ type: 'error', error: 'This browser cannot stream replies (no fetch or EventSource).', code: 'unsupported', done: true, retryable: false });
+      }
+      return reply.promise;
+    }
+    function endReply(reply, bubble) {
+      var outcome = replyOutcome(reply);
+      var hadFocus = view.focusInside();
+      bubble.end(reply, outcome);
+      view.setTokens(outcome.tokens, true);
+      view.setStatus(outcome.status);
+      if (active === reply) active = null;
+      view.setState(outcome.state);
+      if (outcome.error) {
+        view.showError({ message: outcome.error.message, code: outcome.error.code, retry: outcome.error.retry && lastUserText != null });
+      }
+      if (hadFocus) view.focusInput();
+    }
+
+    // --- history, providers ------------------------------------------------
+    function loadHistory() {
+      var pending = history.load();
+      if (!pending) return Promise.resolve(null);
+      var forId = history.id;
+      view.setHistoryState('loading');
+      return pending.then(function (msgs) {
+        if (msgs && !destroyed) {
+          view.showHistory(msgs);
+          if (lastUserText === null) {
+            for (var i = msgs.length - 1; i >= 0; i--) if (msgs[i] && msgs[i].role === 'user') { lastUserText = msgs[i].content; break; }
+          }
+          emit('history', { conversation_id: forId, messages: msgs });
+        }
+        view.setHistoryState('loaded');
+        return destroyed ? null : msgs;
+      });
+    }
+
+    function checkMockProvider() {
+      var url = providersUrl(opts);
+      if (!opts.showMockNotice || !url || typeof root.fetch !== 'function') return;
+      request(url, { cache: 'no-store' }).then(function (res) { return res.ok ? res.json() : null; }).then(function (data) {
+        if (!data || destroyed) return;
+        var list = Array.isArray(data.providers) ? data.providers : [];
+        var name = opts.provider || data['default'];
+        var entry = null;
+        for (var i = 0; i < list.length; i++) if (list[i] && list[i].name === name) entry = list[i];
+        var isMock = opts.provider ? !!(entry && entry.mock) : (name === 'mock' || !!(entry && entry.mock));
+        view.badge.hidden = !isMock;
+        if (isMock) emit('mock', { provider: name });
+      }).catch(function () { /* the badge is optional */ });
+    }
 
     // --- public API ----------------------------------------------------------
     var api = {
       element: target,
-      shadowRoot: shadow,
+      shadowRoot: view.shadow,
       options: opts,
       version: VERSION,
       /** Send a message; resolves with {status: 'done'|'error'|'stopped'|'busy'|'empty', content, payload}. */
@@ -1463,74 +1639,58 @@
         if (destroyed) return Promise.resolve({ status: 'destroyed', content: '', payload: null });
         text = text == null ? '' : String(text);
         if (!text.trim()) return Promise.resolve({ status: 'empty', content: '', payload: null });
-        if (state === 'streaming') return Promise.resolve({ status: 'busy', content: '', payload: null });
+        if (view.state === 'streaming') return Promise.resolve({ status: 'busy', content: '', payload: null });
         lastUserText = text;
-        addUserRow(text);
+        view.addUserRow(text);
         return startReply(text);
       },
       /** Send the last user message again (used by the Retry button). Never called automatically. */
       retry: function () {
-        if (destroyed || state === 'streaming' || lastUserText == null) return Promise.resolve({ status: 'busy', content: '', payload: null });
-        var rows = list.querySelectorAll('.row.assistant');
-        var last = rows[rows.length - 1];
-        if (last && last.getAttribute('data-result') === 'error') last.parentNode.removeChild(last);
-        var hadFocus = focusInside();
+        if (destroyed || view.state === 'streaming' || lastUserText == null) return Promise.resolve({ status: 'busy', content: '', payload: null });
+        view.removeFailedReply();
+        var hadFocus = view.focusInside();
         var p = startReply(lastUserText);
-        if (hadFocus) focusInput();
+        if (hadFocus) view.focusInput();
         return p;
       },
       /** Abort the reply being streamed (the server then closes the upstream request). */
-      stop: function () { if (active) active.abort(); },
+      stop: function () { if (active) active.stop(); },
       /** Start a new conversation: stops any reply, deletes the old conversation on the server, clears the view. */
       clear: function () {
-        if (active) active.abort();
-        if (pendingHistory) try { pendingHistory.abort(); } catch (_) { /* ignore */ }
-        var old = conversationId;
-        var url = old && opts.deleteOnClear ? deleteUrl(opts, old) : null;
-        if (url && typeof root.fetch === 'function') {
-          getHeaders({ Accept: 'application/json' }).then(function (headers) {
-            return root.fetch(url, { method: 'DELETE', headers: headers, credentials: opts.credentials, keepalive: true });
-          }).catch(function () { /* best effort */ });
-        }
-        conversationId = null;
-        if (opts.persist) writeStorage(storageKey, null);
+        if (active) active.stop();
+        history.abort();
+        var old = history.forget();
         target.removeAttribute('data-conversation-id');
         lastUserText = null;
-        errorRow = null;
-        while (list.firstChild) list.removeChild(list.firstChild);
-        list.appendChild(emptyEl);
-        setStatus('');
-        setTokens(null);
-        setState('idle');
+        view.reset();
         emit('clear', { conversation_id: old });
       },
       /** Remove the widget and stop everything it was doing. */
       destroy: function () {
         if (destroyed) return;
-        if (active) active.abort();
-        if (pendingHistory) try { pendingHistory.abort(); } catch (_) { /* ignore */ }
+        if (active) active.stop();
+        history.abort();
         destroyed = true;
-        while (host.firstChild) host.removeChild(host.firstChild);
-        if (shadow && 'adoptedStyleSheets' in shadow) try { shadow.adoptedStyleSheets = []; } catch (_) { /* ignore */ }
+        view.destroy();
         target.removeAttribute('data-bupple-chat');
         target.removeAttribute('data-conversation-id');
         if (target.buppleChat === api) try { delete target.buppleChat; } catch (_) { target.buppleChat = undefined; }
         var idx = instances.indexOf(api);
         if (idx !== -1) instances.splice(idx, 1);
       },
-      get conversationId() { return conversationId; },
-      get state() { return state; },
-      get busy() { return state === 'streaming'; },
+      get conversationId() { return history.id; },
+      get state() { return view.state; },
+      get busy() { return view.state === 'streaming'; },
       /** Promise that settles when the history request (if any) is done. */
       ready: null
     };
 
     target.buppleChat = api;
     instances.push(api);
-    if (conversationId) target.setAttribute('data-conversation-id', conversationId);
-    api.ready = conversationId ? loadHistory() : Promise.resolve(null);
+    if (history.id) target.setAttribute('data-conversation-id', history.id);
+    api.ready = history.id ? loadHistory() : Promise.resolve(null);
     checkMockProvider();
-    if (opts.autofocus) try { input.focus(); } catch (_) { /* ignore */ }
+    if (opts.autofocus) view.autofocus();
     return api;
   }
 
@@ -1600,6 +1760,10 @@
     mount: mount,
     instances: instances,
     createSSEParser: createSSEParser,
+    createReply: createReply,
+    replyOutcome: replyOutcome,
+    streamWithFetch: streamWithFetch,
+    streamWithEventSource: streamWithEventSource,
     parseMarkdown: parseMarkdown,
     parseInline: parseInline,
     renderMarkdown: renderMarkdown,
