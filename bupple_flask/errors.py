@@ -119,6 +119,12 @@ class ProviderDisconnectedError(ProviderError):
     code = "provider_disconnected"
 
 
+class EventTooLargeError(ProviderError):
+    """One SSE line or event from the provider exceeded the decoder's ``max_event_bytes``."""
+
+    code = "event_too_large"
+
+
 class StreamTimeoutError(ProviderError):
     """Connect, idle or total-duration timeout; ``kind`` says which."""
 

@@ -10,18 +10,33 @@ without a ``data:`` prefix.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-_FIELDS = (b"data", b"event", b"id", b"retry")
+from .errors import EventTooLargeError
+
+#: Default for ``SSEDecoder(max_event_bytes=...)``: 1 MiB, far above any chat delta.
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
 
 @dataclass(slots=True)
 class ServerSentEvent:
+    """One dispatched event.
+
+    ``id`` is the WHATWG ``lastEventId`` at dispatch time, not "the ``id:`` line of
+    this event": the last event ID persists across events, so an event without an
+    ``id:`` field reports the previous one; ``id:`` with an empty value resets it to
+    ``""``; an ``id:`` value containing NUL is ignored. ``""`` means "no id" (none
+    sent yet, or reset). ``retry`` is the ``retry:`` value (ASCII digits only) seen
+    since the previous dispatch, else ``None``. ``stray`` holds the lines that are
+    not SSE fields (joined by ``\\n``).
+    """
+
     event: str | None = None
     data: str = ""
-    id: str | None = None
+    id: str = ""
     retry: int | None = None
     stray: str = ""
 
@@ -33,53 +48,98 @@ class SSEDecoder:
     """Incremental decoder: feed bytes, get complete events.
 
     State is kept between :meth:`feed` calls, so any split of the byte stream
-    yields the same events.
+    yields the same events. Work is linear in the bytes fed: an unterminated line
+    is kept as a list of the chunks it arrived in and only each new chunk is
+    searched for CR/LF, so one huge line arriving in many chunks is not rescanned.
+
+    ``max_event_bytes`` (default 1 MiB, ``None`` for no limit) caps both a single
+    line (without its line ending) and an event's accumulated payload: the bytes
+    of its ``data:`` values plus its stray lines (field names and line endings not
+    counted). Exceeding it raises :class:`~bupple_flask.errors.EventTooLargeError`
+    as soon as the excess arrives, before the rest is buffered; the decoder is not
+    usable after that.
     """
 
-    __slots__ = ("_buffer", "_pending_cr", "_event", "_data", "_id", "_retry", "_stray", "_has_data")
+    __slots__ = ("_data", "_event", "_last_id", "_max", "_partial", "_parts", "_pending_cr", "_retry", "_size", "_stray")
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, *, max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> None:
+        if max_event_bytes is not None and max_event_bytes < 0:
+            raise ValueError("max_event_bytes must be >= 0 or None")
+        self._max = sys.maxsize if max_event_bytes is None else max_event_bytes
+        self._parts: list[bytes] = []  # the unterminated line, as the chunks it arrived in
+        self._partial = 0  # its length in bytes
         self._pending_cr = False
+        self._last_id = ""  # the spec's "last event ID buffer": never reset by a dispatch
         self._reset()
 
     def _reset(self) -> None:
         self._event: str | None = None
         self._data: list[str] = []
-        self._has_data = False
-        self._id: str | None = None
+        self._size = 0  # payload bytes of the event being built (data values + stray lines)
         self._retry: int | None = None
         self._stray: list[str] = []
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode one network chunk; return the events it completed."""
-        if self._pending_cr and chunk.startswith(b"\n"):
-            chunk = chunk[1:]  # the LF of a CRLF split across chunks
-        self._pending_cr = False
-        if not chunk:
-            return []
-        buffer = self._buffer + chunk
+        if self._pending_cr:
+            self._pending_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]  # the LF of a CRLF split across chunks
+        length = len(chunk)
         events: list[ServerSentEvent] = []
+        if not length:
+            return events
+        parts = self._parts
+        limit = self._max
         start = 0
-        length = len(buffer)
+        lf = chunk.find(b"\n")
         while start < length:
-            lf = buffer.find(b"\n", start)
-            cr = buffer.find(b"\r", start, lf if lf != -1 else length)
+            if 0 <= lf < start:
+                lf = chunk.find(b"\n", start)  # only past the last LF used; -1 stays -1
+            cr = chunk.find(b"\r", start, lf if lf != -1 else length)
             if cr != -1:
-                end, nxt = cr, cr + 1
-                if nxt < length and buffer[nxt] == 10:
-                    nxt += 1
-                elif nxt == length:
+                end = cr
+                nxt = cr + 1
+                if nxt == length:
                     self._pending_cr = True
+                elif chunk[nxt] == 10:
+                    nxt += 1
             elif lf != -1:
-                end, nxt = lf, lf + 1
+                end = lf
+                nxt = lf + 1
             else:
                 break
-            event = self._line(buffer[start:end])
-            if event is not None:
-                events.append(event)
+            if parts:  # only the first line of a chunk can continue a buffered one
+                if self._partial + end - start > limit:
+                    self._too_large()
+                parts.append(chunk[start:end])
+                line = b"".join(parts)
+                parts.clear()
+                self._partial = 0
+            elif end - start > limit:
+                self._too_large()
+            else:
+                line = chunk[start:end]
             start = nxt
-        self._buffer = buffer[start:]
+            # The two lines of almost every event, "data: ..." and "", are handled inline.
+            if not line:
+                if self._data or self._stray:
+                    events.append(self._build())
+                else:
+                    self._reset()
+            elif line[:5] == b"data:":
+                value = line[6:] if line[5:6] == b" " else line[5:]
+                self._size += len(value)
+                if self._size > limit:
+                    self._too_large()
+                self._data.append(value.decode("utf-8", "replace"))
+            else:
+                self._line(line)
+        if start < length:
+            self._partial += length - start
+            if self._partial > limit:
+                self._too_large()
+            parts.append(bytes(chunk[start:] if start else chunk))  # a copy only if not bytes
         return events
 
     def flush(self) -> list[ServerSentEvent]:
@@ -89,9 +149,11 @@ class SSEDecoder:
         truncated final event, for instance Gemini's bare error JSON.
         """
         events: list[ServerSentEvent] = []
-        if self._buffer:
-            event = self._line(self._buffer)
-            self._buffer = b""
+        if self._parts:
+            line = b"".join(self._parts)
+            self._parts.clear()
+            self._partial = 0
+            event = self._line(line)
             if event is not None:
                 events.append(event)
         event = self._dispatch()
@@ -112,40 +174,56 @@ class SSEDecoder:
             value = raw[colon + 1 :]
             if value[:1] == b" ":
                 value = value[1:]
-        if name not in _FIELDS:
-            self._stray.append(raw.decode("utf-8", "replace"))
-            return None
-        text = value.decode("utf-8", "replace")
         if name == b"data":
-            self._data.append(text)
-            self._has_data = True
+            self._size += len(value)
+            if self._size > self._max:
+                self._too_large()
+            self._data.append(value.decode("utf-8", "replace"))
         elif name == b"event":
-            self._event = text or None
+            self._event = value.decode("utf-8", "replace") or None
         elif name == b"id":
-            if "\0" not in text:
-                self._id = text
-        elif text.isdigit():
-            self._retry = int(text)
+            if b"\0" not in value:
+                self._last_id = value.decode("utf-8", "replace")
+        elif name == b"retry":
+            if value.isdigit():  # bytes.isdigit: ASCII 0-9 only, as the spec requires
+                self._retry = int(value)
+        else:
+            self._size += len(raw)
+            if self._size > self._max:
+                self._too_large()
+            self._stray.append(raw.decode("utf-8", "replace"))
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
-        if not self._has_data and not self._stray:  # spec: no data, no event
+        if not self._data and not self._stray:  # spec: no data, no event
             self._reset()
             return None
+        return self._build()
+
+    def _build(self) -> ServerSentEvent:
         event = ServerSentEvent(
             event=self._event,
             data="\n".join(self._data),
-            id=self._id,
+            id=self._last_id,
             retry=self._retry,
             stray="\n".join(self._stray),
         )
         self._reset()
         return event
 
+    def _too_large(self) -> NoReturn:
+        limit = self._max
+        self._parts.clear()  # free what was buffered: the stream is abandoned
+        self._partial = 0
+        self._reset()
+        raise EventTooLargeError(f"The provider sent an event larger than {limit} bytes")
 
-def iter_sse(chunks: Iterable[bytes]) -> Iterator[ServerSentEvent]:
-    """Decode an iterable of byte chunks into events, flushing at the end."""
-    decoder = SSEDecoder()
+
+def iter_sse(
+    chunks: Iterable[bytes], *, max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES
+) -> Iterator[ServerSentEvent]:
+    """Decode an iterable of byte chunks into events, flushing at the end (see :class:`SSEDecoder`)."""
+    decoder = SSEDecoder(max_event_bytes=max_event_bytes)
     for chunk in chunks:
         if chunk:
             yield from decoder.feed(chunk)
