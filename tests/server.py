@@ -56,6 +56,7 @@ class GunicornServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
+        # Another process: nothing to wait on but its answers, so poll (not a spin) until the deadline.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -64,7 +65,8 @@ class GunicornServer:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"gunicorn did not become healthy:\n{self.read_log()}")
 

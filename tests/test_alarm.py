@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     started = time.monotonic()
     assert read(0.2) is None                      # nothing came: the wait ends when due
     waited = time.monotonic() - started
-    assert 0.15 < waited < 0.6, waited
+    assert 0.15 < waited < 5, waited              # generous: only a timer far too late (a bug) takes 5 s
 
     gevent.spawn_later(0.05, a.send, b"x")
     assert read(0.3) == b"x"                      # data before the due time

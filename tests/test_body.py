@@ -42,11 +42,18 @@ def test_chunked_decoder_rejects_broken_framing(broken: bytes) -> None:
 
 
 class RawServer:
-    """Answers every request on a connection with the next scripted reply (raw bytes, optional pauses)."""
+    """Answers every request on a connection with the next scripted reply.
 
-    def __init__(self, replies: list[list[bytes | float]]) -> None:
-        self.replies = list(replies)
-        self.connections = 0
+    A reply is raw bytes with optional pauses: a float sleeps (the upstream is
+    slow, nothing waits on it), a ``threading.Event`` holds the rest until the
+    test sets it.  Counters and the script are shared with the server threads,
+    so they are only touched under ``self._lock``.
+    """
+
+    def __init__(self, replies: list[list[bytes | float | threading.Event]]) -> None:
+        self._lock = threading.Lock()
+        self._replies = list(replies)
+        self._connections = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/stream"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -57,13 +64,26 @@ class RawServer:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            self.connections += 1
+            with self._lock:
+                self._connections += 1
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return self._connections
+
+    def _next_reply(self) -> list | None:
+        with self._lock:
+            return self._replies.pop(0) if self._replies else None
 
     def _connection(self, conn: socket.socket) -> None:
         with conn:
             buffer = b""
-            while self.replies:
+            while True:
+                with self._lock:
+                    if not self._replies:
+                        return
                 while b"\r\n\r\n" not in buffer:
                     data = conn.recv(65536)
                     if not data:
@@ -74,13 +94,16 @@ class RawServer:
                 while len(buffer) < length:
                     buffer += conn.recv(65536)
                 buffer = buffer[length:]
-                for part in self.replies.pop(0):
-                    if isinstance(part, float):
+                for part in self._next_reply() or []:
+                    if isinstance(part, threading.Event):
+                        part.wait(30)  # set by the test; 30 s only if the test is broken
+                    elif isinstance(part, float):
                         time.sleep(part)
                     else:
                         conn.sendall(part)
-                if b"Connection: close" in head or not self.replies:
-                    return
+                with self._lock:
+                    if b"Connection: close" in head or not self._replies:
+                        return
 
     def close(self) -> None:
         self.listener.close()
@@ -133,7 +156,8 @@ def test_a_body_that_ends_with_the_connection() -> None:
 
 def test_a_read_that_times_out_loses_nothing() -> None:
     """The relay waits in short slices (heartbeats); a slice ending mid-chunk must not lose bytes."""
-    reply = [_headers(b"Transfer-Encoding: chunked") + b"a\r\n01234", 0.3, b"56789\r\n0\r\n\r\n"]
+    resume = threading.Event()  # the rest of the chunk comes once three reads have timed out
+    reply = [_headers(b"Transfer-Encoding: chunked") + b"a\r\n01234", resume, b"56789\r\n0\r\n\r\n"]
     server = RawServer([reply])
     session = create_session(10)
     try:
@@ -144,10 +168,13 @@ def test_a_read_that_times_out_loses_nothing() -> None:
         while not body.complete:
             data = body.read(0.05)
             empty_reads += not data
+            if empty_reads == 3:
+                resume.set()
             parts.append(data)
         assert b"".join(parts) == b"0123456789"
         assert empty_reads >= 3  # the pause was seen as several timeouts
     finally:
+        resume.set()
         server.close()
 
 

@@ -52,6 +52,7 @@ class Script:
     stall_after: int | None = None
     stall_seconds: float = 30.0
     omit_terminator: bool = False
+    gated: bool = False                 # chunk i waits for FakeServer.release() to have been called i+1 times
 
 
 @dataclass
@@ -74,6 +75,11 @@ class StreamRecord:
     body properly (also true for ``fail_mid_after`` and ``omit_terminator``);
     false for drops, stall time-outs and client disconnects.  ``closed_at`` is
     the ``time.monotonic()`` at which the stream ended, whichever way.
+
+    The server thread writes these fields under ``FakeServer._cond`` (the
+    outcome fields together with ``closed_at``, in one critical section), so a
+    test must read them under it too: use ``FakeServer.streams`` (copies taken
+    under the lock) or the ``wait_for*`` helpers, never a live record.
     """
 
     chunks_sent: int = 0
@@ -261,11 +267,15 @@ class FakeServer:
     server_header = "fake"
 
     def __init__(self, api_key: str = "test-key", host: str = "127.0.0.1", port: int = 0):
-        self.api_key = api_key
-        self.script = Script()
-        self.requests: list[RecordedRequest] = []
-        self.streams: list[StreamRecord] = []
-        self._cond = threading.Condition()
+        # One lock for everything shared between the test thread and the handler
+        # threads; an RLock, so a wait_for predicate may use the properties below.
+        self._cond = threading.Condition(threading.RLock())
+        self._api_key = api_key
+        self._script = Script()
+        self._requests: list[RecordedRequest] = []
+        self._streams: list[StreamRecord] = []
+        self._released = 0
+        self._generation = 0              # bumped by reset(): gated streams of an earlier test stop waiting
         self._failures_served = 0
         self._live: set[socket.socket] = set()
         self._closing = False
@@ -281,15 +291,58 @@ class FakeServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}{self.url_suffix}"
 
+    # -- state shared with the handler threads (always under self._cond) ----------------
+    @property
+    def api_key(self) -> str:
+        with self._cond:
+            return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str) -> None:
+        with self._cond:
+            self._api_key = value
+
+    @property
+    def script(self) -> Script:
+        with self._cond:
+            return self._script
+
+    @script.setter
+    def script(self, value: Script) -> None:
+        with self._cond:
+            self._script = value
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Snapshot (a new list, taken under the lock) of the requests received so far."""
+        with self._cond:
+            return list(self._requests)
+
+    @property
+    def streams(self) -> list[StreamRecord]:
+        """Snapshot of the stream records: copies taken under the lock, so consistent."""
+        with self._cond:
+            return [replace(s) for s in self._streams]
+
     # -- public helpers -------------------------------------------------------------
+    def wait_for(self, predicate, timeout: float = 10.0):
+        """Wait under the condition until ``predicate()`` is truthy; return its last value.
+
+        The predicate runs with the lock held (it may use ``self.streams`` or
+        ``self.requests``) and is re-checked whenever a handler thread changes
+        the shared state, so no sleep or polling is involved.
+        """
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> bool:
         with self._cond:
-            return self._cond.wait_for(lambda: len(self.requests) >= n, timeout)
+            return self._cond.wait_for(lambda: len(self._requests) >= n, timeout)
 
     def script_for_next_request(self) -> Script:
         """The script, with ``fail_before`` dropped once ``fail_times`` failures were served."""
         with self._cond:
-            script = self.script
+            script = self._script
             if script.fail_before is not None and script.fail_times is not None:
                 if self._failures_served >= script.fail_times:
                     return replace(script, fail_before=None)
@@ -299,28 +352,43 @@ class FakeServer:
     def wait_for_streams_ended(self, n: int = 1, timeout: float = 5.0) -> bool:
         """Wait until ``n`` streams have ended (the client may read the last byte first)."""
         with self._cond:
-            return self._cond.wait_for(lambda: sum(s.closed_at is not None for s in self.streams) >= n, timeout)
+            return self._cond.wait_for(lambda: sum(s.closed_at is not None for s in self._streams) >= n, timeout)
 
     def wait_for_client_close(self, timeout: float = 5.0) -> StreamRecord | None:
-        """First stream whose client disconnected before the stream finished."""
+        """First stream whose client disconnected before the stream finished.
+
+        Returns a copy taken under the lock once the record is final (``closed_at``
+        set), or None if no client closed early within ``timeout``.
+        """
         def found():
-            return next((s for s in self.streams if s.client_closed_early), None)
+            return next((replace(s) for s in self._streams
+                         if s.client_closed_early and s.closed_at is not None), None)
         with self._cond:
-            self._cond.wait_for(found, timeout)
-            return found()
+            return self._cond.wait_for(found, timeout) or None
+
+    def release(self, n: int = 1) -> None:
+        """Let ``n`` more chunks of a ``Script(gated=True)`` stream go out."""
+        with self._cond:
+            self._released += n
+            self._cond.notify_all()
 
     def reset(self) -> None:
         with self._cond:
-            self.requests.clear()
-            self.streams.clear()
-            self.script = Script()
+            self._requests.clear()
+            self._streams.clear()
+            self._script = Script()
+            self._released = 0
+            self._generation += 1
+            self._cond.notify_all()
             self._failures_served = 0
 
     def close(self) -> None:
         """Stop accepting, and cut every open connection (stalled streams included)."""
-        if self._closing:
-            return
-        self._closing = True
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify_all()  # gated streams stop waiting
         self._server.shutdown()
         self._server.server_close()
         with self._cond:
@@ -346,13 +414,16 @@ class FakeServer:
         script = ex.script
         rec = StreamRecord(path=ex.path)
         with self._cond:
-            self.streams.append(rec)
+            self._streams.append(rec)
+            generation = self._generation
+            self._cond.notify_all()
         chunks = list(script.chunks)
         n = len(chunks)
         cuts = [(v, k) for v, k in ((script.fail_mid_after, "fail"), (script.drop_after, "drop"),
                                     (script.stall_after, "stall")) if v is not None]
         cut, kind = min(cuts) if cuts else (n, None)
         cut = max(0, min(cut, n))
+        completed = client_gone = False
         try:
             ex.wait(script.first_byte_delay)
             ex.send_stream_headers(plan.content_type, headers)
@@ -360,10 +431,14 @@ class FakeServer:
                 ex.send_chunk(ev)
             for i in range(cut):
                 ex.wait(script.interval)
+                if script.gated:
+                    self._wait_released(ex, i + 1, generation)
                 final = kind is None and not script.omit_terminator and i == n - 1
                 for ev in plan.chunk(i, chunks[i], final):
                     ex.send_chunk(ev)
-                rec.chunks_sent += 1
+                with self._cond:
+                    rec.chunks_sent += 1
+                    self._cond.notify_all()
             if kind == "drop":
                 ex.abort()
             elif kind == "stall":
@@ -375,15 +450,36 @@ class FakeServer:
                 for ev in events:
                     ex.send_chunk(ev)
                 ex.finish()
-                rec.completed = True
+                completed = True
         except ClientGone:
-            rec.client_closed_early = not self._closing
+            client_gone = True
             ex.abort()
         finally:
+            # The outcome and closed_at in one critical section: a waiter never
+            # sees client_closed_early (or completed) without closed_at.
             with self._cond:
+                rec.completed = completed
+                rec.client_closed_early = client_gone and not self._closing
                 rec.closed_at = time.monotonic()
                 self._cond.notify_all()
         return rec
+
+    def _wait_released(self, ex: Exchange, n: int, generation: int) -> None:
+        """Block until ``release()`` was called ``n`` times in all; raise ClientGone if the client leaves.
+
+        Also gives up (as if the client had left) when the fake is closed or reset.
+        """
+        def gone() -> bool:
+            return self._closing or self._generation != generation
+        while True:
+            with self._cond:
+                # Short slices only so the client's socket is also watched.
+                if self._cond.wait_for(lambda: self._released >= n or gone(), 0.05):
+                    if gone():
+                        raise ClientGone()
+                    return
+            if ex.client_closed(0):
+                raise ClientGone()
 
     # -- internals ------------------------------------------------------------------------
     def _track(self, sock: socket.socket, add: bool) -> None:
@@ -407,7 +503,7 @@ class FakeServer:
         rec = RecordedRequest(h.command, unquote(url.path), dict(parse_qsl(url.query, True)),
                               headers, parsed if json_ok else None, body)
         with self._cond:
-            self.requests.append(rec)
+            self._requests.append(rec)
             self._cond.notify_all()
         try:
             self.handle(Exchange(self, h, rec, json_ok))
