@@ -6,7 +6,7 @@ HASH    = $(shell cksum < pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run dev test test-py test-js system-deps bench clean
+.PHONY: run dev test test-py test-js lint system-deps bench clean
 
 # One stamp per set of extras, renewed when pyproject.toml changes.
 $(VENV)/.installed-%-$(HASH): pyproject.toml
@@ -23,10 +23,17 @@ run: $(VENV)/.installed-postgres-$(HASH)
 dev: $(VENV)/.installed-postgres-$(HASH)
 	$(BIN)/flask --app wsgi:app run --debug --host $(HOST) --port $(PORT)
 
-## Everything: Python tests (fakes, real gunicorn + gevent, PostgreSQL, headless Chromium) and the JS parser tests.
+## Everything: lint and types, Python tests (fakes, real gunicorn + gevent, PostgreSQL, headless Chromium), JS tests.
 test: $(VENV)/.installed-test-$(HASH) system-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 	node --test tests/js/
+
+## ruff (style, imports, common bugs) and mypy --strict on the package.
+lint: $(VENV)/.installed-test-$(HASH)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test-py: $(VENV)/.installed-test-$(HASH)
 	$(BIN)/python -m pytest

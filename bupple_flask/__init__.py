@@ -1,10 +1,14 @@
 """bupple_flask: stream AI chat from Flask as Server-Sent Events."""
 
+import logging
+
 from .builder import ChatRequestBuilder
+from .chunks import TICK, Chunk, Ending, FinalChunk, Usage
 from .engine import BuppleEngine
 from .errors import (
     BadRequestError,
     BuppleError,
+    EventTooLargeError,
     InvalidRequestError,
     NotConfiguredError,
     PayloadTooLargeError,
@@ -15,20 +19,31 @@ from .errors import (
     RateLimitError,
     StreamTimeoutError,
     UnknownProviderError,
+    UnsupportedMediaTypeError,
 )
 from .memory import ConversationMemory
-from .providers import ChatCall, HttpProvider, Provider, register_provider
+from .providers import ChatCall, HttpProvider, Provider, StreamState, Upstream, register_provider
+from .relay import StreamOutcome
 from .sse import ServerSentEvent, SSEDecoder, encode_comment, encode_event
-from .stream import ChatStream
+from .stream import ChatStream, Deadline
+from .version import __version__
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "TICK",
     "BadRequestError",
     "BuppleEngine",
     "BuppleError",
     "ChatCall",
     "ChatRequestBuilder",
     "ChatStream",
+    "Chunk",
     "ConversationMemory",
+    "Deadline",
+    "Ending",
+    "EventTooLargeError",
+    "FinalChunk",
     "HttpProvider",
     "InvalidRequestError",
     "NotConfiguredError",
@@ -41,8 +56,14 @@ __all__ = [
     "RateLimitError",
     "SSEDecoder",
     "ServerSentEvent",
+    "StreamOutcome",
+    "StreamState",
     "StreamTimeoutError",
     "UnknownProviderError",
+    "UnsupportedMediaTypeError",
+    "Upstream",
+    "Usage",
+    "__version__",
     "encode_comment",
     "encode_event",
     "register_provider",

@@ -1,49 +1,49 @@
-"""The HTTP API: ``/api/stream`` (SSE), conversations, providers, health, and the ``/chat`` page."""
+"""The HTTP API: ``/api/stream`` (SSE), conversations, providers, health, the ``/chat`` page and the widget.
+
+Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.conversation_messages``,
+``bupple.delete_conversation``, ``bupple.providers``, ``bupple.healthz``,
+``bupple.chat_page`` and ``bupple.static`` (``filename="bupple-chat.js"``).
+"""
 
 from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, jsonify, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from .api_request import StreamRequest, parse_stream_request
-from .builder import ChatRequestBuilder
-from .concurrency import spawn
 from .engine import EngineState, get_state
-from .errors import BuppleError, InvalidRequestError, NotConfiguredError
+from .errors import BuppleError
 from .memory import ConversationMemory
-from .messages import Messages, validate_temperature
-from .relay import StreamOutcome, relay
+from .relay import Relay, RelaySettings
+from .stream_request import StreamRequest, parse_stream_request
+from .turns import ConversationTurn
+
+if TYPE_CHECKING:
+    from .engine import BuppleEngine
 
 log = logging.getLogger("bupple_flask")
 PARENT_CLASS = "conversation"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def create_blueprint(name: str = "bupple") -> Blueprint:
+def create_blueprint(engine: BuppleEngine, name: str = "bupple") -> Blueprint:
+    """The blueprint ``init_app`` registers; its views go through ``engine.ai()`` like any caller."""
     bp = Blueprint(name, __name__, static_folder="static", static_url_path="/bupple", template_folder="templates")
-
-    @bp.errorhandler(BuppleError)
-    def _bupple_error(exc: BuppleError) -> tuple[Response, int]:
-        return jsonify({"error": exc.to_dict()}), exc.status
-
-    @bp.errorhandler(SQLAlchemyError)
-    def _database_error(exc: SQLAlchemyError) -> tuple[Response, int]:
-        log.error("conversation memory unavailable: %s", exc.__class__.__name__)
-        error = {"code": "memory_unavailable", "message": "Conversation memory is unavailable; try again later"}
-        return jsonify({"error": error}), 503
+    bp.register_error_handler(BuppleError, _bupple_error)
+    bp.register_error_handler(SQLAlchemyError, _database_error)
+    bp.register_error_handler(HTTPException, _http_error)
 
     @bp.route("/api/stream", methods=["GET", "POST"])
     def stream() -> Response:
         if request.method == "GET" and request.headers.get("Last-Event-ID"):
             # EventSource reconnecting after a finished reply: 204 stops it instead of paying twice.
             return Response(status=204)
-        state = get_state()
-        spec = parse_stream_request(request, state.settings.max_request_bytes)
-        return start_stream(state, spec)
+        spec = parse_stream_request(request, get_state().settings.max_request_bytes)
+        return start_stream(engine, spec)
 
     @bp.get("/api/conversations/<conversation_id>/messages")
     def conversation_messages(conversation_id: str) -> Response:
@@ -63,85 +63,98 @@ def create_blueprint(name: str = "bupple") -> Blueprint:
     @bp.get("/healthz")
     def healthz() -> Response:
         state = get_state()
-        pool = state.sql_engine().pool
+        pool: Any = state.sql_engine().pool
         checked_out = pool.checkedout() if hasattr(pool, "checkedout") else None
-        return jsonify({"status": "ok", "default_provider": state.default_provider, "db_pool": {"checked_out": checked_out}})
+        return jsonify(
+            {"status": "ok", "default_provider": state.default_provider, "db_pool": {"checked_out": checked_out}}
+        )
 
     @bp.get("/chat")
     def chat_page() -> str:
-        state = get_state()
-        default = state.provider()
+        default = get_state().provider()
         return render_template("bupple/chat.html", provider=default, mock=default.is_mock)
 
     return bp
 
 
-def start_stream(state: EngineState, spec: StreamRequest) -> Response:
-    """Validate against the provider, load and extend the conversation, and return the SSE response."""
-    provider = state.provider(spec.provider)
-    if not provider.configured:
-        raise NotConfiguredError(f"The {provider.name} provider has no API key configured on the server")
-    temperature = validate_temperature(spec.temperature, provider.temperature_range, provider.name)
-    builder = ChatRequestBuilder(
-        state=state, provider=provider.name, model=spec.model, temperature=temperature, max_tokens=spec.max_tokens
+def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
+    """Check the request against the provider, load the conversation, and return the SSE response."""
+    builder = (
+        engine.ai(spec.provider)
+        .with_model(spec.model)
+        .with_temperature(spec.temperature)
+        .with_max_tokens(spec.max_tokens)
+        .require_configured()
     )
+    state = builder.state
     messages = spec.messages
-    on_end = on_start = None
+    turn = None
     if spec.conversation_id is not None:
-        memory = _memory(state, spec.conversation_id).set_driver(provider.name)
-        history = [m for m in memory.get_messages() if m["content"]]  # skip failed, empty replies
-        messages = Messages(history + list(spec.messages))  # history is canonical already
-        # Stored while the upstream request is in flight: the write is off the time-to-first-token path.
-        background: list = []
-        on_start = lambda: background.append(spawn(lambda: _store_quietly(memory, spec.messages)))  # noqa: E731
-        on_end = _store_reply(memory, background)
+        turn = ConversationTurn(_memory(state, spec.conversation_id).set_driver(builder.provider), spec.messages)
+        messages = turn.messages()
     stream_id = secrets.token_hex(16)
     settings = state.settings
-    body = relay(
-        lambda: builder.stream(messages),
-        provider=provider.name,
+    relay = Relay(
+        builder,
+        messages,
+        RelaySettings(heartbeat=settings.heartbeat, retry_ms=settings.sse_retry_ms, named_events=spec.named_events),
         stream_id=stream_id,
-        heartbeat=settings.heartbeat,
-        max_duration=settings.max_duration,
-        retry_ms=settings.sse_retry_ms,
-        named_events=spec.named_events,
-        extra_final={"conversation_id": spec.conversation_id} if spec.conversation_id else None,
-        on_end=on_end,
-        on_start=on_start,
+        final_extra={"conversation_id": spec.conversation_id} if spec.conversation_id else None,
+        listener=turn,
         client_socket=request.environ.get("gunicorn.socket"),
     )
-    response = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+    response = Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
     response.headers["X-Bupple-Stream-Id"] = stream_id
     return response
 
 
-def _store_quietly(memory: ConversationMemory, messages: Messages) -> None:
-    try:
-        memory.add_messages(messages)
-    except Exception:
-        log.exception("storing the user's message in conversation %s failed", memory.parent_id)
-
-
-def _store_reply(memory: ConversationMemory, user_messages_stored: list):
-    def store(outcome: StreamOutcome) -> None:
-        for task in user_messages_stored:
-            task.join()  # keep the order: the question before its answer
-        metadata: dict[str, Any] = {
-            "ending": outcome.ending,
-            "provider": outcome.provider,
-            "model": outcome.model,
-            "finish_reason": outcome.finish_reason,
-            "usage": outcome.usage,
-        }
-        if outcome.error is not None:
-            metadata["error"] = outcome.error.to_dict()
-        memory.add_assistant_message(outcome.content, metadata=metadata, driver=outcome.provider)
-
-    return store
-
-
 def _memory(state: EngineState, conversation_id: str) -> ConversationMemory:
-    if not conversation_id or len(conversation_id) > 255:
-        raise InvalidRequestError("conversation id must be 1 to 255 characters")
     return state.memory().set_parent(PARENT_CLASS, conversation_id)
 
+
+# -- errors as JSON ----------------------------------------------------------------------------
+
+
+def _json_error(code: str, message: str, status: int, extra: dict[str, Any] | None = None) -> Response:
+    response = jsonify({"error": {"code": code, "message": message, **(extra or {})}})
+    response.status_code = status
+    return response
+
+
+def _bupple_error(exc: BuppleError) -> Response:
+    error = exc.to_dict()
+    return _json_error(error.pop("code"), error.pop("message"), exc.status, error)
+
+
+def _database_error(exc: SQLAlchemyError) -> Response:
+    log.error("conversation memory unavailable: %s", exc.__class__.__name__)
+    return _json_error("memory_unavailable", "Conversation memory is unavailable; try again later", 503)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    response = _json_error(code, exc.description or exc.name, exc.code or 500)
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def register_json_errors(app: Flask, url_prefix: str) -> None:
+    """JSON errors for routing failures (404, 405) under the blueprint's prefix, in any host app.
+
+    Errors raised inside the blueprint's views are handled by the blueprint itself. A 404 or
+    405 happens before any view is chosen, and an app's own handlers (``@app.errorhandler(404)``)
+    would win over any other handler, so the routing error is answered before dispatch: JSON
+    under ``<prefix>/`` (``/api/`` without a prefix); every other path keeps the app's own pages.
+    """
+    scope = url_prefix + "/" if url_prefix else "/api/"
+
+    def json_routing_error() -> Response | None:
+        exc = request.routing_exception
+        if not isinstance(exc, HTTPException) or (exc.code or 0) < 400:
+            return None  # no error, or a redirect (a missing trailing slash)
+        if request.path.startswith(scope) or request.path == url_prefix:
+            return _http_error(exc)
+        return None
+
+    app.before_request(json_routing_error)

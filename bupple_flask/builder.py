@@ -13,8 +13,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .messages import normalize_messages, validate_max_tokens, validate_temperature
-from .providers.base import ChatCall
-from .stream import ChatStream
+from .providers.base import ChatCall, Provider
+from .stream import ChatStream, Deadline
 
 if TYPE_CHECKING:
     from .engine import EngineState
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ChatRequestBuilder:
+    """What to ask which provider, and how: every ``with_*`` returns a new builder; ``stream`` runs it."""
+
     state: EngineState = field(repr=False)
     provider: str
     model: str | None = None
@@ -33,16 +35,18 @@ class ChatRequestBuilder:
     max_retries: int | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
-    def with_model(self, model: str) -> ChatRequestBuilder:
+    def with_model(self, model: str | None) -> ChatRequestBuilder:
+        """Use ``model`` instead of the provider's default (None: the default)."""
         return dataclasses.replace(self, model=model)
 
-    def with_temperature(self, temperature: float) -> ChatRequestBuilder:
-        provider = self.state.provider(self.provider)
+    def with_temperature(self, temperature: float | None) -> ChatRequestBuilder:
+        """Sampling temperature, checked against the range the provider accepts (None: its default)."""
         return dataclasses.replace(
-            self, temperature=validate_temperature(temperature, provider.temperature_range, self.provider)
+            self, temperature=validate_temperature(temperature, self.get_provider().temperature_range, self.provider)
         )
 
-    def with_max_tokens(self, max_tokens: int) -> ChatRequestBuilder:
+    def with_max_tokens(self, max_tokens: int | None) -> ChatRequestBuilder:
+        """Cap the reply's length in tokens (None: the provider's default)."""
         return dataclasses.replace(self, max_tokens=validate_max_tokens(max_tokens))
 
     def with_timeout(
@@ -66,9 +70,22 @@ class ChatRequestBuilder:
 
     # -- running -------------------------------------------------------------------------------
 
-    def stream(self, messages: Any) -> ChatStream:
-        """Open the upstream request now (errors raise here) and return the chunk iterator."""
-        provider = self.state.provider(self.provider)
+    def get_provider(self) -> Provider:
+        """The provider instance this builder talks to."""
+        return self.state.provider(self.provider)
+
+    def require_configured(self) -> ChatRequestBuilder:
+        """Raise :class:`~bupple_flask.errors.NotConfiguredError` now if the provider cannot be used."""
+        self.get_provider().require_configured()
+        return self
+
+    def stream(self, messages: Any, *, deadline: Deadline | None = None) -> ChatStream:
+        """Open the upstream request now (errors raise here) and return the chunk iterator.
+
+        ``deadline`` lets a caller that started earlier (the SSE relay) count the total
+        duration from its own start; by default it starts now.
+        """
+        provider = self.get_provider()
         settings = self.state.settings
         call = ChatCall(
             messages=normalize_messages(messages),
@@ -81,13 +98,10 @@ class ChatRequestBuilder:
             max_retries=self.max_retries if self.max_retries is not None else settings.max_retries,
             retry_max_wait=settings.retry_max_wait,
         )
+        if deadline is None:
+            deadline = Deadline(self.max_duration or settings.max_duration, provider.name)
         upstream = provider.open(call)
-        return ChatStream(
-            upstream,
-            provider=provider.name,
-            max_duration=self.max_duration or settings.max_duration,
-            mock=provider.is_mock,
-        )
+        return ChatStream(upstream, provider=provider.name, deadline=deadline, mock=provider.is_mock)
 
     def send(self, messages: Any) -> dict[str, Any]:
         """Non-streaming convenience: the whole reply as ``{"role", "content", "model", "usage", "finish_reason"}``."""

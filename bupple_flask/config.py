@@ -1,124 +1,290 @@
-"""Settings, read once per app from ``app.config`` and then the environment.
+"""Every setting, and every read of the environment, in one place.
 
-Names follow the original Laravel package (``BUPPLE_ENGINE_OPENAI_API_KEY`` ...) and
-fall back to each ecosystem's plain names (``OPENAI_API_KEY`` ...), so an app that
-already exports those works without renaming anything.
+``init_app`` resolves each key once: ``app.config`` first (the key, then its fallback
+names), then the environment (the same names), then the default, and ``setdefault``-s the
+result into ``app.config`` under the canonical ``BUPPLE_`` name, so ``app.config`` shows
+what the engine uses. The fallbacks are the original Laravel package's names
+(``BUPPLE_DEFAULT_ENGINE_DRIVER``) and each provider's own (``OPENAI_API_KEY``), declared
+on the provider class, so an app that already exports those needs no renaming.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-PROVIDER_ENV: dict[str, dict[str, tuple[str, ...]]] = {
-    "openai": {
-        "api_key": ("OPENAI_API_KEY",),
-        "base_url": ("OPENAI_BASE_URL",),
-        "model": ("OPENAI_MODEL",),
-    },
-    "claude": {
-        "api_key": ("ANTHROPIC_API_KEY", "CLAUDE_API_KEY"),
-        "base_url": ("ANTHROPIC_BASE_URL",),
-        "model": ("CLAUDE_MODEL", "ANTHROPIC_MODEL"),
-    },
-    "gemini": {
-        "api_key": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-        "base_url": ("GEMINI_BASE_URL",),
-        "model": ("GEMINI_MODEL",),
-    },
-}
+if TYPE_CHECKING:
+    from .providers.base import Provider
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its canonical name, default, fallback names, and what it does."""
+
+    name: str
+    default: Any
+    doc: str
+    fallbacks: tuple[str, ...] = ()
+
+
+ENGINE_KEYS: tuple[Key, ...] = (
+    Key("BUPPLE_DEFAULT_PROVIDER", None, "default provider; else the first configured one, else mock",
+        ("BUPPLE_DEFAULT_ENGINE_DRIVER",)),
+    Key("BUPPLE_ENGINE_CONNECT_TIMEOUT", 10.0, "seconds to connect to the provider"),
+    Key("BUPPLE_ENGINE_IDLE_TIMEOUT", 60.0, "seconds without a byte from the provider"),
+    Key("BUPPLE_ENGINE_MAX_DURATION", 300.0, "seconds for a whole stream"),
+    Key("BUPPLE_ENGINE_MAX_RETRIES", 2, "retries of failures before the first token (429, 5xx, 529, connect)"),
+    Key("BUPPLE_ENGINE_RETRY_MAX_WAIT", 10.0, "a longer retry-after is reported to the user instead of waited for"),
+    Key("BUPPLE_ENGINE_POOL_SIZE", 1000, "kept-alive connections per provider host"),
+    Key("BUPPLE_SSE_HEARTBEAT", 15.0, "seconds between ': ping' comments while waiting"),
+    Key("BUPPLE_SSE_RETRY_MS", 3000, "the SSE 'retry:' hint sent to EventSource clients, in milliseconds"),
+    Key("BUPPLE_MAX_REQUEST_BYTES", 1024 * 1024, "larger request bodies get 413"),
+    Key("BUPPLE_MEMORY_TABLE", "engine_memory", "the conversation memory table", ("BUPPLE_MEMORY_DB_TABLE_NAME",)),
+    Key("BUPPLE_DATABASE_URI", None, "the engine's own database when the app has no Flask-SQLAlchemy "
+        "(default: SQLite in the app's instance folder)"),
+    Key("BUPPLE_URL_PREFIX", "", "prefix for every route of the blueprint"),
+    Key("BUPPLE_REGISTER_BLUEPRINT", True, "register the HTTP API, page and widget"),
+)
+
+PROVIDER_FIELDS: tuple[tuple[str, str], ...] = (
+    ("API_KEY", "the provider's key"),
+    ("BASE_URL", "its API's base URL (any compatible server)"),
+    ("MODEL", "default model"),
+    ("TEMPERATURE", "default temperature"),
+    ("MAX_TOKENS", "default max_tokens"),
+)
+
+STANDALONE_KEYS: tuple[Key, ...] = (
+    Key("DATABASE_URL", None, "the standalone app's database (postgres:// accepted); SQLite in the instance folder"),
+    Key("BUPPLE_DB_POOL_SIZE", 10, "standalone app: SQLAlchemy pool size (PostgreSQL)"),
+    Key("BUPPLE_DB_MAX_OVERFLOW", 20, "standalone app: SQLAlchemy pool overflow (PostgreSQL)"),
+    Key("BUPPLE_LOG_LEVEL", "INFO", "standalone app: log level"),
+    Key("BUPPLE_INSTANCE_PATH", None, "standalone app: Flask's instance folder (its SQLite file lives there)"),
+)
+"""Read by :func:`standalone_config` only; ``BUPPLE_FLASK_*`` sets any Flask key (``BUPPLE_FLASK_SECRET_KEY``)."""
+
+
+def provider_key(provider: str, suffix: str) -> str:
+    """``BUPPLE_ENGINE_<NAME>_<SUFFIX>``: how any provider, built-in or not, is configured."""
+    return f"BUPPLE_ENGINE_{provider.upper()}_{suffix}"
+
+
+def resolve(
+    config: Mapping[str, Any], name: str, fallbacks: tuple[str, ...] = (), default: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> Any:
+    """``app.config`` (name, then fallbacks), then the environment, then ``default``; empty counts as unset."""
+    environ = os.environ if environ is None else environ
+    for source in (config, environ):
+        for key in (name, *fallbacks):
+            value = source.get(key)
+            if value is not None and value != "":
+                return value
+    return default
+
+
+def apply_defaults(config: MutableMapping[str, Any], environ: Mapping[str, str] | None = None) -> None:
+    """``setdefault`` every engine key in ``config`` to its resolved value."""
+    for key in ENGINE_KEYS:
+        _set_default(config, key.name, resolve(config, key.name, key.fallbacks, key.default, environ))
+
+
+def _set_default(config: MutableMapping[str, Any], name: str, value: Any) -> None:
+    """``setdefault`` where an empty value counts as unset too."""
+    if config.get(name) is None or config.get(name) == "":
+        config[name] = value
 
 
 @dataclass(frozen=True)
 class ProviderSettings:
+    """One provider's settings; the key never shows in a ``repr``."""
+
     name: str
     api_key: str | None = None
     base_url: str | None = None
     model: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
-    stream_delay: float | None = None  # the mock provider's pause between words
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # keys never reach logs, not even through a repr
         key = "set" if self.api_key else "unset"
-        return f"ProviderSettings(name={self.name!r}, api_key=<{key}>, base_url={self.base_url!r}, model={self.model!r})"
+        return (
+            f"ProviderSettings(name={self.name!r}, api_key=<{key}>, base_url={self.base_url!r}, model={self.model!r})"
+        )
+
+
+def provider_settings(
+    cls: type[Provider], config: MutableMapping[str, Any], environ: Mapping[str, str] | None = None
+) -> ProviderSettings:
+    """Settings for provider class ``cls`` from ``BUPPLE_ENGINE_<NAME>_*`` and the names the class declares.
+
+    The resolved values are ``setdefault``-ed into ``config`` like the engine's own keys.
+    """
+    values: dict[str, Any] = {}
+    extra_defaults = dict(cls.extra_settings)
+    for suffix in [f for f, _ in PROVIDER_FIELDS] + list(extra_defaults):
+        name = provider_key(cls.name, suffix)
+        value = resolve(config, name, tuple(cls.env_fallbacks.get(suffix, ())), extra_defaults.get(suffix), environ)
+        _set_default(config, name, value)
+        values[suffix] = value
+    cast = _Cast(cls.name)
+    return ProviderSettings(
+        name=cls.name,
+        api_key=cast.api_key(values.pop("API_KEY")),
+        base_url=cast.text(values.pop("BASE_URL")),
+        model=cast.text(values.pop("MODEL")),
+        temperature=cast.number("TEMPERATURE", values.pop("TEMPERATURE"), float),
+        max_tokens=cast.number("MAX_TOKENS", values.pop("MAX_TOKENS"), int),
+        extra={k.lower(): v for k, v in values.items()},
+    )
+
+
+class _Cast:
+    """Typed values with errors that name the setting (and never print a key)."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def text(self, value: Any) -> str | None:
+        return (str(value).strip() or None) if value is not None else None
+
+    def api_key(self, value: Any) -> str | None:
+        """Stripped (a pasted trailing newline is common); refused if it still cannot go in a header."""
+        key = self.text(value)
+        if key is not None and not all(33 <= ord(c) <= 126 for c in key):
+            raise ValueError(
+                f"{provider_key(self.provider, 'API_KEY')} contains a space, line break or other character "
+                "that cannot be sent in an HTTP header; check how it was pasted"
+            )
+        return key
+
+    def number(self, suffix: str, value: Any, cast: Callable[[Any], Any]) -> Any:
+        return to_number(provider_key(self.provider, suffix), value, cast)
+
+
+def to_number(name: str, value: Any, cast: Callable[[Any], Any]) -> Any:
+    """``cast(value)``, or a ``ValueError`` naming the setting."""
+    if value is None or value == "":
+        return None
+    try:
+        return cast(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a number, got {value!r}") from exc
+
+
+def to_bool(name: str, value: Any) -> bool:
+    """``True``/``False``, or ``"1"``, ``"true"``, ``"yes"``, ``"on"`` (and their opposites) from the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 @dataclass(frozen=True)
 class EngineSettings:
+    """The engine's settings for one app, typed."""
+
     default_provider: str | None = None
     connect_timeout: float = 10.0
     idle_timeout: float = 60.0
     max_duration: float = 300.0
     max_retries: int = 2
     retry_max_wait: float = 10.0
+    pool_size: int = 1000
     heartbeat: float = 15.0
     sse_retry_ms: int = 3000
     max_request_bytes: int = 1024 * 1024
     memory_table: str = "engine_memory"
+    database_uri: str | None = None
     url_prefix: str = ""
-    pool_size: int = 1000
-    mock_delay: float = 0.05
-    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    register_blueprint: bool = True
 
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
+        """Read the (already resolved) ``BUPPLE_*`` keys of ``config``."""
 
-class _Lookup:
-    """``app.config`` first, then ``os.environ``; empty strings count as unset."""
+        def num(name: str, cast: Callable[[Any], Any]) -> Any:
+            return to_number(name, config.get(name), cast)
 
-    def __init__(self, config: Mapping[str, Any], environ: Mapping[str, str]) -> None:
-        self.config = config
-        self.environ = environ
-
-    def get(self, *names: str) -> Any:
-        for name in names:
-            for source in (self.config, self.environ):
-                value = source.get(name)
-                if value is not None and value != "":
-                    return value
-        return None
-
-    def number(self, name: str, default: float, cast=float) -> Any:
-        value = self.get(name)
-        if value is None:
-            return default
-        try:
-            return cast(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be a number, got {value!r}") from exc
-
-
-def load_settings(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> EngineSettings:
-    """Build the engine settings for one app."""
-    look = _Lookup(config, os.environ if environ is None else environ)
-    providers = {}
-    for name, plain in PROVIDER_ENV.items():
-        prefix = f"BUPPLE_ENGINE_{name.upper()}_"
-        temperature = look.get(prefix + "TEMPERATURE")
-        max_tokens = look.get(prefix + "MAX_TOKENS")
-        providers[name] = ProviderSettings(
-            name=name,
-            api_key=look.get(prefix + "API_KEY", *plain["api_key"]),
-            base_url=look.get(prefix + "BASE_URL", *plain["base_url"]),
-            model=look.get(prefix + "MODEL", *plain["model"]),
-            temperature=float(temperature) if temperature is not None else None,
-            max_tokens=int(max_tokens) if max_tokens is not None else None,
+        return cls(
+            default_provider=config.get("BUPPLE_DEFAULT_PROVIDER") or None,
+            connect_timeout=num("BUPPLE_ENGINE_CONNECT_TIMEOUT", float),
+            idle_timeout=num("BUPPLE_ENGINE_IDLE_TIMEOUT", float),
+            max_duration=num("BUPPLE_ENGINE_MAX_DURATION", float),
+            max_retries=num("BUPPLE_ENGINE_MAX_RETRIES", int),
+            retry_max_wait=num("BUPPLE_ENGINE_RETRY_MAX_WAIT", float),
+            pool_size=num("BUPPLE_ENGINE_POOL_SIZE", int),
+            heartbeat=num("BUPPLE_SSE_HEARTBEAT", float),
+            sse_retry_ms=num("BUPPLE_SSE_RETRY_MS", int),
+            max_request_bytes=num("BUPPLE_MAX_REQUEST_BYTES", int),
+            memory_table=str(config.get("BUPPLE_MEMORY_TABLE") or "engine_memory"),
+            database_uri=config.get("BUPPLE_DATABASE_URI") or None,
+            url_prefix=str(config.get("BUPPLE_URL_PREFIX") or "").rstrip("/"),
+            register_blueprint=to_bool("BUPPLE_REGISTER_BLUEPRINT", config.get("BUPPLE_REGISTER_BLUEPRINT", True)),
         )
-    prefix = look.get("BUPPLE_URL_PREFIX") or ""
-    return EngineSettings(
-        default_provider=look.get("BUPPLE_DEFAULT_ENGINE_DRIVER"),
-        connect_timeout=look.number("BUPPLE_ENGINE_CONNECT_TIMEOUT", 10.0),
-        idle_timeout=look.number("BUPPLE_ENGINE_IDLE_TIMEOUT", 60.0),
-        max_duration=look.number("BUPPLE_ENGINE_MAX_DURATION", 300.0),
-        max_retries=look.number("BUPPLE_ENGINE_MAX_RETRIES", 2, int),
-        retry_max_wait=look.number("BUPPLE_ENGINE_RETRY_MAX_WAIT", 10.0),
-        heartbeat=look.number("BUPPLE_SSE_HEARTBEAT", 15.0),
-        sse_retry_ms=look.number("BUPPLE_SSE_RETRY_MS", 3000, int),
-        max_request_bytes=look.number("BUPPLE_MAX_REQUEST_BYTES", 1024 * 1024, int),
-        memory_table=look.get("BUPPLE_MEMORY_DB_TABLE_NAME") or "engine_memory",
-        url_prefix=prefix.rstrip("/"),
-        pool_size=look.number("BUPPLE_ENGINE_POOL_SIZE", 1000, int),
-        mock_delay=look.number("BUPPLE_MOCK_DELAY", 0.05),
-        providers=providers,
+
+
+# -- the HTTP client's environment -------------------------------------------------------------
+
+
+def environment_has_proxies_or_netrc(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``requests`` must keep reading the environment per request (proxies, ~/.netrc)."""
+    environ = os.environ if environ is None else environ
+    if urllib.request.getproxies():
+        return True
+    candidates = [environ.get("NETRC"), os.path.expanduser("~/.netrc"), os.path.expanduser("~/_netrc")]
+    return any(path and os.path.exists(path) for path in candidates)
+
+
+def ca_bundle(environ: Mapping[str, str] | None = None) -> str | bool:
+    """The CA bundle ``requests`` would use (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``), else True (certifi)."""
+    environ = os.environ if environ is None else environ
+    return environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE") or True
+
+
+# -- the standalone app -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StandaloneSettings:
+    """What ``bupple_flask.app.create_app`` reads from the environment."""
+
+    database_url: str | None
+    db_pool_size: int
+    db_max_overflow: int
+    log_level: str
+    instance_path: str | None
+    flask_config_prefix: str = "BUPPLE_FLASK"
+
+
+def standalone_settings(environ: Mapping[str, str] | None = None) -> StandaloneSettings:
+    """The standalone app's settings from the environment (``DATABASE_URL`` normalised for psycopg 3)."""
+    environ = os.environ if environ is None else environ
+    values = {key.name: resolve({}, key.name, key.fallbacks, key.default, environ) for key in STANDALONE_KEYS}
+    return StandaloneSettings(
+        database_url=_psycopg_url(values["DATABASE_URL"]),
+        db_pool_size=to_number("BUPPLE_DB_POOL_SIZE", values["BUPPLE_DB_POOL_SIZE"], int),
+        db_max_overflow=to_number("BUPPLE_DB_MAX_OVERFLOW", values["BUPPLE_DB_MAX_OVERFLOW"], int),
+        log_level=str(values["BUPPLE_LOG_LEVEL"]).upper(),
+        instance_path=values["BUPPLE_INSTANCE_PATH"],
     )
+
+
+def _psycopg_url(url: str | None) -> str | None:
+    """``postgres://`` (Heroku-style) and ``postgresql://`` select psycopg 3, the driver we install."""
+    if not url:
+        return None
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url

@@ -1,87 +1,99 @@
 """The Flask extension: ``BuppleEngine(app)`` or ``engine.init_app(app)``.
 
-Per-app state (settings, the pooled HTTP session, provider instances, the memory
-table) lives in ``app.extensions["bupple"]``, as Flask-SQLAlchemy does, so one engine
-object can serve several apps.
+Per-app state (settings, the pooled HTTP session, provider instances, the memory table)
+lives in ``app.extensions["bupple"]``, as Flask-SQLAlchemy keeps its own, so one engine
+object can serve several apps; the engine keeps no app. Outside an app context the API
+raises ``RuntimeError``, as Flask's own proxies do.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import requests
 from flask import Flask, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Table
+from sqlalchemy import MetaData, Table, create_engine
+from sqlalchemy.engine import Engine
 
 from .builder import ChatRequestBuilder
-from .config import EngineSettings, ProviderSettings, load_settings
+from .config import EngineSettings, apply_defaults, provider_settings
 from .memory import ConversationMemory, memory_table
-from .providers import Provider, canonical_name, provider_class, provider_names
+from .providers import Provider, canonical_name, provider_class, provider_classes, register_provider
+from .providers.registry import load_entry_points
 from .transport import create_session
 
 EXTENSION_KEY = "bupple"
-REAL_PROVIDERS = ("openai", "claude", "gemini")
 
 
 class EngineState:
-    """Everything the engine keeps for one app."""
+    """Everything the engine keeps for one app (``app.extensions["bupple"]``)."""
 
-    def __init__(self, app: Flask, settings: EngineSettings, db: SQLAlchemy, http: requests.Session) -> None:
+    def __init__(self, app: Flask, settings: EngineSettings, db: SQLAlchemy | None, http: requests.Session) -> None:
         self.app = app
         self.settings = settings
         self.db = db
         self.http = http
-        self.table: Table = memory_table(db.metadata, settings.memory_table)
+        self.table: Table = memory_table(db.metadata if db is not None else MetaData(), settings.memory_table)
         self._providers: dict[str, Provider] = {}
-        self._sql_engine: Any = None
+        self._sql_engine: Engine | None = None
 
     def provider(self, name: str | None = None) -> Provider:
         """The provider instance for ``name`` (aliases allowed), or the default one."""
         key = canonical_name(name) if name else self.default_provider
         instance = self._providers.get(key)
         if instance is None:
-            settings = self.settings.providers.get(key) or ProviderSettings(name=key)
-            if key == "mock":
-                settings = ProviderSettings(name="mock", stream_delay=self.settings.mock_delay)
-            instance = self._providers.setdefault(key, provider_class(key)(settings, self.http))
+            cls = provider_class(key)
+            instance = self._providers.setdefault(key, cls(provider_settings(cls, self.app.config), self.http))
         return instance
 
     @property
     def default_provider(self) -> str:
-        """``BUPPLE_DEFAULT_ENGINE_DRIVER``, else the first configured real provider, else the mock."""
+        """``BUPPLE_DEFAULT_PROVIDER``, else the first configured provider by priority, else the mock."""
         if self.settings.default_provider:
             return canonical_name(self.settings.default_provider)
-        for name in REAL_PROVIDERS:
-            if self.provider(name).configured:
-                return name
+        for cls in provider_classes():
+            if cls.default_priority is not None and self.provider(cls.name).configured:
+                return cls.name
         return "mock"
 
-    def sql_engine(self) -> Any:
-        """The app's SQLAlchemy engine, looked up once (the lookup needs an app context)."""
+    def sql_engine(self) -> Engine:
+        """The SQLAlchemy engine of the app's Flask-SQLAlchemy, or the engine's own database; looked up once."""
         if self._sql_engine is None:
-            with self.app.app_context():
-                self._sql_engine = self.db.engine
+            if self.db is not None:
+                with self.app.app_context():
+                    self._sql_engine = self.db.engine
+            else:
+                self._sql_engine = create_engine(self.settings.database_uri or instance_sqlite_uri(self.app))
         return self._sql_engine
 
     def memory(self) -> ConversationMemory:
+        """A new conversation memory on this app's database."""
         return ConversationMemory(self.sql_engine(), self.table)
 
     def describe_providers(self) -> list[dict[str, Any]]:
         """Names, default models and whether each is configured: never keys or URLs with secrets."""
-        providers = [self.provider(name) for name in sorted(provider_names(), key=_display_order)]
+        providers = [self.provider(cls.name) for cls in provider_classes()]
         return [
             {"name": p.name, "label": p.label, "default_model": p.model, "configured": p.configured, "mock": p.is_mock}
             for p in providers
         ]
 
 
-def _display_order(name: str) -> tuple[int, str]:
-    return (REAL_PROVIDERS.index(name) if name in REAL_PROVIDERS else len(REAL_PROVIDERS), name)
+def instance_sqlite_uri(app: Flask) -> str:
+    """SQLite in the app's instance folder (made if missing): where memory lives by default."""
+    os.makedirs(app.instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(app.instance_path, "bupple.sqlite3")
 
 
 class BuppleEngine:
-    """Stream chat replies from OpenAI, Claude, Gemini (or the mock) inside a Flask app."""
+    """Stream chat replies from OpenAI, Claude, Gemini (or the offline mock) inside a Flask app.
+
+    ``db`` is the app's Flask-SQLAlchemy instance (found in ``app.extensions`` when not
+    given); without one, memory lives in ``BUPPLE_DATABASE_URI`` (default: SQLite in the
+    app's instance folder). ``http`` replaces the pooled ``requests.Session``.
+    """
 
     def __init__(
         self,
@@ -94,33 +106,38 @@ class BuppleEngine:
         self._db = db
         self._http = http
         self._register_blueprint = register_blueprint
-        self._app: Flask | None = None
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask, *, db: SQLAlchemy | None = None) -> None:
-        settings = load_settings(app.config)
-        db = db or self._db or app.extensions.get("sqlalchemy")
-        if db is None:
-            app.config.setdefault("SQLALCHEMY_DATABASE_URI", "sqlite:///bupple.sqlite3")
-            db = SQLAlchemy()
-            db.init_app(app)
-        http = self._http or create_session(settings.pool_size)
-        app.extensions[EXTENSION_KEY] = EngineState(app, settings, db, http)
-        if self._register_blueprint and app.config.get("BUPPLE_REGISTER_BLUEPRINT", True):
-            from .blueprint import create_blueprint
+        """Set the engine up on ``app``.
 
-            app.register_blueprint(create_blueprint(), url_prefix=settings.url_prefix or None)
-        if self._app is None:
-            self._app = app
+        Every ``BUPPLE_*`` key is ``setdefault``-ed in ``app.config`` (the README lists them)
+        and the built-in providers' settings are checked now, so a bad value fails at start-up.
+        A second call for the same app raises ``RuntimeError``.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError("BuppleEngine is already initialised on this app; call init_app once per app")
+        load_entry_points()
+        apply_defaults(app.config)
+        settings = EngineSettings.from_config(app.config)
+        db = db or self._db or app.extensions.get("sqlalchemy")
+        state = EngineState(app, settings, db, self._http or create_session(settings.pool_size))
+        for cls in provider_classes():
+            state.provider(cls.name)  # resolve (and check) every registered provider's settings now
+        app.extensions[EXTENSION_KEY] = state
+        if self._register_blueprint and settings.register_blueprint:
+            from .blueprint import create_blueprint, register_json_errors
+
+            app.register_blueprint(create_blueprint(self), url_prefix=settings.url_prefix or None)
+            register_json_errors(app, settings.url_prefix)
 
     # -- public API ----------------------------------------------------------------------------
 
     def ai(self, name: str | None = None) -> ChatRequestBuilder:
-        """A request builder for provider ``name`` (default provider when omitted)."""
+        """A request builder for provider ``name`` (the default provider when omitted)."""
         state = self.state
-        provider = state.provider(name)
-        return ChatRequestBuilder(state=state, provider=provider.name)
+        return ChatRequestBuilder(state=state, provider=state.provider(name).name)
 
     def memory(self) -> ConversationMemory:
         """A conversation memory; call ``set_parent("conversation", id)`` before use."""
@@ -131,6 +148,11 @@ class BuppleEngine:
         state = self.state
         state.table.create(state.sql_engine(), checkfirst=True)
 
+    @staticmethod
+    def register_provider(cls: type[Provider], *aliases: str) -> type[Provider]:
+        """Register a provider class; it is configured by ``BUPPLE_ENGINE_<NAME>_*`` like the built-in ones."""
+        return register_provider(cls, *aliases)
+
     @property
     def http(self) -> requests.Session:
         """The pooled session all providers use; mount a transport adapter on it to intercept calls."""
@@ -138,12 +160,18 @@ class BuppleEngine:
 
     @property
     def state(self) -> EngineState:
-        if has_app_context() and EXTENSION_KEY in current_app.extensions:
-            return current_app.extensions[EXTENSION_KEY]
-        if self._app is not None:
-            return self._app.extensions[EXTENSION_KEY]
-        raise RuntimeError("BuppleEngine is not initialised: call init_app(app) or use it inside an app context")
+        """The current app's engine state; ``RuntimeError`` outside an app context or before ``init_app``."""
+        if not has_app_context():
+            raise RuntimeError(
+                "Working outside of application context: use the engine inside a request or "
+                "`with app.app_context():` (BuppleEngine keeps no app of its own)"
+            )
+        state = current_app.extensions.get(EXTENSION_KEY)
+        if state is None:
+            raise RuntimeError("BuppleEngine is not initialised on this app: call engine.init_app(app)")
+        return state  # type: ignore[no-any-return]
 
 
 def get_state(app: Flask | None = None) -> EngineState:
-    return (app or current_app).extensions[EXTENSION_KEY]
+    """The engine state of ``app`` (default: the current app)."""
+    return (app or current_app).extensions[EXTENSION_KEY]  # type: ignore[no-any-return]

@@ -1,9 +1,25 @@
 """One exception hierarchy for everything a stream can hit.
 
-Every error has a stable ``code`` (sent to browsers in error events and JSON
-bodies) and an HTTP ``status`` used when the error is reported before a stream
-starts. Provider-specific bodies are mapped here once, by status, so provider
-modules never grow their own ``if status == ...`` ladders.
+Every error has a stable ``code`` (sent to browsers in error events and JSON bodies), an
+HTTP ``status`` used when it is reported before a stream starts, and ``retry_after``
+(seconds, or None) so that no caller needs a special case. Provider bodies are mapped
+here once, by status or by in-stream type, so provider modules never grow their own
+``if status == ...`` ladders::
+
+    BuppleError (500, bupple_error)
+    +-- InvalidRequestError (400, invalid_request)          the caller's fault
+    |   +-- PayloadTooLargeError (413, payload_too_large)
+    |   +-- UnsupportedMediaTypeError (415, unsupported_media_type)
+    |   +-- UnknownProviderError (400, unknown_provider)
+    |   +-- NotConfiguredError (400, not_configured)
+    +-- ProviderError (502, provider_error)                 the upstream's fault
+        +-- ProviderAuthError (502, provider_auth)
+        +-- BadRequestError (502, bad_request)
+        +-- RateLimitError (429, rate_limited)
+        +-- ProviderUnavailableError (503, provider_unavailable)
+        +-- ProviderDisconnectedError (502, provider_disconnected)
+        +-- EventTooLargeError (502, event_too_large)         one SSE event over the size cap
+        +-- StreamTimeoutError (504, timeout)               kind: connect, idle, total, upstream
 """
 
 from __future__ import annotations
@@ -28,15 +44,21 @@ class BuppleError(Exception):
         provider: str | None = None,
         upstream_status: int | None = None,
         upstream_type: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.provider = provider
         self.upstream_status = upstream_status
         self.upstream_type = upstream_type
+        self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message}
+        """``{"code", "message"}`` and ``retry_after`` when known: the JSON error body."""
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        return data
 
 
 # -- our own input ---------------------------------------------------------------------------
@@ -50,6 +72,8 @@ class InvalidRequestError(BuppleError):
 
 
 class PayloadTooLargeError(InvalidRequestError):
+    """The request body is over ``BUPPLE_MAX_REQUEST_BYTES``."""
+
     code = "payload_too_large"
     status = 413
 
@@ -62,6 +86,8 @@ class UnsupportedMediaTypeError(InvalidRequestError):
 
 
 class UnknownProviderError(InvalidRequestError):
+    """No provider is registered under that name."""
+
     code = "unknown_provider"
 
 
@@ -82,6 +108,8 @@ class ProviderError(BuppleError):
 
 
 class ProviderAuthError(ProviderError):
+    """The provider rejected the server's API key (the message never contains the key)."""
+
     code = "provider_auth"
 
 
@@ -92,18 +120,10 @@ class BadRequestError(ProviderError):
 
 
 class RateLimitError(ProviderError):
+    """The provider asked us to slow down (``retry_after`` says for how long, when it says)."""
+
     code = "rate_limited"
     status = 429
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        if self.retry_after is not None:
-            data["retry_after"] = self.retry_after
-        return data
 
 
 class ProviderUnavailableError(ProviderError):
@@ -190,13 +210,18 @@ def error_from_type(
     return _build(cls, message, provider, None, error_type, retry_after)
 
 
-def _build(cls, message, provider, status, upstream_type, retry_after) -> ProviderError:
+def _build(
+    cls: type[ProviderError],
+    message: str,
+    provider: str,
+    status: int | None,
+    upstream_type: str | None,
+    retry_after: float | None,
+) -> ProviderError:
     kw: dict[str, Any] = {"provider": provider, "upstream_status": status, "upstream_type": upstream_type}
-    if cls is RateLimitError:
-        kw["retry_after"] = retry_after
     if cls is StreamTimeoutError:
-        kw["kind"] = "upstream"
-    return cls(message, **kw)
+        return StreamTimeoutError(message, kind="upstream", retry_after=retry_after, **kw)
+    return cls(message, retry_after=retry_after, **kw)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

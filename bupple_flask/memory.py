@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -34,6 +34,22 @@ from .errors import InvalidRequestError
 from .messages import ROLES
 
 MAX_PARENT_ID = 255
+
+
+def check_parent_id(value: Any, *, what: str = "conversation id") -> str:
+    """``value`` as a stored parent id: 1 to 255 characters, no control characters or lone surrogates.
+
+    Every database can store and query it; anything else is an :class:`InvalidRequestError` (a 400),
+    not a database error later.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidRequestError(f"{what} must be a string or an integer")
+    text = str(value)
+    if not 1 <= len(text) <= MAX_PARENT_ID:
+        raise InvalidRequestError(f"{what} must be 1 to {MAX_PARENT_ID} characters")
+    if not text.isprintable():  # also false for NUL, line breaks and lone surrogates
+        raise InvalidRequestError(f"{what} must not contain control characters or invalid Unicode")
+    return text
 
 
 def memory_table(metadata: MetaData, name: str = "engine_memory") -> Table:
@@ -61,22 +77,23 @@ def memory_table(metadata: MetaData, name: str = "engine_memory") -> Table:
 class ConversationMemory:
     """Messages of one parent (``set_parent("conversation", id)``), oldest first."""
 
-    def __init__(self, engine: Engine, table: Table, *, driver: str | None = None) -> None:
-        self.engine = engine
+    def __init__(self, sql_engine: Engine, table: Table, *, driver: str | None = None) -> None:
+        self.sql_engine = sql_engine
         self.table = table
         self.driver = driver
         self.parent_class: str | None = None
         self.parent_id: str | None = None
 
     def set_parent(self, parent_class: str, parent_id: Any) -> ConversationMemory:
-        parent_id = str(parent_id)
-        if not parent_class or not parent_id or len(parent_id) > MAX_PARENT_ID:
-            raise InvalidRequestError(f"conversation id must be 1 to {MAX_PARENT_ID} characters")
+        """Whose messages these are (the seed's API): ``set_parent("conversation", 42)``."""
+        if not parent_class:
+            raise InvalidRequestError("parent class must not be empty")
         self.parent_class = parent_class
-        self.parent_id = parent_id
+        self.parent_id = check_parent_id(parent_id)
         return self
 
     def set_driver(self, driver: str | None) -> ConversationMemory:
+        """The provider name stored with new messages (the seed calls providers drivers)."""
         self.driver = driver
         return self
 
@@ -96,8 +113,8 @@ class ConversationMemory:
         if role not in ROLES:
             raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
         message_id = str(uuid.uuid4())
-        now = datetime.now(timezone.utc)
-        with self.engine.begin() as connection:
+        now = datetime.now(UTC)
+        with self.sql_engine.begin() as connection:
             connection.execute(
                 insert(self.table).values(
                     parent_class=self.parent_class,
@@ -117,8 +134,8 @@ class ConversationMemory:
     def add_messages(self, messages: Iterable[Mapping[str, str]]) -> list[str]:
         """Store several ``{"role", "content"}`` messages in one transaction, in order."""
         self._require_parent()
-        now = datetime.now(timezone.utc)
-        rows = []
+        now = datetime.now(UTC)
+        rows: list[dict[str, Any]] = []
         for message in messages:
             if message["role"] not in ROLES:
                 raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
@@ -137,23 +154,26 @@ class ConversationMemory:
                 }
             )
         if rows:
-            with self.engine.begin() as connection:
+            with self.sql_engine.begin() as connection:
                 connection.execute(insert(self.table), rows)
         return [row["message_id"] for row in rows]
 
     def add_user_message(self, content: str, metadata: dict[str, Any] | None = None) -> str:
+        """Store a user message; returns its ``message_id``."""
         return self.add_message("user", content, metadata=metadata)
 
     def add_assistant_message(self, content: str, metadata: dict[str, Any] | None = None, **kw: Any) -> str:
+        """Store an assistant message (``driver=`` the provider that wrote it); returns its ``message_id``."""
         return self.add_message("assistant", content, metadata=metadata, **kw)
 
     def add_system_message(self, content: str, metadata: dict[str, Any] | None = None) -> str:
+        """Store a system message; returns its ``message_id``."""
         return self.add_message("system", content, metadata=metadata)
 
     def clear(self) -> int:
         """Delete this parent's messages; returns how many were deleted."""
         self._require_parent()
-        with self.engine.begin() as connection:
+        with self.sql_engine.begin() as connection:
             result = connection.execute(delete(self.table).where(*self._where()))
         return result.rowcount or 0
 
@@ -168,7 +188,7 @@ class ConversationMemory:
         t = self.table
         query = select(t.c.role, t.c.content).where(*self._where())
         query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
-        with self.engine.connect() as connection:
+        with self.sql_engine.connect() as connection:
             messages = [{"role": role, "content": content} for role, content in connection.execute(query)]
         if limit is not None:
             messages.reverse()
@@ -181,11 +201,8 @@ class ConversationMemory:
         query = select(
             t.c.message_id, t.c.role, t.c.content, t.c.type, t.c["metadata"], t.c.driver, t.c.created_at
         ).where(*self._where())
-        if limit is not None:
-            query = query.order_by(t.c.id.desc()).limit(limit)
-        else:
-            query = query.order_by(t.c.id)
-        with self.engine.connect() as connection:
+        query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
+        with self.sql_engine.connect() as connection:
             rows = [dict(row._mapping) for row in connection.execute(query)]
         if limit is not None:
             rows.reverse()
@@ -195,8 +212,9 @@ class ConversationMemory:
         return rows
 
     def count(self) -> int:
+        """How many messages this parent has."""
         self._require_parent()
-        with self.engine.connect() as connection:
+        with self.sql_engine.connect() as connection:
             return connection.execute(select(func.count()).select_from(self.table).where(*self._where())).scalar_one()
 
     def _where(self) -> tuple[Any, ...]:

@@ -13,7 +13,7 @@ ROLE_ALIASES = {"developer": "system", "model": "assistant"}
 MAX_MESSAGES = 1000
 
 
-class Messages(tuple):
+class Messages(tuple[dict[str, str], ...]):
     """A tuple of messages already validated and in canonical roles: not checked again."""
 
 
@@ -43,6 +43,8 @@ def normalize_messages(messages: Any) -> Messages:
         content = message.get("content")
         if not isinstance(content, str):
             raise InvalidRequestError(f"messages[{index}].content must be a string")
+        if not _encodable(content):
+            raise InvalidRequestError(f"messages[{index}].content is not valid Unicode (a lone surrogate)")
         has_user = has_user or role == "user"
         result.append({"role": role, "content": content})
     if not has_user:
@@ -50,7 +52,16 @@ def normalize_messages(messages: Any) -> Messages:
     return Messages(result)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_temperature(value: Any, allowed: tuple[float, float], provider: str) -> float | None:
+    """``value`` as a float within the provider's range (None stays None)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -62,6 +73,7 @@ def validate_temperature(value: Any, allowed: tuple[float, float], provider: str
 
 
 def validate_max_tokens(value: Any) -> int | None:
+    """``value`` as a positive integer (None stays None)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:

@@ -60,7 +60,9 @@ class SSEDecoder:
     usable after that.
     """
 
-    __slots__ = ("_data", "_event", "_last_id", "_max", "_partial", "_parts", "_pending_cr", "_retry", "_size", "_stray")
+    __slots__ = (
+        "_data", "_event", "_last_id", "_max", "_partial", "_parts", "_pending_cr", "_retry", "_size", "_stray",
+    )  # fmt: skip
 
     def __init__(self, *, max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> None:
         if max_event_bytes is not None and max_event_bytes < 0:
@@ -121,26 +123,33 @@ class SSEDecoder:
             else:
                 line = chunk[start:end]
             start = nxt
-            # The two lines of almost every event, "data: ..." and "", are handled inline.
-            if not line:
-                if self._data or self._stray:
-                    events.append(self._build())
-                else:
-                    self._reset()
-            elif line[:5] == b"data:":
-                value = line[6:] if line[5:6] == b" " else line[5:]
-                self._size += len(value)
-                if self._size > limit:
-                    self._too_large()
-                self._data.append(value.decode("utf-8", "replace"))
-            else:
-                self._line(line)
+            self._take(line, events)
         if start < length:
-            self._partial += length - start
-            if self._partial > limit:
-                self._too_large()
-            parts.append(bytes(chunk[start:] if start else chunk))  # a copy only if not bytes
+            self._keep(chunk, start)
         return events
+
+    def _take(self, line: bytes, events: list[ServerSentEvent]) -> None:
+        """One complete line; the two lines of almost every event, "data: ..." and "", are handled here."""
+        if not line:
+            if self._data or self._stray:
+                events.append(self._build())
+            else:
+                self._reset()
+        elif line[:5] == b"data:":
+            value = line[6:] if line[5:6] == b" " else line[5:]
+            self._size += len(value)
+            if self._size > self._max:
+                self._too_large()
+            self._data.append(value.decode("utf-8", "replace"))
+        else:
+            self._line(line)
+
+    def _keep(self, chunk: bytes, start: int) -> None:
+        """Buffer the unterminated end of ``chunk`` (from ``start``) until its line ends."""
+        self._partial += len(chunk) - start
+        if self._partial > self._max:
+            self._too_large()
+        self._parts.append(bytes(chunk[start:] if start else chunk))  # a copy only if not bytes
 
     def flush(self) -> list[ServerSentEvent]:
         """End of stream: an unterminated last line counts; an unterminated event is still returned.
@@ -260,7 +269,7 @@ def encode_event(
 
 def encode_comment(text: str = "ping") -> bytes:
     """A comment line: ignored by clients, keeps proxies and idle timers from closing the stream."""
-    return f": {_single_line(text)}\n\n".encode("utf-8")
+    return f": {_single_line(text)}\n\n".encode()
 
 
 def _single_line(value: str) -> str:

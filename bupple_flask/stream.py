@@ -1,63 +1,83 @@
 """``ChatStream``: what ``builder.stream(messages)`` returns.
 
-Iterating yields ``{"content", "role": "assistant", "done": False, "tokens"}`` chunks and
-then exactly one final chunk with ``done: True``, ``finish_reason``, ``usage``,
-``provider`` and ``model``. Leaving the loop early, an exception or ``close()`` closes
-the upstream response at once, so no more tokens are generated for nobody.
-``ticks(seconds)`` iterates the same chunks with a None whenever ``seconds`` pass
-without one: the relay's cue for a heartbeat.
+Iterating yields text chunks and then exactly one final chunk (:mod:`bupple_flask.chunks`).
+Leaving the loop early, an exception or ``close()`` closes the upstream response at once,
+so no more tokens are generated for nobody. ``ticks(seconds)`` iterates the same chunks
+with :data:`~bupple_flask.chunks.TICK` whenever ``seconds`` pass without one: the relay's
+cue for a heartbeat. The stream's :class:`Deadline` is the one owner of the total duration.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import cast
 
+from .chunks import TICK, Chunk, Ending, FinalChunk, Tick, Usage, final_chunk, text_chunk
 from .errors import ProviderDisconnectedError, StreamTimeoutError
 from .providers.base import Upstream
 
-ROLE = "assistant"
+
+class Deadline:
+    """The total duration a stream may take, and the one error that says it was reached."""
+
+    __slots__ = ("at", "provider", "seconds")
+
+    def __init__(self, seconds: float, provider: str | None = None) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.provider = provider
+
+    def remaining(self) -> float:
+        """Seconds left (negative once passed)."""
+        return self.at - time.monotonic()
+
+    def check(self) -> None:
+        """Raise the total-duration :class:`StreamTimeoutError` once the deadline has passed."""
+        if time.monotonic() >= self.at:
+            raise StreamTimeoutError(
+                f"The reply took longer than {self.seconds:g}s and was stopped", kind="total", provider=self.provider
+            )
 
 
 class ChatStream:
-    def __init__(self, upstream: Upstream, *, provider: str, max_duration: float, mock: bool = False) -> None:
+    """An open reply: iterate for chunks; ``content``, ``usage``, ``finish_reason`` and ``model`` as it goes."""
+
+    def __init__(self, upstream: Upstream, *, provider: str, deadline: Deadline, mock: bool = False) -> None:
         self.upstream = upstream
         self.provider = provider
         self.mock = mock
-        self.max_duration = max_duration
-        self.deadline = time.monotonic() + max_duration
+        self.deadline = deadline
         self.parts: list[str] = []
-        self.ending: str | None = None  # "complete", "interrupted" or "error" once it ended
+        self.ending: Ending | None = None  # set once it ended
         self.error: Exception | None = None
-        self._chunks: Iterator[dict[str, Any] | None] | None = None
+        self._chunks: Iterator[Chunk | FinalChunk | Tick] | None = None
 
     # -- iteration -----------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Chunk | FinalChunk]:
         # A fresh wrapper per loop: when a ``for`` loop breaks or raises, the loop drops
         # the wrapper, its ``finally`` runs at once and the upstream closes (no waiting for GC).
-        return self._iterate(self._source(lambda: iter(self.upstream)))  # type: ignore[return-value]  # no None
+        return cast(Iterator[Chunk | FinalChunk], self._iterate(self._source(lambda: iter(self.upstream))))
 
-    def ticks(self, wake_every: float, until: float | None = None) -> Iterator[dict[str, Any] | None]:
-        """The chunks, and None whenever ``wake_every`` seconds pass without one or ``until`` (monotonic) comes."""
-        deadline = self.deadline if until is None else until
-        return self._iterate(self._source(lambda: self.upstream.ticks(wake_every, deadline)))
+    def ticks(self, wake_every: float) -> Iterator[Chunk | FinalChunk | Tick]:
+        """The chunks, and :data:`TICK` whenever ``wake_every`` seconds pass without one; stops at the deadline."""
+        return self._iterate(self._source(lambda: self.upstream.ticks(wake_every, self.deadline.at)))
 
-    def _source(self, texts: Callable[[], Iterator[str | None]]) -> Iterator[dict[str, Any] | None]:
+    def _source(self, texts: Callable[[], Iterator[str | Tick]]) -> Iterator[Chunk | FinalChunk | Tick]:
         if self._chunks is None:  # the first reader decides how the upstream is read
             self._chunks = self._generate(texts())
         return self._chunks
 
-    def _iterate(self, chunks: Iterator[dict[str, Any] | None]) -> Iterator[dict[str, Any] | None]:
+    def _iterate(self, chunks: Iterator[Chunk | FinalChunk | Tick]) -> Iterator[Chunk | FinalChunk | Tick]:
         try:
             yield from chunks
         finally:
             if self.ending is None:
                 self.close()
 
-    def __next__(self) -> dict[str, Any]:
-        return next(self._source(lambda: iter(self.upstream)))  # type: ignore[return-value]
+    def __next__(self) -> Chunk | FinalChunk:
+        return cast(Chunk | FinalChunk, next(self._source(lambda: iter(self.upstream))))
 
     def __enter__(self) -> ChatStream:
         return self
@@ -65,20 +85,19 @@ class ChatStream:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _generate(self, texts: Iterator[str | None]) -> Iterator[dict[str, Any] | None]:
+    def _generate(self, texts: Iterator[str | Tick]) -> Iterator[Chunk | FinalChunk | Tick]:
         state = self.upstream.state
         parts = self.parts
+        deadline = self.deadline
         try:
             for text in texts:
-                if text is None:
-                    yield None
+                deadline.check()
+                if text is TICK:
+                    yield TICK
                     continue
-                if time.monotonic() > self.deadline:
-                    raise StreamTimeoutError(
-                        f"The reply took longer than {self.max_duration:g}s", kind="total", provider=self.provider
-                    )
+                text = cast(str, text)
                 parts.append(text)
-                yield {"content": text, "role": ROLE, "done": False, "tokens": state.tokens_so_far}
+                yield text_chunk(text, state.tokens_so_far)
             if self.ending == "interrupted":
                 return
             if not state.finished:
@@ -106,29 +125,24 @@ class ChatStream:
 
     @property
     def finish_reason(self) -> str | None:
+        """The provider's reason for stopping (``stop``, ``end_turn``, ``length`` ...), once known."""
         return self.upstream.state.finish_reason
 
     @property
-    def usage(self) -> dict[str, int | None]:
+    def usage(self) -> Usage:
+        """Input and output tokens as far as known."""
         return self.upstream.state.usage()
 
     @property
     def model(self) -> str:
+        """The model that answers (the provider's exact name once it said it)."""
         return self.upstream.state.model
 
-    def final_chunk(self) -> dict[str, Any]:
-        chunk = {
-            "content": "",
-            "role": ROLE,
-            "done": True,
-            "finish_reason": self.finish_reason,
-            "usage": self.usage,
-            "provider": self.provider,
-            "model": self.model,
-        }
-        if self.mock:
-            chunk["mock"] = True
-        return chunk
+    def final_chunk(self) -> FinalChunk:
+        """The chunk that ends a complete reply."""
+        return final_chunk(
+            finish_reason=self.finish_reason, usage=self.usage, provider=self.provider, model=self.model, mock=self.mock
+        )
 
     def close(self) -> None:
         """Stop now: close the upstream connection (idempotent, safe from another greenlet)."""
@@ -138,6 +152,6 @@ class ChatStream:
         if self._chunks is None:
             return
         try:
-            self._chunks.close()
+            self._chunks.close()  # type: ignore[attr-defined]  # a generator
         except ValueError:
             pass  # running in another greenlet: closing the upstream above ends it there

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
-import urllib.request
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -21,13 +19,15 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
+from .config import ca_bundle, environment_has_proxies_or_netrc
 from .errors import (
     ProviderDisconnectedError,
     ProviderUnavailableError,
     StreamTimeoutError,
 )
+from .version import __version__
 
-USER_AGENT = "bupple-flask/0.1"
+USER_AGENT = f"bupple-flask/{__version__}"
 
 
 class _PoolFullFilter(logging.Filter):
@@ -52,19 +52,12 @@ def create_session(pool_size: int) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-    if not _environment_has_proxies_or_netrc():
+    if not environment_has_proxies_or_netrc():
         # requests re-reads every environment variable (proxies) and ~/.netrc on each request;
         # with neither in use, read the CA bundle setting once and skip that per-stream cost.
         session.trust_env = False
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session.verify = ca_bundle()
     return session
-
-
-def _environment_has_proxies_or_netrc() -> bool:
-    if urllib.request.getproxies():
-        return True
-    candidates = [os.environ.get("NETRC"), os.path.expanduser("~/.netrc"), os.path.expanduser("~/_netrc")]
-    return any(path and os.path.exists(path) for path in candidates)
 
 
 def post_stream(
@@ -94,7 +87,8 @@ def post_stream(
         )
     except (requests.exceptions.ConnectTimeout, ConnectTimeoutError) as exc:
         if isinstance(exc, NewConnectionError):  # urllib3 files "refused" under connect errors too
-            raise ProviderUnavailableError(f"Could not connect to {provider}: {_reason(exc)}", provider=provider) from exc
+            message = f"Could not connect to {provider}: {_reason(exc)}"
+            raise ProviderUnavailableError(message, provider=provider) from exc
         raise StreamTimeoutError(
             f"Timed out connecting to {provider} after {connect_timeout:g}s", kind="connect", provider=provider
         ) from exc
@@ -122,7 +116,7 @@ def _direct_pool(session: requests.Session, url: str) -> Any:
     target = requests.PreparedRequest()
     target.url = url
     pool = adapter.get_connection_with_tls_context(target, session.verify)
-    adapter.cert_verify(pool, url, session.verify, None)
+    adapter.cert_verify(pool, url, session.verify, None)  # type: ignore[no-untyped-call]
     return pool
 
 

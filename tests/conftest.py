@@ -29,6 +29,18 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture
+def provider_registry() -> Iterator[None]:
+    """Providers a test registers are unregistered after it."""
+    from bupple_flask.providers import provider_classes, unregister_provider
+
+    before = {cls.name for cls in provider_classes()}
+    yield
+    for cls in provider_classes():
+        if cls.name not in before:
+            unregister_provider(cls.name)
+
+
 # -- fake providers (one server each per session, reset for every test) ---------------------------
 
 

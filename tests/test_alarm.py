@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent(
     """
     from gevent import monkey; monkey.patch_all()
     import socket, time, gevent
-    from bupple_flask.concurrency import Alarm, AlarmExpired
+    from bupple_flask.socket_reader import Alarm, AlarmExpired
 
     a, b = socket.socketpair()
     alarm = Alarm()

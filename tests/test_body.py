@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from bupple_flask.body import ChunkedDecoder, FramingError, take_over
+from bupple_flask.chunked import ChunkedDecoder, FramingError
+from bupple_flask.socket_reader import take_over
 from bupple_flask.errors import ProviderDisconnectedError
 from bupple_flask.transport import create_session
 

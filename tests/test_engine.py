@@ -8,6 +8,7 @@ import time
 import pytest
 
 from bupple_flask import (
+    TICK,
     BadRequestError,
     BuppleEngine,
     NotConfiguredError,
@@ -37,9 +38,7 @@ def engine(app):
 
 
 def _engine(app) -> BuppleEngine:
-    engine = BuppleEngine()
-    engine._app = app  # the standalone app already initialised one; reuse its state
-    return engine
+    return BuppleEngine()  # the standalone app initialised the state; any engine object finds it in the context
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
@@ -329,15 +328,15 @@ def test_a_mounted_transport_adapter_is_used_with_heartbeat_ticks(engine) -> Non
     try:
         for item in engine.ai("openai").stream([{"role": "user", "content": "Hi"}]).ticks(0.1):
             items.append(item)
-            if items.count(None) == 3:
+            if items.count(TICK) == 3:
                 resume.set()
     finally:
         resume.set()
         engine.http.mount("http://", original)
-    texts = [i["content"] for i in items if i is not None and not i["done"]]
+    texts = [i["content"] for i in items if i is not TICK and not i["done"]]
     assert texts == ["Hi", " there"]
     assert items[-1]["done"] and items[-1]["finish_reason"] == "stop"
-    assert items.count(None) >= 3  # the pause came through as ticks
+    assert items.count(TICK) >= 3  # the pause came through as ticks
 
 
 def test_the_session_headers_and_hooks_a_user_set_are_honoured(engine, fake_openai) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import provider_config
+from tests.conftest import KEY, provider_config
 from tests.fakes import Script
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -103,6 +103,18 @@ def test_custom_route(readme_app, fake_anthropic) -> None:
     assert list(iter_sse([response.get_data()]))[-1].event == "error"
 
 
+def test_custom_provider(readme_app, make_app, fake_openai, monkeypatch, provider_registry) -> None:
+    run(readme_app, "custom-provider")
+    monkeypatch.setenv("BUPPLE_ENGINE_GATEWAY_API_KEY", KEY)
+    monkeypatch.setenv("BUPPLE_ENGINE_GATEWAY_BASE_URL", fake_openai.base_url)
+    fake_openai.script = Script(chunks=["via ", "gateway"])
+    client = make_app().test_client()
+    body = client.post("/api/stream", json={"message": "hi", "provider": "gateway"}).get_data(as_text=True)
+    assert '"content":"gateway"' in body and '"provider":"gateway"' in body
+    (request,) = fake_openai.requests
+    assert request.json["model"] == "gateway-default" and request.headers["authorization"] == f"Bearer {KEY}"
+
+
 def test_curl_examples_against_the_real_server(start_server, fake_openai) -> None:
     fake_openai.script = Script(chunks=["Snow ", "melts"])
     server = start_server()
@@ -121,5 +133,6 @@ def test_curl_examples_against_the_real_server(start_server, fake_openai) -> Non
 
 def test_all_marked_examples_are_covered() -> None:
     covered = {"app-setup", "basic-streaming", "each-provider", "error-handling", "memory", "custom-route",
+               "custom-provider",
                "curl-stream", "curl-history"} | TESTED_ELSEWHERE
     assert set(readme_blocks()) == covered

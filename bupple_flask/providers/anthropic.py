@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..sse import ServerSentEvent
-from .base import ChatCall, HttpProvider, StreamState, register_provider
+from .base import ChatCall, StreamState
+from .http import HttpProvider
+from .registry import register_provider
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
 
 
 class AnthropicProvider(HttpProvider):
+    """Anthropic's Messages stream (``claude``, alias ``anthropic``)."""
+
     name = "claude"
     label = "Anthropic"
     default_model = "claude-sonnet-4-5"
     default_base_url = "https://api.anthropic.com"
     temperature_range = (0.0, 1.0)
+    default_priority = 20
+    env_fallbacks = {
+        "API_KEY": ("ANTHROPIC_API_KEY", "CLAUDE_API_KEY"),
+        "BASE_URL": ("ANTHROPIC_BASE_URL",),
+        "MODEL": ("CLAUDE_MODEL", "ANTHROPIC_MODEL"),
+    }
 
     def build_request(self, call: ChatCall) -> tuple[str, dict[str, str], dict[str, Any]]:
         headers = {"x-api-key": self.settings.api_key or "", "anthropic-version": API_VERSION}
@@ -59,7 +70,7 @@ class AnthropicProvider(HttpProvider):
         return None  # ping, content_block_start/stop and future event types
 
 
-def _alternating(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def _alternating(messages: list[Mapping[str, str]]) -> list[dict[str, str]]:
     """Merge consecutive turns of the same role, which the Messages API rejects or merges."""
     merged: list[dict[str, str]] = []
     for message in messages:

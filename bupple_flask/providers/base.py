@@ -1,17 +1,14 @@
-"""What a provider is, the registry that names them, and the HTTP streaming loop they share.
+"""What a provider is: the request it gets (:class:`ChatCall`), what it learns while streaming
+(:class:`StreamState`), the open stream it returns (:class:`Upstream`), and its settings.
 
-A provider only knows its wire format: how to build the request, how to read one
-decoded SSE event, how to read an error body. Opening, timeouts, closing and the
-"did the stream really finish?" check live here, once.
+A provider is one class in one file: its name, label, default model and base URL, the
+environment names it also answers to, and its wire format. ``BUPPLE_ENGINE_<NAME>_*``
+configures any provider, built-in or registered from outside the package.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import random
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,25 +16,10 @@ from typing import Any, ClassVar
 
 import requests
 
-from ..body import SocketBody, take_over
-from ..concurrency import ticking
+from ..chunks import Tick, Usage
 from ..config import ProviderSettings
-from ..errors import (
-    NotConfiguredError,
-    ProviderAuthError,
-    ProviderError,
-    ProviderUnavailableError,
-    RateLimitError,
-    StreamTimeoutError,
-    UnknownProviderError,
-    error_from_status,
-    error_from_type,
-    parse_retry_after,
-)
-from ..sse import ServerSentEvent, SSEDecoder, iter_sse
-from ..transport import hard_close, idle_timeout_error, iter_body, post_stream, read_error_body
-
-log = logging.getLogger("bupple_flask")
+from ..errors import NotConfiguredError
+from ..green import ticking
 
 
 @dataclass(frozen=True)
@@ -68,9 +50,11 @@ class StreamState:
 
     @property
     def tokens_so_far(self) -> int:
+        """The provider's output count when it sent one, else the number of text deltas."""
         return self.output_tokens if self.output_tokens is not None else self.deltas
 
-    def usage(self) -> dict[str, int | None]:
+    def usage(self) -> Usage:
+        """Token counts; output falls back to the number of deltas when the provider sent none."""
         return {"input_tokens": self.input_tokens, "output_tokens": self.tokens_so_far}
 
 
@@ -80,27 +64,39 @@ class Upstream(ABC):
     state: StreamState
 
     @abstractmethod
-    def __iter__(self) -> Iterator[str]: ...
+    def __iter__(self) -> Iterator[str]:
+        """The text deltas, blocking until each arrives."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the connection now; safe to call twice and from another greenlet."""
 
-    def ticks(self, wake_every: float, until: float = math.inf) -> Iterator[str | None]:
-        """The deltas, and None whenever ``wake_every`` seconds pass without one or ``until`` comes.
+    def ticks(self, wake_every: float, until: float = math.inf) -> Iterator[str | Tick]:
+        """The deltas, and :data:`~bupple_flask.chunks.TICK` whenever ``wake_every`` seconds pass
+        without one or ``until`` (monotonic) comes.
 
-        The relay sends a heartbeat (or stops at the deadline) on None. This default reads
-        ``iter(self)`` in the background; :class:`HttpUpstream` waits on its socket instead.
+        The relay sends a heartbeat (or stops at the deadline) on a tick. This default reads
+        ``iter(self)`` in the background; HTTP upstreams wait on their socket instead.
         """
         return ticking(iter(self), wake_every, until)
 
 
 class Provider(ABC):
+    """A chat provider: subclass it (or :class:`~bupple_flask.providers.http.HttpProvider`) and register it."""
+
     name: ClassVar[str]
+    """Lower-case name used in ``engine.ai(name)``, requests and ``BUPPLE_ENGINE_<NAME>_*`` settings."""
     label: ClassVar[str]
     default_model: ClassVar[str]
     default_base_url: ClassVar[str | None] = None
     temperature_range: ClassVar[tuple[float, float]] = (0.0, 2.0)
     is_mock: ClassVar[bool] = False
+    default_priority: ClassVar[int | None] = None
+    """Where it stands when the engine picks a default provider (lowest first); None: never picked."""
+    env_fallbacks: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Other names a setting is read from, by suffix: ``{"API_KEY": ("OPENAI_API_KEY",)}``."""
+    extra_settings: ClassVar[Mapping[str, Any]] = {}
+    """Settings beyond key, URL, model, temperature and max_tokens, by suffix, with defaults (in ``settings.extra``)."""
 
     def __init__(self, settings: ProviderSettings, http: requests.Session) -> None:
         self.settings = settings
@@ -108,268 +104,26 @@ class Provider(ABC):
 
     @property
     def configured(self) -> bool:
+        """Whether it can be used: an API key is set (a local server may need only a base URL)."""
         return bool(self.settings.api_key)
 
     @property
     def model(self) -> str:
+        """The model used when a request names none."""
         return self.settings.model or self.default_model
 
     @property
     def base_url(self) -> str:
+        """The configured base URL, else the provider's own, without a trailing slash."""
         return (self.settings.base_url or self.default_base_url or "").rstrip("/")
 
     def require_configured(self) -> None:
+        """Raise :class:`NotConfiguredError` (a 400 before any stream starts) when it cannot be used."""
         if not self.configured:
-            raise NotConfiguredError(f"The {self.name} provider has no API key configured", provider=self.name)
+            raise NotConfiguredError(
+                f"The {self.name} provider has no API key configured on the server", provider=self.name
+            )
 
     @abstractmethod
     def open(self, call: ChatCall) -> Upstream:
         """Start the request; raise a typed error if it fails before the first byte of the stream."""
-
-
-class HttpProvider(Provider):
-    """A provider spoken to over HTTP + SSE; subclasses describe the wire format only."""
-
-    @abstractmethod
-    def build_request(self, call: ChatCall) -> tuple[str, dict[str, str], dict[str, Any]]:
-        """Return ``(url, headers, json_body)``."""
-
-    @abstractmethod
-    def handle_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
-        """Read one event: update ``state``, return a text delta, or raise a typed error."""
-
-    def open(self, call: ChatCall) -> Upstream:
-        """Open the stream, retrying what failed before any token was generated (so nothing is paid twice)."""
-        self.require_configured()
-        attempt = 0
-        while True:
-            try:
-                return self._open_once(call)
-            except (RateLimitError, ProviderUnavailableError, StreamTimeoutError) as exc:
-                delay = retry_delay(exc, attempt, call.retry_max_wait)
-                if attempt >= call.max_retries or delay is None:
-                    raise
-                log.warning("%s: %s; retry %d/%d in %.1fs", self.name, exc.code, attempt + 1, call.max_retries, delay)
-                time.sleep(delay)
-                attempt += 1
-
-    def _open_once(self, call: ChatCall) -> Upstream:
-        url, headers, body = self.build_request(call)
-        response = post_stream(
-            self.http,
-            url,
-            headers=headers,
-            body=body,
-            connect_timeout=call.connect_timeout,
-            idle_timeout=call.idle_timeout,
-            provider=self.name,
-        )
-        if response.status_code != 200:
-            try:
-                raise self.error_from_response(response.status_code, response.headers, read_error_body(response))
-            finally:
-                response.close()
-        return HttpUpstream(self, response, call)
-
-    def error_from_response(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-        """Map an HTTP error response (status + provider JSON body) to a typed error."""
-        if status in (401, 403):
-            return ProviderAuthError(self.auth_message(), provider=self.name, upstream_status=status)
-        return self.status_error(status, body, parse_retry_after(headers))
-
-    def status_error(self, status: int, body: bytes, retry_after: float | None) -> ProviderError:
-        message, error_type = extract_error(body)
-        return error_from_status(
-            status,
-            f"{self.label}: {message or f'HTTP {status}'}",
-            provider=self.name,
-            upstream_type=error_type,
-            retry_after=retry_after,
-        )
-
-    def decode(self, event: ServerSentEvent) -> Any:
-        """The event's JSON; a malformed event is the provider's error, not a crash."""
-        try:
-            return json.loads(event.data)
-        except ValueError as exc:
-            raise ProviderError(f"{self.label} sent a malformed event", provider=self.name) from exc
-
-    def auth_message(self) -> str:
-        return f"{self.label} rejected the API key configured on the server"
-
-    def stray_error(self, event: ServerSentEvent) -> ProviderError | None:
-        """A JSON error object that arrived outside any ``data:`` line (Gemini, Ollama native)."""
-        try:
-            payload = json.loads(event.stray)
-        except ValueError:
-            return None
-        if isinstance(payload, dict) and payload.get("error"):
-            return self.in_stream_error(payload)
-        return None
-
-    def in_stream_error(self, payload: Mapping[str, Any]) -> ProviderError:
-        """An error reported inside an HTTP 200 stream."""
-        error = payload.get("error")
-        if isinstance(error, Mapping):
-            message = str(error.get("message") or "unknown error")
-            code = error.get("code")
-            if isinstance(code, int) and code >= 400:
-                return error_from_status(code, f"{self.label}: {message}", provider=self.name)
-            return error_from_type(error.get("type") or error.get("status"), f"{self.label}: {message}", provider=self.name)
-        return ProviderError(f"{self.label}: {error}", provider=self.name)
-
-
-class HttpUpstream(Upstream):
-    """The shared read loop: bytes → SSE events → provider deltas, closed exactly once."""
-
-    def __init__(self, provider: HttpProvider, response: requests.Response, call: ChatCall) -> None:
-        self.provider = provider
-        self.response = response
-        self.call = call
-        self.state = StreamState(model=call.model)
-        self.closed = False
-        self.body: SocketBody | None = take_over(response, provider.name)
-
-    def __iter__(self) -> Iterator[str]:
-        for text in self.ticks(math.inf):
-            if text is not None:
-                yield text
-
-    def ticks(self, wake_every: float, until: float = math.inf) -> Iterator[str | None]:
-        texts = self._read_socket(wake_every, until) if self.body else ticking(self._read_requests(), wake_every, until)
-        try:
-            yield from texts
-        except ProviderError:
-            if self.closed:
-                return  # we closed it ourselves (client left, deadline): not an upstream failure
-            raise
-        except (OSError, AttributeError, ValueError):
-            if self.closed:
-                return
-            raise
-        finally:
-            self.close()
-
-    def _read_socket(self, wake_every: float, until: float) -> Iterator[str | None]:
-        """One wait per read: for bytes, the next tick or the idle timeout, whichever comes first."""
-        body, decoder, text_of = self.body, SSEDecoder(), self._text
-        assert body is not None
-        idle = self.call.idle_timeout
-        now = last_byte = time.monotonic()
-        tick_at = min(now + wake_every, until)
-        while not body.complete:
-            wait = min(tick_at, last_byte + idle) - now
-            data = body.read(wait) if wait > 0 else b""
-            now = time.monotonic()
-            if data:
-                last_byte = now
-                for event in decoder.feed(data):
-                    text = text_of(event)
-                    if text:
-                        yield text
-                        now = time.monotonic()
-                        tick_at = min(now + wake_every, until)
-            elif self.closed:
-                return
-            elif body.complete:
-                break
-            elif now >= tick_at:
-                yield None
-                now = time.monotonic()
-                tick_at = min(now + wake_every, until)
-            elif now - last_byte >= idle:
-                raise idle_timeout_error(self.provider.name, idle)
-        for event in decoder.flush():
-            text = text_of(event)
-            if text:
-                yield text
-
-    def _read_requests(self) -> Iterator[str]:
-        """Through ``requests`` (a mounted transport adapter, a compressed body): blocking reads."""
-        chunks = iter_body(self.response, idle_timeout=self.call.idle_timeout, provider=self.provider.name)
-        for event in iter_sse(chunks):
-            text = self._text(event)
-            if text:
-                yield text
-
-    def _text(self, event: ServerSentEvent) -> str | None:
-        if event.stray:
-            error = self.provider.stray_error(event)
-            if error is not None:
-                raise error
-            if not event.data:
-                return None
-        text = self.provider.handle_event(event, self.state)
-        if text:
-            self.state.deltas += 1
-        return text
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            if self.body is not None:
-                self.body.close()
-            hard_close(self.response)
-
-
-def retry_delay(exc: ProviderError, attempt: int, max_wait: float) -> float | None:
-    """Seconds to wait before retrying ``exc``, or None when it must not be retried.
-
-    An idle timeout while waiting for headers is not retried: the provider may already be
-    generating (and billing) that reply. A ``retry_after`` longer than ``max_wait`` is
-    reported to the user instead of being slept through.
-    """
-    if isinstance(exc, StreamTimeoutError) and exc.kind != "connect":
-        return None
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        return retry_after if retry_after <= max_wait else None
-    return min(0.5 * 2**attempt, 8.0) * random.uniform(0.75, 1.0)
-
-
-def extract_error(body: bytes) -> tuple[str | None, str | None]:
-    """``(message, type)`` from the error envelopes of OpenAI, Anthropic, Gemini, vLLM and Ollama."""
-    try:
-        payload = json.loads(body.decode("utf-8", "replace"))
-    except ValueError:
-        text = body.decode("utf-8", "replace").strip()
-        return (text[:300] or None), None
-    if not isinstance(payload, dict):
-        return None, None
-    error = payload.get("error", payload)
-    if isinstance(error, str):
-        return error, None
-    if isinstance(error, dict):
-        return error.get("message"), error.get("type") or error.get("status")
-    return None, None
-
-
-# -- registry -----------------------------------------------------------------------------------
-
-_REGISTRY: dict[str, type[Provider]] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def register_provider(cls: type[Provider], *aliases: str) -> type[Provider]:
-    """Make a provider class available by its ``name`` (and aliases) to ``engine.ai(name)``."""
-    _REGISTRY[cls.name] = cls
-    for alias in aliases:
-        _ALIASES[alias] = cls.name
-    return cls
-
-
-def canonical_name(name: str) -> str:
-    name = name.strip().lower()
-    name = _ALIASES.get(name, name)
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UnknownProviderError(f"Unknown provider {name!r} (known: {known})")
-    return name
-
-
-def provider_class(name: str) -> type[Provider]:
-    return _REGISTRY[canonical_name(name)]
-
-
-def provider_names() -> list[str]:
-    return list(_REGISTRY)

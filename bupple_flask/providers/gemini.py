@@ -9,16 +9,26 @@ from urllib.parse import quote
 
 from ..errors import ProviderAuthError, ProviderError, parse_duration
 from ..sse import ServerSentEvent
-from .base import ChatCall, HttpProvider, StreamState, register_provider
+from .base import ChatCall, StreamState
+from .http import HttpProvider
+from .registry import register_provider
 
 _ROLE = {"user": "user", "assistant": "model"}
 
 
 class GeminiProvider(HttpProvider):
+    """Google's ``streamGenerateContent`` with ``alt=sse``."""
+
     name = "gemini"
     label = "Gemini"
     default_model = "gemini-2.5-flash"
     default_base_url = "https://generativelanguage.googleapis.com"
+    default_priority = 30
+    env_fallbacks = {
+        "API_KEY": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        "BASE_URL": ("GEMINI_BASE_URL",),
+        "MODEL": ("GEMINI_MODEL",),
+    }
 
     def build_request(self, call: ChatCall) -> tuple[str, dict[str, str], dict[str, Any]]:
         model = call.model.removeprefix("models/")

@@ -10,27 +10,35 @@ import re
 import time
 from collections.abc import Iterator
 
-from .base import ChatCall, Provider, StreamState, Upstream, register_provider
+from .base import ChatCall, Provider, StreamState, Upstream
+from .registry import register_provider
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 
 
 class MockProvider(Provider):
+    """Words of a fixed reply, one every ``BUPPLE_ENGINE_MOCK_DELAY`` seconds."""
+
     name = "mock"
     label = "Mock (offline)"
     default_model = "mock-1"
     is_mock = True
+    extra_settings = {"DELAY": 0.05}
+    env_fallbacks = {"DELAY": ("BUPPLE_MOCK_DELAY",)}
 
     @property
     def configured(self) -> bool:
+        """Always usable: it needs nothing."""
         return True
 
     def open(self, call: ChatCall) -> Upstream:
-        delay = self.settings.stream_delay if self.settings.stream_delay is not None else 0.05
+        """Start the reply (no network)."""
+        delay = float(self.settings.extra.get("delay", 0.05))
         return MockUpstream(reply_for(call), call, delay)
 
 
 def reply_for(call: ChatCall) -> str:
+    """The mock's reply: says it is the mock and echoes the question."""
     last_user = next((m["content"] for m in reversed(call.messages) if m["role"] == "user"), "")
     quoted = last_user.strip().replace("\n", " ")
     if len(quoted) > 200:
@@ -44,6 +52,8 @@ def reply_for(call: ChatCall) -> str:
 
 
 class MockUpstream(Upstream):
+    """The reply's words with a pause before each."""
+
     def __init__(self, text: str, call: ChatCall, delay: float) -> None:
         self.pieces = _WORDS.findall(text)
         self.delay = delay

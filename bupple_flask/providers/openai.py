@@ -5,19 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from ..sse import ServerSentEvent
-from .base import ChatCall, HttpProvider, StreamState, register_provider
+from .base import ChatCall, StreamState
+from .http import HttpProvider
+from .registry import register_provider
 
 
 class OpenAIProvider(HttpProvider):
+    """OpenAI's ``/chat/completions`` stream; a base URL alone configures a local compatible server."""
+
     name = "openai"
     label = "OpenAI"
     default_model = "gpt-4o-mini"
     default_base_url = "https://api.openai.com/v1"
-
-    @property
-    def configured(self) -> bool:
-        # A local OpenAI-compatible server (Ollama, vLLM) needs a base URL, not a key.
-        return bool(self.settings.api_key or self.settings.base_url)
+    default_priority = 10
+    base_url_is_enough = True  # Ollama, vLLM: a base URL, no key
+    env_fallbacks = {"API_KEY": ("OPENAI_API_KEY",), "BASE_URL": ("OPENAI_BASE_URL",), "MODEL": ("OPENAI_MODEL",)}
 
     def build_request(self, call: ChatCall) -> tuple[str, dict[str, str], dict[str, Any]]:
         headers = {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}

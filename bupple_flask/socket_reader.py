@@ -4,92 +4,27 @@
 takes the socket over. A socket timeout before any byte arrived loses nothing (a timeout
 inside http.client's chunk parser can lose its place), so the one greenlet serving a
 stream can wait for the next bytes *or* its next heartbeat or deadline, whichever comes
-first, with no second greenlet per stream. A body read to its end hands the connection
-back to the pool for the next stream.
+first, with no second greenlet per stream. The wait is timed by one :class:`Alarm` per
+stream. A body read to its end hands the connection back to the pool for the next stream.
 """
 
 from __future__ import annotations
 
 import http.client
+import math
 import socket
 import ssl
+import time
 from typing import Any
 
 import requests
 
-from .concurrency import Alarm, AlarmExpired, gevent_active
+from .chunked import ChunkedDecoder, FramingError
 from .errors import ProviderDisconnectedError
+from .green import gevent_active
 
 _READ_SIZE = 65536
-_MAX_LINE = 64 * 1024
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, socket.timeout)
-
-# ChunkedDecoder states
-_SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
-
-
-class FramingError(ValueError):
-    """The body broke HTTP/1.1 chunked framing."""
-
-
-class ChunkedDecoder:
-    """``Transfer-Encoding: chunked``, decoded incrementally: any split of the bytes gives the same body."""
-
-    __slots__ = ("_buffer", "_left", "_state")
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._left = 0
-        self._state = _SIZE
-
-    @property
-    def done(self) -> bool:
-        """The last (zero-size) chunk and the trailer section have been read."""
-        return self._state == _DONE
-
-    def feed(self, data: bytes) -> bytes:
-        """Return the body bytes that ``data`` completes (possibly none)."""
-        if self._buffer:
-            data, self._buffer = self._buffer + data, b""
-        out: list[bytes] = []
-        pos, end = 0, len(data)
-        while pos < end and self._state != _DONE:
-            if self._state == _DATA:
-                take = min(self._left, end - pos)
-                out.append(data[pos : pos + take])
-                pos += take
-                self._left -= take
-                if not self._left:
-                    self._state = _DATA_END
-                continue
-            newline = data.find(b"\n", pos)
-            if newline == -1:
-                if end - pos > _MAX_LINE:
-                    raise FramingError("chunk header line too long")
-                self._buffer = data[pos:]
-                break
-            self._line(data[pos:newline].rstrip(b"\r"))
-            pos = newline + 1
-        if self._state == _DONE and pos < end:
-            raise FramingError("bytes after the last chunk")
-        return out[0] if len(out) == 1 else b"".join(out)
-
-    def _line(self, line: bytes) -> None:
-        if self._state == _SIZE:
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise FramingError(f"bad chunk size line {line[:40]!r}") from None
-            if size < 0:
-                raise FramingError("negative chunk size")
-            self._left = size
-            self._state = _DATA if size else _TRAILER
-        elif self._state == _DATA_END:
-            if line:
-                raise FramingError("chunk data longer than its size")
-            self._state = _SIZE
-        elif not line:  # _TRAILER: an empty line ends the trailer section
-            self._state = _DONE
 
 
 class SocketBody:
@@ -102,7 +37,7 @@ class SocketBody:
         self._sock = sock
         self._pending = buffered
         self._original_timeout = sock.gettimeout()
-        http_response = response.raw._fp
+        http_response: Any = response.raw._fp
         self._chunked = ChunkedDecoder() if http_response.chunked else None
         self._remaining: int | None = http_response.length  # None: the body ends when the connection does
         self._reusable = not http_response.will_close
@@ -166,7 +101,7 @@ class SocketBody:
         self.close()
         if not self._reusable:
             return
-        raw = self.response.raw
+        raw: Any = self.response.raw
         self._sock.settimeout(self._original_timeout)
         raw._fp.close()  # http.client forgets this response, so the connection can send the next request
         raw.release_conn()
@@ -186,7 +121,7 @@ def take_over(response: requests.Response, provider: str) -> SocketBody | None:
     if not isinstance(http_response, http.client.HTTPResponse) or http_response.fp is None:
         return None
     sock = getattr(getattr(http_response.fp, "raw", None), "_sock", None)  # the socket its reader reads
-    if sock is None or getattr(raw, "_fp_bytes_read", 0):
+    if sock is None or getattr(raw, "_fp_bytes_read", None):
         return None
     if http_response.chunked and http_response.chunk_left is not None:  # http.client began the chunk parsing
         return None
@@ -205,3 +140,67 @@ def _buffered(fp: Any, sock: Any) -> bytes:
         return b""
     finally:
         sock.settimeout(timeout)
+
+
+class Alarm:
+    """A reusable timeout for one greenlet's socket waits (gevent only).
+
+    A socket timeout makes gevent create, start and cancel a timer on every read: about
+    5 us, a tenth of relaying a chunk. This keeps one libev timer per stream and moves it
+    lazily: ``start(t)`` just records the due time, and the timer, when it fires early
+    (data arrived meanwhile), re-arms itself for the new due time. Only when a wait is
+    really due does it throw :class:`AlarmExpired` into the waiting greenlet, the way
+    ``gevent.Timeout`` fires.
+    """
+
+    __slots__ = ("_due", "_fires_at", "_getcurrent", "_greenlet", "_loop", "_timer", "_waiting")
+
+    def __init__(self) -> None:
+        from gevent import get_hub, getcurrent
+
+        self._getcurrent = getcurrent
+        self._greenlet: Any = None
+        self._loop = get_hub().loop
+        self._timer: Any = None
+        self._fires_at = math.inf
+        self._due = math.inf
+        self._waiting = False
+
+    def start(self, timeout: float) -> None:
+        """Arm for one wait of at most ``timeout`` seconds; pair with :meth:`stop` in ``finally``."""
+        self._greenlet = self._getcurrent()  # the stream may be opened in one greenlet and read in another
+        self._due = due = time.monotonic() + timeout
+        if self._fires_at > due + 0.001:
+            self._schedule(due)
+        self._waiting = True
+
+    def stop(self) -> None:
+        self._waiting = False
+
+    def close(self) -> None:
+        self._waiting = False
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        self._fires_at = math.inf
+
+    def _schedule(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.close()
+        self._timer = self._loop.timer(max(due - time.monotonic(), 0.0), ref=False)
+        self._fires_at = due
+        self._timer.start(self._fire, update=True)
+
+    def _fire(self) -> None:
+        self._fires_at = math.inf
+        if not self._waiting:
+            return  # nothing is waiting now; the next start() re-arms
+        if self._due - time.monotonic() > 0.0005:
+            self._schedule(self._due)  # the wait it was set for ended; this one is due later
+            return
+        self._waiting = False
+        self._greenlet.throw(AlarmExpired())
+
+
+class AlarmExpired(BaseException):
+    """A wait armed with :class:`Alarm` is due (a ``BaseException``, like ``gevent.Timeout``)."""

@@ -1,7 +1,7 @@
-"""Parse and validate the body (or query string) of ``/api/stream`` into a ``StreamRequest``.
+"""Parse and validate the body (or query string) of ``/api/stream`` into a :class:`StreamRequest`.
 
 Every problem becomes an ``InvalidRequestError`` with a message a developer can act on:
-bad input gets a clear 4xx and never a 500.
+bad input gets a clear 4xx before any upstream request, and never a 500.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ from typing import Any
 from flask import Request
 
 from .errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
-from .messages import normalize_messages, validate_max_tokens
+from .memory import check_parent_id
+from .messages import Messages, normalize_messages, validate_max_tokens
 
 MAX_MODEL_NAME = 200
-MAX_CONVERSATION_ID = 255
+MAX_PROVIDER_NAME = 50
 
 
 @dataclass(frozen=True)
 class StreamRequest:
-    messages: tuple[dict[str, str], ...]
+    """What the browser asked for, validated (not yet checked against the provider)."""
+
+    messages: Messages
     provider: str | None = None
     model: str | None = None
     temperature: Any = None
@@ -31,6 +34,7 @@ class StreamRequest:
 
 
 def parse_stream_request(request: Request, max_bytes: int) -> StreamRequest:
+    """The request's JSON body (POST) or query string (GET, for EventSource), validated."""
     if request.method == "GET":
         fields: dict[str, Any] = dict(request.args.items())
         fields["temperature"] = _number(fields.get("temperature"), float, "temperature")
@@ -52,6 +56,8 @@ def _json_body(request: Request, max_bytes: int) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequestError("request body must be valid JSON") from None
+    except RecursionError:
+        raise InvalidRequestError("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object")
     return body
@@ -71,7 +77,7 @@ def _build(fields: dict[str, Any], events_param: str | None) -> StreamRequest:
         raise InvalidRequestError("send a message (text) or messages (a list of {role, content})")
     return StreamRequest(
         messages=normalized,
-        provider=_optional_str(fields.get("provider"), "provider", 50),
+        provider=_optional_str(fields.get("provider"), "provider", MAX_PROVIDER_NAME),
         model=_optional_str(fields.get("model"), "model", MAX_MODEL_NAME),
         temperature=fields.get("temperature"),
         max_tokens=validate_max_tokens(fields.get("max_tokens")),
@@ -83,20 +89,18 @@ def _build(fields: dict[str, Any], events_param: str | None) -> StreamRequest:
 def _optional_str(value: Any, name: str, max_length: int) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > max_length:
-        raise InvalidRequestError(f"{name} must be a string of at most {max_length} characters")
+    if not isinstance(value, str) or len(value) > max_length or not value.isprintable():
+        raise InvalidRequestError(f"{name} must be a printable string of at most {max_length} characters")
     return value
 
 
 def _conversation_id(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidRequestError("conversation_id must be a string or an integer")
-    value = str(value)
-    if len(value) > MAX_CONVERSATION_ID:
-        raise InvalidRequestError(f"conversation_id must be at most {MAX_CONVERSATION_ID} characters")
-    return value
+    text = check_parent_id(value, what="conversation_id")
+    if "/" in text:  # it could never be addressed in /api/conversations/<id>
+        raise InvalidRequestError("conversation_id must not contain '/'")
+    return text
 
 
 def _number(value: str | None, cast: type, name: str) -> Any:
