@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench import procs
 from bench.sampler import Sample, Sampler, close_wait
@@ -45,7 +46,7 @@ class Sizes:
     t10_streams: int = 2000
 
     @classmethod
-    def make(cls, quick: bool) -> "Sizes":
+    def make(cls, quick: bool) -> Sizes:
         if quick:
             return cls(True, levels=[1, 200, 500], rounds=1, chunks=15, single_chunks=60, t7_chunks=5, t2_streams=1000, t2_chunks=2,
                        t4_bg=300, t4_convs=8, t4_probes=2, t5_burst=1000, t6_streams=500,

@@ -47,7 +47,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: "Proc | None" = None) -> bool:
+def wait_http(url: str, timeout: float = 30.0, proc: Proc | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.popen.poll() is not None:
@@ -80,7 +80,7 @@ class Proc:
     log: Path | None = None
     popen: subprocess.Popen | None = None
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         env = dict(os.environ)
         env.update(self.env)
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL

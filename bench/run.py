@@ -45,7 +45,7 @@ def meta() -> dict[str, Any]:
                 break
     git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=procs.REPO,
                          capture_output=True, text=True).stdout.strip() or "unknown"
-    return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    return {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
             "gevent": ver("gevent"), "gunicorn": ver("gunicorn"), "flask": ver("flask"),
             "requests": ver("requests"), "sqlalchemy": ver("sqlalchemy"), "psycopg": ver("psycopg"),

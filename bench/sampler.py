@@ -188,7 +188,7 @@ class Sampler:
                 out = pool_checked_out(healthz(url))
                 self.pool.append((t0, out, (time.monotonic_ns() - t0) / 1e6))
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         self._stop.clear()
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._run, self._run_healthz)]
         for t in self._threads:

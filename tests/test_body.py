@@ -10,8 +10,8 @@ import time
 import pytest
 
 from bupple_flask.chunked import ChunkedDecoder, FramingError
-from bupple_flask.socket_reader import take_over
 from bupple_flask.errors import ProviderDisconnectedError
+from bupple_flask.socket_reader import take_over
 from bupple_flask.transport import create_session
 
 CHUNKED = b"5\r\nHello\r\n7;ext=1\r\n, world\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\n\r\n"

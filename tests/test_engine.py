@@ -203,7 +203,7 @@ def test_total_duration_limit(engine, fake_openai) -> None:
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_breaking_out_of_the_loop_closes_the_upstream(engine, fakes, name) -> None:
     fakes[name].script = Script(chunks=["x"] * 400, interval=0.05)  # 20 s unless closed
-    for chunk in engine.ai(name).stream("Hi"):
+    for _chunk in engine.ai(name).stream("Hi"):
         break
     record = fakes[name].wait_for_client_close(timeout=15)
     # Generous bound (5 s of chunks after the break): only a stream left open reaches it.

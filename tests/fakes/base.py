@@ -119,7 +119,7 @@ class StreamPlan:
 class Exchange:
     """One HTTP request/response, hiding ``BaseHTTPRequestHandler`` details."""
 
-    def __init__(self, fake: "FakeServer", handler: BaseHTTPRequestHandler,
+    def __init__(self, fake: FakeServer, handler: BaseHTTPRequestHandler,
                  request: RecordedRequest, json_ok: bool):
         self.fake, self.h, self.request, self.json_ok = fake, handler, request, json_ok
         self.script: Script = fake.script_for_next_request()  # snapshot: tests may swap it mid-flight
@@ -233,7 +233,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    fake: "FakeServer"
+    fake: FakeServer
 
     def setup(self):
         super().setup()
@@ -251,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self):
         return self.fake.server_header
 
-    def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
+    def log_message(self, format, *args):
         pass
 
     def _any(self):
