@@ -10,8 +10,7 @@ while it writes to the client.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from .green import gevent_active
@@ -42,14 +41,19 @@ class Interrupter:
 
             self._greenlet = getcurrent()
 
-    @contextmanager
-    def waiting(self) -> Iterator[None]:
-        """The one place a departure may interrupt: around a wait for the upstream, never around a write."""
+    def waiting(self) -> Interrupter:
+        """``with interrupter.waiting():`` around a wait for the upstream, never around a write.
+
+        The one place a departure may interrupt. A plain ``__enter__``/``__exit__`` pair, not
+        ``contextlib.contextmanager``: this runs for every relayed chunk.
+        """
+        return self
+
+    def __enter__(self) -> None:
         self._armed = True
-        try:
-            yield
-        finally:
-            self._armed = False
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._armed = False
 
     def interrupt(self) -> None:
         """The client left: interrupt a wait in progress, and make the next check see it."""

@@ -35,9 +35,13 @@ class Deadline:
     def check(self) -> None:
         """Raise the total-duration :class:`StreamTimeoutError` once the deadline has passed."""
         if time.monotonic() >= self.at:
-            raise StreamTimeoutError(
-                f"The reply took longer than {self.seconds:g}s and was stopped", kind="total", provider=self.provider
-            )
+            raise self.error()
+
+    def error(self) -> StreamTimeoutError:
+        """The one error that says the total duration was reached."""
+        return StreamTimeoutError(
+            f"The reply took longer than {self.seconds:g}s and was stopped", kind="total", provider=self.provider
+        )
 
 
 class ChatStream:
@@ -88,10 +92,11 @@ class ChatStream:
     def _generate(self, texts: Iterator[str | Tick]) -> Iterator[Chunk | FinalChunk | Tick]:
         state = self.upstream.state
         parts = self.parts
-        deadline = self.deadline
+        clock, deadline_at = time.monotonic, self.deadline.at  # read per chunk: kept local
         try:
             for text in texts:
-                deadline.check()
+                if clock() >= deadline_at:
+                    raise self.deadline.error()
                 if text is TICK:
                     yield TICK
                     continue
