@@ -81,16 +81,6 @@ def final_chunk(
     return chunk
 
 
-def chunk_event_json(content: str, tokens: int) -> str:
-    """``{"type": "chunk", **text_chunk(...)}`` as JSON, written directly: the per-chunk hot path.
-
-    One small f-string instead of a dict and ``json.dumps`` of it; a test keeps it equal
-    to :func:`text_chunk`.
-    """
-    text = json.dumps(content, ensure_ascii=False)
-    return f'{{"type":"chunk","content":{text},"role":"{ROLE}","done":false,"tokens":{int(tokens)}}}'
-
-
 def dumps(payload: Any) -> str:
     """Compact JSON with raw UTF-8, as every event payload is written."""
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .green import gevent_active
+
+T = TypeVar("T")
 
 
 class Interrupted(BaseException):
@@ -25,7 +27,7 @@ class Interrupted(BaseException):
 
 
 class Interrupter:
-    """Lets a callback stop the current greenlet's wait, but only inside :meth:`waiting`.
+    """Lets a callback stop the current greenlet's wait, but only a wait made through :meth:`call`.
 
     Without gevent it only records the request (``interrupted``).
     """
@@ -41,19 +43,17 @@ class Interrupter:
 
             self._greenlet = getcurrent()
 
-    def waiting(self) -> Interrupter:
-        """``with interrupter.waiting():`` around a wait for the upstream, never around a write.
+    def call(self, wait: Callable[..., T], *args: Any) -> T:
+        """``wait(*args)``, interruptible: the one place a departure may interrupt.
 
-        The one place a departure may interrupt. A plain ``__enter__``/``__exit__`` pair, not
-        ``contextlib.contextmanager``: this runs for every relayed chunk.
+        Only waits for the upstream go through here, never writes to the client. A plain
+        method rather than a context manager: it runs for every relayed chunk.
         """
-        return self
-
-    def __enter__(self) -> None:
         self._armed = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._armed = False
+        try:
+            return wait(*args)
+        finally:
+            self._armed = False
 
     def interrupt(self) -> None:
         """The client left: interrupt a wait in progress, and make the next check see it."""

@@ -125,8 +125,7 @@ class Relay:
         stream = None
         try:
             while not client.interrupted:
-                with client.waiting():
-                    result = opening.wait(min(self.settings.heartbeat, deadline.remaining()))
+                result = client.call(opening.wait, min(self.settings.heartbeat, deadline.remaining()))
                 if not isinstance(result, Pending):
                     stream = result
                     return stream
@@ -140,18 +139,19 @@ class Relay:
     def _pump(self, stream: ChatStream, client: Interrupter) -> Iterator[bytes]:
         """Relay chunks until the final one (or until the client leaves)."""
         items = stream.ticks(self.settings.heartbeat)
+        wait, encode, parts = client.call, self.encode.chunk, self.parts  # locals: this loop runs per chunk
         while not client.interrupted:
-            with client.waiting():
-                item = next(items, None)
+            item = wait(next, items, None)
+            if item is None:
+                return
             if isinstance(item, Tick):
                 yield HEARTBEAT
-            elif item is None:
-                return
             elif item["done"] is True:
                 yield self._complete(item)
             else:
-                yield self.encode.chunk(item["content"], item["tokens"])
-                self.parts.append(item["content"])  # after the yield: the write succeeded
+                content = item["content"]
+                yield encode(content, item["tokens"])
+                parts.append(content)  # after the yield: the write succeeded
 
     def _complete(self, final: FinalChunk) -> bytes:
         outcome = self.outcome
