@@ -42,7 +42,8 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple") -> Blueprint:
         if request.method == "GET" and request.headers.get("Last-Event-ID"):
             # EventSource reconnecting after a finished reply: 204 stops it instead of paying twice.
             return Response(status=204)
-        spec = parse_stream_request(request, get_state().settings.max_request_bytes)
+        settings = get_state().settings
+        spec = parse_stream_request(request, settings.max_request_bytes, settings.body_timeout)
         return start_stream(engine, spec)
 
     @bp.get("/api/conversations/<conversation_id>/messages")
@@ -97,7 +98,12 @@ def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
     relay = Relay(
         builder,
         messages,
-        RelaySettings(heartbeat=settings.heartbeat, retry_ms=settings.sse_retry_ms, named_events=spec.named_events),
+        RelaySettings(
+            heartbeat=settings.heartbeat,
+            retry_ms=settings.sse_retry_ms,
+            named_events=spec.named_events,
+            write_timeout=settings.write_timeout,
+        ),
         stream_id=stream_id,
         final_extra={"conversation_id": spec.conversation_id} if spec.conversation_id else None,
         listener=turn,

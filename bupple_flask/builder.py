@@ -97,6 +97,7 @@ class ChatRequestBuilder:
             idle_timeout=self.idle_timeout or settings.idle_timeout,
             max_retries=self.max_retries if self.max_retries is not None else settings.max_retries,
             retry_max_wait=settings.retry_max_wait,
+            max_event_bytes=settings.max_event_bytes or None,
         )
         if deadline is None:
             deadline = Deadline(self.max_duration or settings.max_duration, provider.name)

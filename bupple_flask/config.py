@@ -11,6 +11,7 @@ on the provider class, so an app that already exports those needs no renaming.
 from __future__ import annotations
 
 import os
+import re
 import urllib.request
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -44,6 +45,11 @@ ENGINE_KEYS: tuple[Key, ...] = (
     Key("BUPPLE_SSE_HEARTBEAT", 15.0, "seconds between ': ping' comments while waiting"),
     Key("BUPPLE_SSE_RETRY_MS", 3000, "the SSE 'retry:' hint sent to EventSource clients, in milliseconds"),
     Key("BUPPLE_MAX_REQUEST_BYTES", 1024 * 1024, "larger request bodies get 413"),
+    Key("BUPPLE_BODY_TIMEOUT", 10.0, "seconds a request body may stall before the request gets 408"),
+    Key("BUPPLE_SSE_WRITE_TIMEOUT", 30.0, "seconds a write to a browser that stopped reading may block before "
+        "the stream ends (stored interrupted)"),
+    Key("BUPPLE_MAX_EVENT_BYTES", 1024 * 1024, "largest SSE event accepted from a provider (event_too_large)"),
+    Key("BUPPLE_MAX_HISTORY_BYTES", 512 * 1024, "most stored history one turn loads, newest first"),
     Key("BUPPLE_MEMORY_TABLE", "engine_memory", "the conversation memory table", ("BUPPLE_MEMORY_DB_TABLE_NAME",)),
     Key("BUPPLE_DATABASE_URI", None, "the engine's own database when the app has no Flask-SQLAlchemy "
         "(default: SQLite in the app's instance folder)"),
@@ -133,39 +139,31 @@ def provider_settings(
         value = resolve(config, name, tuple(cls.env_fallbacks.get(suffix, ())), extra_defaults.get(suffix), environ)
         _set_default(config, name, value)
         values[suffix] = value
-    cast = _Cast(cls.name)
+    key = provider_key(cls.name, "")
     return ProviderSettings(
         name=cls.name,
-        api_key=cast.api_key(values.pop("API_KEY")),
-        base_url=cast.text(values.pop("BASE_URL")),
-        model=cast.text(values.pop("MODEL")),
-        temperature=cast.number("TEMPERATURE", values.pop("TEMPERATURE"), float),
-        max_tokens=cast.number("MAX_TOKENS", values.pop("MAX_TOKENS"), int),
+        api_key=_api_key(key + "API_KEY", values.pop("API_KEY")),
+        base_url=_text(values.pop("BASE_URL")),
+        model=_text(values.pop("MODEL")),
+        temperature=to_number(key + "TEMPERATURE", values.pop("TEMPERATURE"), float),
+        max_tokens=to_number(key + "MAX_TOKENS", values.pop("MAX_TOKENS"), int),
         extra={k.lower(): v for k, v in values.items()},
     )
 
 
-class _Cast:
-    """Typed values with errors that name the setting (and never print a key)."""
+def _text(value: Any) -> str | None:
+    return (str(value).strip() or None) if value is not None else None
 
-    def __init__(self, provider: str) -> None:
-        self.provider = provider
 
-    def text(self, value: Any) -> str | None:
-        return (str(value).strip() or None) if value is not None else None
-
-    def api_key(self, value: Any) -> str | None:
-        """Stripped (a pasted trailing newline is common); refused if it still cannot go in a header."""
-        key = self.text(value)
-        if key is not None and not all(33 <= ord(c) <= 126 for c in key):
-            raise ValueError(
-                f"{provider_key(self.provider, 'API_KEY')} contains a space, line break or other character "
-                "that cannot be sent in an HTTP header; check how it was pasted"
-            )
-        return key
-
-    def number(self, suffix: str, value: Any, cast: Callable[[Any], Any]) -> Any:
-        return to_number(provider_key(self.provider, suffix), value, cast)
+def _api_key(name: str, value: Any) -> str | None:
+    """Stripped (a pasted trailing newline is common); refused, never printed, if it still cannot go in a header."""
+    key = _text(value)
+    if key is not None and not all(33 <= ord(c) <= 126 for c in key):
+        raise ValueError(
+            f"{name} contains a space, line break or other character that cannot be sent in an HTTP header; "
+            "check how it was pasted"
+        )
+    return key
 
 
 def to_number(name: str, value: Any, cast: Callable[[Any], Any]) -> Any:
@@ -204,6 +202,10 @@ class EngineSettings:
     heartbeat: float = 15.0
     sse_retry_ms: int = 3000
     max_request_bytes: int = 1024 * 1024
+    body_timeout: float = 10.0
+    write_timeout: float = 30.0
+    max_event_bytes: int = 1024 * 1024
+    max_history_bytes: int = 512 * 1024
     memory_table: str = "engine_memory"
     database_uri: str | None = None
     url_prefix: str = ""
@@ -227,6 +229,10 @@ class EngineSettings:
             heartbeat=num("BUPPLE_SSE_HEARTBEAT", float),
             sse_retry_ms=num("BUPPLE_SSE_RETRY_MS", int),
             max_request_bytes=num("BUPPLE_MAX_REQUEST_BYTES", int),
+            body_timeout=num("BUPPLE_BODY_TIMEOUT", float),
+            write_timeout=num("BUPPLE_SSE_WRITE_TIMEOUT", float),
+            max_event_bytes=num("BUPPLE_MAX_EVENT_BYTES", int),
+            max_history_bytes=num("BUPPLE_MAX_HISTORY_BYTES", int),
             memory_table=str(config.get("BUPPLE_MEMORY_TABLE") or "engine_memory"),
             database_uri=config.get("BUPPLE_DATABASE_URI") or None,
             url_prefix=str(config.get("BUPPLE_URL_PREFIX") or "").rstrip("/"),
@@ -282,9 +288,4 @@ def standalone_settings(environ: Mapping[str, str] | None = None) -> StandaloneS
 
 def _psycopg_url(url: str | None) -> str | None:
     """``postgres://`` (Heroku-style) and ``postgresql://`` select psycopg 3, the driver we install."""
-    if not url:
-        return None
-    for scheme in ("postgres://", "postgresql://"):
-        if url.startswith(scheme):
-            return "postgresql+psycopg://" + url[len(scheme) :]
-    return url
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url) if url else None

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from .builder import ChatRequestBuilder
 from .chunks import Ending, FinalChunk, Tick, Usage
+from .client_socket import bound_writes
 from .disconnect import Interrupted, Interrupter, watch_disconnect
 from .errors import BuppleError
 from .events import HEARTBEAT, EventEncoder
@@ -60,6 +61,7 @@ class RelaySettings:
     heartbeat: float = 15.0
     retry_ms: int = 3000
     named_events: bool = False
+    write_timeout: float = 30.0
 
 
 class Relay:
@@ -86,13 +88,25 @@ class Relay:
         self.encode = EventEncoder(settings.named_events)
         self.outcome = StreamOutcome(content="", ending="interrupted", provider=builder.provider)
         self.parts: list[str] = []  # text that was written to the client
+        self._events: Generator[bytes, None, None] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
+        if self._events is None:
+            self._events = self._run()
+        return self._events
+
+    def close(self) -> None:
+        """Called by the WSGI server when the response ends early: closes the upstream, stores the reply."""
+        if self._events is not None:
+            self._events.close()
+
+    def _run(self) -> Generator[bytes, None, None]:
         started = time.monotonic()
         max_duration = self.builder.max_duration or self.builder.state.settings.max_duration
         deadline = Deadline(max_duration, self.builder.provider)
         client = Interrupter()  # a departure interrupts only waits for the upstream, never a write
         stop_watching = watch_disconnect(self.client_socket, client.interrupt)
+        lift_write_bounds = bound_writes(self.client_socket, self.settings.write_timeout, deadline.at)
         stream: ChatStream | None = None
         try:
             yield self.encode.event(
@@ -115,6 +129,7 @@ class Relay:
             yield self._fail(BuppleError("Internal error while streaming"))
         finally:
             stop_watching()
+            lift_write_bounds()
             self._finish(stream, started)
 
     def _open(self, deadline: Deadline, client: Interrupter) -> Generator[bytes, None, ChatStream | None]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Request
 
+from .client_socket import body_read_timeout
 from .errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from .memory import check_parent_id
 from .messages import Messages, normalize_messages, validate_max_tokens
@@ -33,14 +34,18 @@ class StreamRequest:
     named_events: bool = False
 
 
-def parse_stream_request(request: Request, max_bytes: int) -> StreamRequest:
-    """The request's JSON body (POST) or query string (GET, for EventSource), validated."""
+def parse_stream_request(request: Request, max_bytes: int, body_timeout: float = 0.0) -> StreamRequest:
+    """The request's JSON body (POST) or query string (GET, for EventSource), validated.
+
+    ``body_timeout`` bounds a stalled body (under gunicorn): 408 instead of a held greenlet.
+    """
     if request.method == "GET":
         fields: dict[str, Any] = dict(request.args.items())
         fields["temperature"] = _number(fields.get("temperature"), float, "temperature")
         fields["max_tokens"] = _number(fields.get("max_tokens"), int, "max_tokens")
     else:
-        fields = _json_body(request, max_bytes)
+        with body_read_timeout(request.environ.get("gunicorn.socket"), body_timeout):
+            fields = _json_body(request, max_bytes)
     return _build(fields, request.args.get("events"))
 
 

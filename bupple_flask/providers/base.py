@@ -35,6 +35,7 @@ class ChatCall:
     idle_timeout: float = 60.0
     max_retries: int = 0
     retry_max_wait: float = 10.0
+    max_event_bytes: int | None = 1024 * 1024
 
 
 @dataclass(slots=True)

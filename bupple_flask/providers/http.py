@@ -174,7 +174,7 @@ class HttpUpstream(Upstream):
 
     def _read_socket(self, wake_every: float, until: float) -> Iterator[str | Tick]:
         """One wait per read: for bytes, the next tick or the idle timeout, whichever comes first."""
-        body, decoder, text_of = self.body, SSEDecoder(), self._text
+        body, decoder, text_of = self.body, SSEDecoder(max_event_bytes=self.call.max_event_bytes), self._text
         assert body is not None
         idle = self.call.idle_timeout
         now = last_byte = time.monotonic()
@@ -209,7 +209,7 @@ class HttpUpstream(Upstream):
     def _read_requests(self) -> Iterator[str]:
         """Through ``requests`` (a mounted transport adapter, a compressed body): blocking reads."""
         chunks = iter_body(self.response, idle_timeout=self.call.idle_timeout, provider=self.provider.name)
-        for event in iter_sse(chunks):
+        for event in iter_sse(chunks, max_event_bytes=self.call.max_event_bytes):
             text = self._text(event)
             if text:
                 yield text
