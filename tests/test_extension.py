@@ -304,3 +304,25 @@ def test_make_test_runs_ruff_and_mypy() -> None:
     assert "ruff check" in recipe and "mypy" in recipe
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["tool"]["mypy"]["strict"] is True and "ruff" in project["tool"]
+
+
+def test_a_provider_declared_as_an_entry_point_is_registered_at_init_app(
+    acme_module, tmp_path: Path, monkeypatch, provider_registry, caplog
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from bupple_flask.providers import registry
+
+    points = [
+        EntryPoint("acme", "acme_provider:AcmeProvider", registry.ENTRY_POINT_GROUP),
+        EntryPoint("broken", "no_such_module:Nothing", registry.ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(registry, "entry_points", lambda group: points if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setenv("BUPPLE_ENGINE_ACME_API_KEY", KEY)
+    app, _ = _host_app(tmp_path, "plugins")
+    BuppleEngine(app)
+    assert app.config["BUPPLE_ENGINE_ACME_API_KEY"] == KEY
+    with app.app_context():
+        assert app.extensions["bupple"].provider("acme").configured
+    assert "no_such_module:Nothing" in caplog.text  # a broken plug-in is logged, the app still starts
