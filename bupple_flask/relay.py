@@ -25,6 +25,7 @@ from .errors import BuppleError
 from .events import HEARTBEAT, EventEncoder
 from .green import BackgroundCall, Pending
 from .messages import Messages
+from .redact import escape_log_value
 from .stream import ChatStream, Deadline
 
 log = logging.getLogger("bupple_flask")
@@ -188,10 +189,11 @@ class Relay:
             outcome.usage = outcome.usage or stream.usage
         outcome.content = "".join(self.parts)
         outcome.duration = time.monotonic() - started
-        log.info(
+        error = outcome.error
+        log.info(  # the model and the error text come from outside: escaped, one line each
             "stream %s provider=%s model=%s ending=%s chars=%d duration=%.2fs%s",
-            self.stream_id, outcome.provider, outcome.model, outcome.ending, len(outcome.content),
-            outcome.duration, f" error={outcome.error.code}" if outcome.error else "",
+            self.stream_id, outcome.provider, escape_log_value(outcome.model), outcome.ending, len(outcome.content),
+            outcome.duration, f" error={error.code} message={escape_log_value(error.message)}" if error else "",
         )  # fmt: skip
         if self.listener is None:
             return

@@ -20,6 +20,7 @@ from ..chunks import Tick, Usage
 from ..config import ProviderSettings
 from ..errors import NotConfiguredError
 from ..green import ticking
+from ..redact import Redactor
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class Provider(ABC):
     def __init__(self, settings: ProviderSettings, http: requests.Session) -> None:
         self.settings = settings
         self.http = http
+        self.redactor = Redactor([settings.api_key])
+        """Cleans upstream error text; the engine replaces it with one that knows every key of the app."""
 
     @property
     def configured(self) -> bool:

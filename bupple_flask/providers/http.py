@@ -36,6 +36,8 @@ from ..transport import hard_close, idle_timeout_error, iter_body, post_stream, 
 from .base import ChatCall, Provider, StreamState, Upstream
 
 log = logging.getLogger("bupple_flask")
+MAX_ERROR_TEXT = 500
+"""Provider error text is clipped to this many characters (after redaction: no half key survives a cut)."""
 
 
 class HttpProvider(Provider):
@@ -74,21 +76,37 @@ class HttpProvider(Provider):
 
     def _open_once(self, call: ChatCall) -> Upstream:
         url, headers, body = self.build_request(call)
-        response = post_stream(
-            self.http,
-            url,
-            headers=headers,
-            body=body,
-            connect_timeout=call.connect_timeout,
-            idle_timeout=call.idle_timeout,
-            provider=self.name,
-        )
-        if response.status_code != 200:
-            try:
-                raise self.error_from_response(response.status_code, response.headers, read_error_body(response))
-            finally:
-                response.close()
+        try:
+            response = post_stream(
+                self.http,
+                url,
+                headers=headers,
+                body=body,
+                connect_timeout=call.connect_timeout,
+                idle_timeout=call.idle_timeout,
+                provider=self.name,
+            )
+            if response.status_code != 200:
+                try:
+                    raise self.error_from_response(response.status_code, response.headers, read_error_body(response))
+                finally:
+                    response.close()
+        except ProviderError as exc:
+            self.redact_error(exc)
+            raise
         return HttpUpstream(self, response, call)
+
+    def redact_error(self, exc: ProviderError) -> None:
+        """The one place provider error text is cleaned, on its way out of the provider layer.
+
+        Every configured key of the app and anything shaped like a credential are replaced,
+        and the message is clipped, before it can reach a response, a stored message or a log.
+        """
+        message = self.redactor(exc.message)
+        if len(message) > MAX_ERROR_TEXT:
+            message = message[:MAX_ERROR_TEXT] + "..."
+        exc.message = message
+        exc.args = (message,)
 
     def error_from_response(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         """Map an HTTP error response (status + provider JSON body) to a typed error."""
@@ -164,6 +182,7 @@ class HttpUpstream(Upstream):
             if self.closed:
                 return  # we closed it ourselves (client left, deadline): not an upstream failure
             exc.provider = exc.provider or self.provider.name
+            self.provider.redact_error(exc)
             raise
         except (OSError, AttributeError, ValueError):
             if self.closed:
@@ -254,7 +273,7 @@ def extract_error(body: bytes) -> tuple[str | None, str | None]:
         payload = json.loads(body.decode("utf-8", "replace"))
     except ValueError:
         text = body.decode("utf-8", "replace").strip()
-        return (text[:300] or None), None
+        return (text or None), None  # redacted, then clipped, by HttpProvider.redact_error
     if not isinstance(payload, dict):
         return None, None
     error = payload.get("error", payload)
