@@ -15,23 +15,33 @@ from flask import Flask, redirect, url_for
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.wrappers import Response
 
-from .config import StandaloneSettings, standalone_settings
+from .config import EngineSettings, StandaloneSettings, apply_defaults, standalone_settings
+from .database import statement_timeout_args
 from .engine import BuppleEngine, instance_sqlite_uri
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """The app ``make run`` serves: the engine, its blueprint at ``/``, and a redirect to ``/chat``."""
+    """The app ``make run`` serves: the engine, its blueprint at ``/``, and a redirect to ``/chat``.
+
+    A database that cannot be reached at start-up does not stop it: the app starts, ``/healthz``
+    reports the database unavailable, streams without ``conversation_id`` work, memory calls get
+    503, and the table is created once the database answers.
+    """
     env = standalone_settings()
     app = Flask(__name__, instance_path=env.instance_path)
     app.config.from_prefixed_env(env.flask_config_prefix)  # e.g. BUPPLE_FLASK_SECRET_KEY
     if config:
         app.config.update(config)
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", env.database_url or instance_sqlite_uri(app))
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"], env))
+    apply_defaults(app.config)  # BUPPLE_DB_TIMEOUT is needed for the pool, before the engine's init_app
+    db_timeout = EngineSettings.from_config(app.config).db_timeout
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"], env, db_timeout)
+    )
     db = SQLAlchemy(app)
     engine = BuppleEngine(app, db=db)
     with app.app_context():
-        engine.create_tables()
+        engine.create_tables(retry_later=True)
 
     @app.get("/")
     def index() -> Response:
@@ -41,16 +51,22 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def engine_options(url: str, env: StandaloneSettings) -> dict[str, Any]:
+def engine_options(url: str, env: StandaloneSettings, db_timeout: float = 0) -> dict[str, Any]:
     """A pool sized for a gevent worker: many greenlets, each holding a connection for one short statement.
 
     SQLAlchemy's default (5 + 10 overflow) made bursts of new conversations queue for a connection.
+    The app owns this database, so its statements are bounded too (``BUPPLE_DB_TIMEOUT``); the
+    engine adds the connection bounds to any database (:mod:`bupple_flask.database`).
     """
     if url.startswith("sqlite"):
         return {}
-    return {
+    options: dict[str, Any] = {
         "pool_pre_ping": True,
         "pool_size": env.db_pool_size,
         "max_overflow": env.db_max_overflow,
         "pool_recycle": 1800,
     }
+    if db_timeout and db_timeout > 0:
+        options["pool_timeout"] = db_timeout  # waiting for a free connection
+        options["connect_args"] = statement_timeout_args(url, db_timeout)
+    return options

@@ -1,8 +1,9 @@
 """The HTTP API: ``/api/stream`` (SSE), conversations, providers, health, the ``/chat`` page and the widget.
 
 Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.conversation_messages``,
-``bupple.delete_conversation``, ``bupple.providers``, ``bupple.healthz``,
-``bupple.chat_page`` and ``bupple.static`` (``filename="bupple-chat.js"``).
+``bupple.delete_conversation``, ``bupple.providers``, ``bupple.healthz`` (readiness: each
+dependency checked), ``bupple.livez`` (liveness: no I/O), ``bupple.chat_page`` and
+``bupple.static`` (``filename="bupple-chat.js"``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple") -> Blueprint:
     bp.register_error_handler(SQLAlchemyError, _database_error)
     bp.register_error_handler(HTTPException, _http_error)
 
-    @bp.route("/api/stream", methods=["GET", "POST"])
     def stream() -> Response:
         if request.method == "GET" and request.headers.get("Last-Event-ID"):
             # EventSource reconnecting after a finished reply: 204 stops it instead of paying twice.
@@ -46,36 +46,64 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple") -> Blueprint:
         spec = parse_stream_request(request, settings.max_request_bytes, settings.body_timeout)
         return start_stream(engine, spec)
 
-    @bp.get("/api/conversations/<conversation_id>/messages")
-    def conversation_messages(conversation_id: str) -> Response:
-        memory = _memory(get_state(), conversation_id)
-        return jsonify({"conversation_id": conversation_id, "messages": memory.get_records()})
-
-    @bp.delete("/api/conversations/<conversation_id>")
-    def delete_conversation(conversation_id: str) -> Response:
-        deleted = _memory(get_state(), conversation_id).clear()
-        return jsonify({"conversation_id": conversation_id, "deleted": deleted})
-
-    @bp.get("/api/providers")
-    def providers() -> Response:
-        state = get_state()
-        return jsonify({"default": state.default_provider, "providers": state.describe_providers()})
-
-    @bp.get("/healthz")
-    def healthz() -> Response:
-        state = get_state()
-        pool: Any = state.sql_engine().pool
-        checked_out = pool.checkedout() if hasattr(pool, "checkedout") else None
-        return jsonify(
-            {"status": "ok", "default_provider": state.default_provider, "db_pool": {"checked_out": checked_out}}
-        )
-
-    @bp.get("/chat")
-    def chat_page() -> str:
-        default = get_state().provider()
-        return render_template("bupple/chat.html", provider=default, mock=default.is_mock)
-
+    bp.add_url_rule("/api/stream", "stream", stream, methods=["GET", "POST"])
+    bp.add_url_rule("/api/conversations/<conversation_id>/messages", "conversation_messages", conversation_messages)
+    bp.add_url_rule("/api/conversations/<conversation_id>", "delete_conversation", delete_conversation,
+                    methods=["DELETE"])  # fmt: skip
+    bp.add_url_rule("/api/providers", "providers", providers)
+    bp.add_url_rule("/healthz", "healthz", healthz)
+    bp.add_url_rule("/livez", "livez", livez)
+    bp.add_url_rule("/chat", "chat_page", chat_page)
     return bp
+
+
+def conversation_messages(conversation_id: str) -> Response:
+    """A conversation's stored messages, oldest first."""
+    memory = _memory(get_state(), conversation_id)
+    return jsonify({"conversation_id": conversation_id, "messages": memory.get_records()})
+
+
+def delete_conversation(conversation_id: str) -> Response:
+    """Delete a conversation's messages."""
+    deleted = _memory(get_state(), conversation_id).clear()
+    return jsonify({"conversation_id": conversation_id, "deleted": deleted})
+
+
+def providers() -> Response:
+    """Which providers exist, which are configured, which is the default: never a key."""
+    state = get_state()
+    return jsonify({"default": state.default_provider, "providers": state.describe_providers()})
+
+
+def healthz() -> Response:
+    """Readiness: 200 when every dependency answers, else 503 naming the one that does not."""
+    state = get_state()
+    pool: Any = state.sql_engine().pool
+    checked_out = pool.checkedout() if hasattr(pool, "checkedout") else None  # before our own check
+    checks = {"database": state.check_database()}
+    ready = all(check["status"] == "ok" for check in checks.values())
+    response = jsonify(
+        {
+            "status": "ok" if ready else "unavailable",
+            "checks": checks,
+            "default_provider": state.default_provider,
+            "db_pool": {"checked_out": checked_out},
+        }
+    )
+    response.status_code = 200 if ready else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def livez() -> Response:
+    """Liveness: the worker answers requests (no database, no upstream)."""
+    return jsonify({"status": "ok"})
+
+
+def chat_page() -> str:
+    """The demo page with the widget; it says when the mock provider answers."""
+    default = get_state().provider()
+    return render_template("bupple/chat.html", provider=default, mock=default.is_mock)
 
 
 def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:

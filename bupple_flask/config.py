@@ -53,6 +53,8 @@ ENGINE_KEYS: tuple[Key, ...] = (
     Key("BUPPLE_MEMORY_TABLE", "engine_memory", "the conversation memory table", ("BUPPLE_MEMORY_DB_TABLE_NAME",)),
     Key("BUPPLE_DATABASE_URI", None, "the engine's own database when the app has no Flask-SQLAlchemy "
         "(default: SQLite in the app's instance folder)"),
+    Key("BUPPLE_DB_TIMEOUT", 5.0, "seconds a conversation memory call may wait for the database (connect, "
+        "statement, a frozen socket) before the request gets 503; 0: no bound"),
     Key("BUPPLE_URL_PREFIX", "", "prefix for every route of the blueprint"),
     Key("BUPPLE_REGISTER_BLUEPRINT", True, "register the HTTP API, page and widget"),
 )
@@ -208,6 +210,7 @@ class EngineSettings:
     max_history_bytes: int = 512 * 1024
     memory_table: str = "engine_memory"
     database_uri: str | None = None
+    db_timeout: float = 5.0
     url_prefix: str = ""
     register_blueprint: bool = True
 
@@ -235,6 +238,7 @@ class EngineSettings:
             max_history_bytes=num("BUPPLE_MAX_HISTORY_BYTES", int),
             memory_table=str(config.get("BUPPLE_MEMORY_TABLE") or "engine_memory"),
             database_uri=config.get("BUPPLE_DATABASE_URI") or None,
+            db_timeout=num("BUPPLE_DB_TIMEOUT", float),
             url_prefix=str(config.get("BUPPLE_URL_PREFIX") or "").rstrip("/"),
             register_blueprint=to_bool("BUPPLE_REGISTER_BLUEPRINT", config.get("BUPPLE_REGISTER_BLUEPRINT", True)),
         )

@@ -8,7 +8,9 @@ raises ``RuntimeError``, as Flask's own proxies do.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from typing import Any
 
 import requests
@@ -16,15 +18,26 @@ from flask import Flask, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, Table, create_engine
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from .builder import ChatRequestBuilder
 from .config import EngineSettings, apply_defaults, provider_settings
+from .database import (
+    DatabaseTimeoutError,
+    bound_connections,
+    bounded,
+    describe_error,
+    ping,
+    statement_timeout_args,
+)
 from .memory import ConversationMemory, memory_table
 from .providers import Provider, canonical_name, provider_class, provider_classes, register_provider
 from .providers.registry import load_entry_points
+from .redact import Redactor
 from .transport import create_session
 
 EXTENSION_KEY = "bupple"
+log = logging.getLogger("bupple_flask")
 
 
 class EngineState:
@@ -37,7 +50,11 @@ class EngineState:
         self.http = http
         self.table: Table = memory_table(db.metadata if db is not None else MetaData(), settings.memory_table)
         self._providers: dict[str, Provider] = {}
+        self.redactor = Redactor()
+        """Knows the key of every provider resolved so far (``init_app`` resolves them all)."""
         self._sql_engine: Engine | None = None
+        self._tables_pending = False  # the table could not be created at start-up: retried on first use
+        self._tables_lock = threading.Lock()  # gevent's lock under gevent: one greenlet creates, the others wait
 
     def provider(self, name: str | None = None) -> Provider:
         """The provider instance for ``name`` (aliases allowed), or the default one."""
@@ -46,6 +63,8 @@ class EngineState:
         if instance is None:
             cls = provider_class(key)
             instance = self._providers.setdefault(key, cls(provider_settings(cls, self.app.config), self.http))
+            self.redactor.add_key(instance.settings.api_key)
+            instance.redactor = self.redactor  # an error from one provider may quote another's key
         return instance
 
     @property
@@ -59,18 +78,64 @@ class EngineState:
         return "mock"
 
     def sql_engine(self) -> Engine:
-        """The SQLAlchemy engine of the app's Flask-SQLAlchemy, or the engine's own database; looked up once."""
+        """The SQLAlchemy engine of the app's Flask-SQLAlchemy, or the engine's own database; looked up once.
+
+        Its new connections get the ``BUPPLE_DB_TIMEOUT`` bounds the app did not set itself
+        (:mod:`bupple_flask.database`); the engine's own database also gets a statement timeout.
+        """
         if self._sql_engine is None:
+            timeout = self.settings.db_timeout
             if self.db is not None:
                 with self.app.app_context():
-                    self._sql_engine = self.db.engine
+                    sql_engine = self.db.engine
             else:
-                self._sql_engine = create_engine(self.settings.database_uri or instance_sqlite_uri(self.app))
+                uri = self.settings.database_uri or instance_sqlite_uri(self.app)
+                sql_engine = create_engine(uri, connect_args=statement_timeout_args(uri, timeout))
+            bound_connections(sql_engine, timeout)
+            self._sql_engine = sql_engine
         return self._sql_engine
 
     def memory(self) -> ConversationMemory:
-        """A new conversation memory on this app's database."""
-        return ConversationMemory(self.sql_engine(), self.table)
+        """A new conversation memory on this app's database (creating the table if start-up could not)."""
+        self.ensure_tables()
+        return ConversationMemory(self.sql_engine(), self.table, timeout=self.settings.db_timeout)
+
+    def create_tables(self) -> None:
+        """Create the memory table if it does not exist, within ``BUPPLE_DB_TIMEOUT``."""
+        timeout = self.settings.db_timeout
+        if not self._tables_lock.acquire(timeout=timeout if timeout and timeout > 0 else -1):
+            raise DatabaseTimeoutError("another request is still creating the memory table")
+        try:
+            with bounded(timeout):
+                self.table.create(self.sql_engine(), checkfirst=True)
+            self._tables_pending = False
+        finally:
+            self._tables_lock.release()
+
+    def defer_tables(self, exc: SQLAlchemyError) -> None:
+        """Start-up could not create the table: log it, and create it on the first call that reaches the database."""
+        self._tables_pending = True
+        log.warning(
+            "conversation memory: the database is unavailable at start-up (%s); the table %s is created "
+            "when it answers, and memory calls get 503 until then", describe_error(exc), self.table.name,
+        )  # fmt: skip
+
+    def ensure_tables(self) -> None:
+        """Create the table now if start-up could not (raises ``SQLAlchemyError`` while the database is down)."""
+        if self._tables_pending:
+            self.create_tables()
+
+    def check_database(self) -> dict[str, Any]:
+        """Readiness of the memory database: ``{"status": "ok"}`` or ``{"status": "unavailable", "error": ...}``."""
+        try:
+            if self._tables_pending:
+                self.create_tables()
+            else:
+                ping(self.sql_engine(), self.settings.db_timeout)
+        except SQLAlchemyError as exc:
+            log.warning("health check: conversation memory database unavailable (%s)", describe_error(exc))
+            return {"status": "unavailable", "error": exc.__class__.__name__}
+        return {"status": "ok"}
 
     def describe_providers(self) -> list[dict[str, Any]]:
         """Names, default models and whether each is configured: never keys or URLs with secrets."""
@@ -143,10 +208,22 @@ class BuppleEngine:
         """A conversation memory; call ``set_parent("conversation", id)`` before use."""
         return self.state.memory()
 
-    def create_tables(self) -> None:
-        """Create the memory table if it does not exist (``db.create_all()`` does it too)."""
+    def create_tables(self, *, retry_later: bool = False) -> bool:
+        """Create the memory table if it does not exist (``db.create_all()`` does it too).
+
+        With ``retry_later``, a database that cannot be reached is logged instead of raised,
+        and the table is created by the first memory call (or ``/healthz``) that reaches it;
+        returns whether the table exists now.
+        """
         state = self.state
-        state.table.create(state.sql_engine(), checkfirst=True)
+        try:
+            state.create_tables()
+        except SQLAlchemyError as exc:
+            if not retry_later:
+                raise
+            state.defer_tables(exc)
+            return False
+        return True
 
     @staticmethod
     def register_provider(cls: type[Provider], *aliases: str) -> type[Provider]:

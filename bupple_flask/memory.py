@@ -30,10 +30,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from .database import bounded
 from .errors import InvalidRequestError
 from .messages import ROLES
 
 MAX_PARENT_ID = 255
+NUL = "\x00"
+REPLACEMENT = "\ufffd"
 
 
 def check_parent_id(value: Any, *, what: str = "conversation id") -> str:
@@ -50,6 +53,31 @@ def check_parent_id(value: Any, *, what: str = "conversation id") -> str:
     if not text.isprintable():  # also false for NUL, line breaks and lone surrogates
         raise InvalidRequestError(f"{what} must not contain control characters or invalid Unicode")
     return text
+
+
+def check_content(content: Any, *, what: str = "message content") -> str:
+    """``content`` if every database can store it: a string without NUL (PostgreSQL's text cannot hold one).
+
+    Refused on every database alike, so a conversation never depends on where it is kept.
+    """
+    if not isinstance(content, str):
+        raise InvalidRequestError(f"{what} must be a string")
+    if NUL in content:
+        raise InvalidRequestError(
+            f"{what} must not contain NUL characters (\\u0000): conversation memory cannot store them"
+        )
+    return content
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` (a string, or lists and dicts of them) with NUL replaced by U+FFFD, so it can be stored."""
+    if isinstance(value, str):
+        return value.replace(NUL, REPLACEMENT) if NUL in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def memory_table(metadata: MetaData, name: str = "engine_memory") -> Table:
@@ -75,12 +103,19 @@ def memory_table(metadata: MetaData, name: str = "engine_memory") -> Table:
 
 
 class ConversationMemory:
-    """Messages of one parent (``set_parent("conversation", id)``), oldest first."""
+    """Messages of one parent (``set_parent("conversation", id)``), oldest first.
 
-    def __init__(self, sql_engine: Engine, table: Table, *, driver: str | None = None) -> None:
+    ``timeout`` bounds each call (``BUPPLE_DB_TIMEOUT``, see :mod:`bupple_flask.database`).
+    Content with NUL is refused (:func:`check_content`) on every database.
+    """
+
+    def __init__(
+        self, sql_engine: Engine, table: Table, *, driver: str | None = None, timeout: float | None = None
+    ) -> None:
         self.sql_engine = sql_engine
         self.table = table
         self.driver = driver
+        self.timeout = timeout
         self.parent_class: str | None = None
         self.parent_id: str | None = None
 
@@ -112,9 +147,10 @@ class ConversationMemory:
         self._require_parent()
         if role not in ROLES:
             raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
+        check_content(content)
         message_id = str(uuid.uuid4())
         now = datetime.now(UTC)
-        with self.sql_engine.begin() as connection:
+        with bounded(self.timeout), self.sql_engine.begin() as connection:
             connection.execute(
                 insert(self.table).values(
                     parent_class=self.parent_class,
@@ -139,6 +175,7 @@ class ConversationMemory:
         for message in messages:
             if message["role"] not in ROLES:
                 raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
+            check_content(message["content"])
             rows.append(
                 {
                     "parent_class": self.parent_class,
@@ -154,7 +191,7 @@ class ConversationMemory:
                 }
             )
         if rows:
-            with self.sql_engine.begin() as connection:
+            with bounded(self.timeout), self.sql_engine.begin() as connection:
                 connection.execute(insert(self.table), rows)
         return [row["message_id"] for row in rows]
 
@@ -173,7 +210,7 @@ class ConversationMemory:
     def clear(self) -> int:
         """Delete this parent's messages; returns how many were deleted."""
         self._require_parent()
-        with self.sql_engine.begin() as connection:
+        with bounded(self.timeout), self.sql_engine.begin() as connection:
             result = connection.execute(delete(self.table).where(*self._where()))
         return result.rowcount or 0
 
@@ -188,7 +225,7 @@ class ConversationMemory:
         t = self.table
         query = select(t.c.role, t.c.content).where(*self._where())
         query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
-        with self.sql_engine.connect() as connection:
+        with bounded(self.timeout), self.sql_engine.connect() as connection:
             messages = [{"role": role, "content": content} for role, content in connection.execute(query)]
         if limit is not None:
             messages.reverse()
@@ -202,7 +239,7 @@ class ConversationMemory:
             t.c.message_id, t.c.role, t.c.content, t.c.type, t.c["metadata"], t.c.driver, t.c.created_at
         ).where(*self._where())
         query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
-        with self.sql_engine.connect() as connection:
+        with bounded(self.timeout), self.sql_engine.connect() as connection:
             rows = [dict(row._mapping) for row in connection.execute(query)]
         if limit is not None:
             rows.reverse()
@@ -214,7 +251,7 @@ class ConversationMemory:
     def count(self) -> int:
         """How many messages this parent has."""
         self._require_parent()
-        with self.sql_engine.connect() as connection:
+        with bounded(self.timeout), self.sql_engine.connect() as connection:
             return connection.execute(select(func.count()).select_from(self.table).where(*self._where())).scalar_one()
 
     def _where(self) -> tuple[Any, ...]:

@@ -4,6 +4,12 @@ The order of work is what keeps the first token fast and the history true: the h
 is read before the upstream request, the question is stored while that request is in
 flight (off the time-to-first-token path), and the reply is stored, after the question,
 with exactly what reached the browser and how it ended.
+
+What the history can hold decides what is accepted: a question the database cannot store
+(a NUL) is refused before the upstream request, a reply is stored with any NUL replaced by
+U+FFFD, and a reply whose question could not be stored is not stored either, so the
+history never has an answer without its question (Claude refuses a history that starts
+with one).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 from typing import Any
 
 from .green import Task, spawn
-from .memory import ConversationMemory
+from .memory import ConversationMemory, check_content, without_nul
 from .messages import Messages
 from .relay import StreamOutcome
 
@@ -23,13 +29,27 @@ class ConversationTurn:
     """A :class:`~bupple_flask.relay.StreamListener` that stores one question and its answer."""
 
     def __init__(self, memory: ConversationMemory, question: Messages) -> None:
+        for index, message in enumerate(question):  # refused now (a 400), not lost after the reply
+            check_content(message["content"], what=f"messages[{index}].content")
         self.memory = memory
         self.question = question
         self._storing_question: Task | None = None
+        self._question_stored = False
 
     def messages(self) -> Messages:
-        """The history to send: stored turns (failed, empty replies skipped), then the question."""
-        history = [m for m in self.memory.get_messages() if m["content"]]
+        """The history to send: stored turns (failed, empty replies skipped), then the question.
+
+        An assistant message before the first user message (a reply whose question was lost,
+        stored by an older version) is skipped too: every provider gets a history that starts
+        with a question.
+        """
+        history: list[dict[str, str]] = []
+        asked = False
+        for message in self.memory.get_messages():
+            if not message["content"] or (message["role"] == "assistant" and not asked):
+                continue
+            asked = asked or message["role"] == "user"
+            history.append(message)
         return Messages(history + list(self.question))  # stored history is canonical already
 
     def started(self) -> None:
@@ -39,13 +59,21 @@ class ConversationTurn:
     def _store_question(self) -> None:
         try:
             self.memory.add_messages(self.question)
+            self._question_stored = True
         except Exception:
             log.exception("storing the user's message in conversation %s failed", self.memory.parent_id)
 
     def ended(self, outcome: StreamOutcome) -> None:
         """Store the reply (after the question: the order is the conversation's)."""
-        if self._storing_question is not None:
-            self._storing_question.join()
+        if self._storing_question is None:
+            return  # the upstream was never asked (the browser left at once): nothing to store
+        self._storing_question.join()
+        if not self._question_stored:
+            log.warning(
+                "conversation %s: the user's message was not stored, so neither is the reply (%s)",
+                self.memory.parent_id, outcome.ending,
+            )  # fmt: skip
+            return
         metadata: dict[str, Any] = {
             "ending": outcome.ending,
             "provider": outcome.provider,
@@ -55,4 +83,6 @@ class ConversationTurn:
         }
         if outcome.error is not None:
             metadata["error"] = outcome.error.to_dict()
-        self.memory.add_assistant_message(outcome.content, metadata=metadata, driver=outcome.provider)
+        self.memory.add_assistant_message(
+            without_nul(outcome.content), metadata=without_nul(metadata), driver=outcome.provider
+        )

@@ -62,13 +62,14 @@ class GunicornServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited early:\n{self.read_log()}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                # Liveness, not readiness: a server whose database is down must still start.
+                if requests.get(self.url + "/livez", timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"gunicorn did not become healthy:\n{self.read_log()}")
+        raise RuntimeError(f"gunicorn did not become live:\n{self.read_log()}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
