@@ -119,7 +119,8 @@ def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
     messages = spec.messages
     turn = None
     if spec.conversation_id is not None:
-        turn = ConversationTurn(_memory(state, spec.conversation_id).set_driver(builder.provider), spec.messages)
+        memory = _memory(state, spec.conversation_id).set_driver(builder.provider)
+        turn = ConversationTurn(memory, spec.messages, max_history_chars=state.settings.max_history_chars)
         messages = turn.messages()
     stream_id = secrets.token_hex(16)
     settings = state.settings

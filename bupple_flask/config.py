@@ -49,7 +49,7 @@ ENGINE_KEYS: tuple[Key, ...] = (
     Key("BUPPLE_SSE_WRITE_TIMEOUT", 30.0, "seconds a write to a browser that stopped reading may block before "
         "the stream ends (stored interrupted)"),
     Key("BUPPLE_MAX_EVENT_BYTES", 1024 * 1024, "largest SSE event accepted from a provider (event_too_large)"),
-    Key("BUPPLE_MAX_HISTORY_BYTES", 512 * 1024, "most stored history one turn loads, newest first"),
+    Key("BUPPLE_MAX_HISTORY_CHARS", 500_000, "most stored history (characters) one turn loads, newest first"),
     Key("BUPPLE_MEMORY_TABLE", "engine_memory", "the conversation memory table", ("BUPPLE_MEMORY_DB_TABLE_NAME",)),
     Key("BUPPLE_DATABASE_URI", None, "the engine's own database when the app has no Flask-SQLAlchemy "
         "(default: SQLite in the app's instance folder)"),
@@ -207,7 +207,7 @@ class EngineSettings:
     body_timeout: float = 10.0
     write_timeout: float = 30.0
     max_event_bytes: int = 1024 * 1024
-    max_history_bytes: int = 512 * 1024
+    max_history_chars: int = 500_000
     memory_table: str = "engine_memory"
     database_uri: str | None = None
     db_timeout: float = 5.0
@@ -235,7 +235,7 @@ class EngineSettings:
             body_timeout=num("BUPPLE_BODY_TIMEOUT", float),
             write_timeout=num("BUPPLE_SSE_WRITE_TIMEOUT", float),
             max_event_bytes=num("BUPPLE_MAX_EVENT_BYTES", int),
-            max_history_bytes=num("BUPPLE_MAX_HISTORY_BYTES", int),
+            max_history_chars=num("BUPPLE_MAX_HISTORY_CHARS", int),
             memory_table=str(config.get("BUPPLE_MEMORY_TABLE") or "engine_memory"),
             database_uri=config.get("BUPPLE_DATABASE_URI") or None,
             db_timeout=num("BUPPLE_DB_TIMEOUT", float),

@@ -216,19 +216,27 @@ class ConversationMemory:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get_messages(self, limit: int | None = None) -> list[dict[str, str]]:
+    def get_messages(self, limit: int | None = None, *, max_chars: int | None = None) -> list[dict[str, str]]:
         """``[{"role", "content"}, ...]`` oldest first, ready to send to any provider.
 
-        Reads only the two columns it returns: this runs before every turn's first token.
+        ``limit`` keeps the newest messages; ``max_chars`` the newest whose contents add up to at
+        most that many characters (counted by the database, so no more is ever read). Reads
+        only the two columns it returns: this runs before every turn's first token.
         """
         self._require_parent()
         t = self.table
         query = select(t.c.role, t.c.content).where(*self._where())
-        query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
+        if max_chars:
+            running = func.sum(func.length(t.c.content)).over(order_by=t.c.id.desc()).label("running")
+            newest = select(t.c.id, t.c.role, t.c.content, running).where(*self._where()).subquery()
+            query = select(newest.c.role, newest.c.content).where(newest.c.running <= max_chars)
+            query = query.order_by(newest.c.id)
+        else:
+            query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
         with bounded(self.timeout), self.sql_engine.connect() as connection:
             messages = [{"role": role, "content": content} for role, content in connection.execute(query)]
-        if limit is not None:
-            messages.reverse()
+        if limit is not None and not max_chars:
+            messages.reverse()  # read newest first
         return messages
 
     def get_records(self, limit: int | None = None) -> list[dict[str, Any]]:

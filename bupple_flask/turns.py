@@ -28,11 +28,12 @@ log = logging.getLogger("bupple_flask")
 class ConversationTurn:
     """A :class:`~bupple_flask.relay.StreamListener` that stores one question and its answer."""
 
-    def __init__(self, memory: ConversationMemory, question: Messages) -> None:
+    def __init__(self, memory: ConversationMemory, question: Messages, *, max_history_chars: int = 0) -> None:
         for index, message in enumerate(question):  # refused now (a 400), not lost after the reply
             check_content(message["content"], what=f"messages[{index}].content")
         self.memory = memory
         self.question = question
+        self.max_history_chars = max_history_chars
         self._storing_question: Task | None = None
         self._question_stored = False
 
@@ -40,12 +41,12 @@ class ConversationTurn:
         """The history to send: stored turns (failed, empty replies skipped), then the question.
 
         An assistant message before the first user message (a reply whose question was lost,
-        stored by an older version) is skipped too: every provider gets a history that starts
-        with a question.
+        stored by an older version, or the oldest turn left after the ``max_history_chars``
+        bound) is skipped too: every provider gets a history that starts with a question.
         """
         history: list[dict[str, str]] = []
         asked = False
-        for message in self.memory.get_messages():
+        for message in self.memory.get_messages(max_chars=self.max_history_chars or None):
             if not message["content"] or (message["role"] == "assistant" and not asked):
                 continue
             asked = asked or message["role"] == "user"

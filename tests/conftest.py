@@ -160,6 +160,14 @@ def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., Gunicorn
     yield start
     for server in servers:
         server.stop()
+    for server in servers:  # the whole run's promise: no configured key in any log line or stored row
+        _assert_no_key(server.read_log(), f"the log of the server on port {server.port}")
+    for database in tmp_path.glob("*.sqlite3"):
+        _assert_no_key(database.read_bytes().decode("utf-8", "replace"), f"the stored rows in {database.name}")
+
+
+def _assert_no_key(text: str, where: str) -> None:
+    assert KEY not in text, f"the configured provider key appears in {where}"
 
 
 @pytest.fixture(scope="session")

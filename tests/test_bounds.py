@@ -148,3 +148,20 @@ def test_a_get_over_gunicorns_request_line_limit_is_refused_by_gunicorn(start_se
     response = requests.get(server.url + "/api/stream", params={"message": "m" * 2000}, timeout=10)
     assert response.status_code in (400, 414) and fake_openai.requests == []
     assert requests.get(server.url + "/api/providers", timeout=10).status_code == 200
+
+
+def test_a_huge_history_is_not_sent_whole_and_never_starts_with_an_answer(start_server, fake_openai) -> None:
+    """8 turns of 0.9 MB used to send 6.9 MiB with a 20-byte question; now the newest turns within the bound."""
+    fake_openai.script = Script(chunks=["ok"])
+    server = start_server(BUPPLE_MAX_HISTORY_CHARS="2000000")
+    for index in range(8):
+        body = {"message": f"turn {index} " + "h" * 900_000, "conversation_id": "huge"}
+        with requests.post(server.url + "/api/stream", json=body, stream=True, timeout=60) as response:
+            assert [e.json()["type"] for e in sse_events(response) if e.data][-1] == "completion"
+    body = {"message": "And now?", "conversation_id": "huge"}
+    with requests.post(server.url + "/api/stream", json=body, stream=True, timeout=60) as response:
+        assert [e.json()["type"] for e in sse_events(response) if e.data][-1] == "completion"
+    sent = fake_openai.requests[-1].json["messages"]
+    assert sum(len(m["content"]) for m in sent[:-1]) <= 2_000_000
+    assert len(sent) < 17 and sent[0]["role"] == "user" and sent[-1]["content"] == "And now?"
+    assert sent[-2]["content"] == "ok" and sent[-3]["content"].startswith("turn 7 ")

@@ -105,3 +105,14 @@ def test_add_messages_stores_several_in_order(host) -> None:
     ids = memory.add_messages([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
     assert len(set(ids)) == 2
     assert memory.get_messages() == [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+
+
+def test_history_is_bounded_newest_first_in_the_database(host) -> None:
+    _, _, engine, _, _ = host
+    memory = engine.memory().set_parent("conversation", "long")
+    for index in range(6):
+        memory.add_user_message(f"q{index} " + "x" * 97)  # 100 characters each
+        memory.add_assistant_message(f"a{index} " + "y" * 97)
+    newest = memory.get_messages(max_chars=350)
+    assert [m["content"][:2] for m in newest] == ["a4", "q5", "a5"]  # whole messages, oldest first
+    assert len(memory.get_messages()) == 12  # nothing deleted
