@@ -175,11 +175,19 @@ class BuppleEngine:
             self.init_app(app)
 
     def init_app(self, app: Flask, *, db: SQLAlchemy | None = None) -> None:
-        """Set the engine up on ``app``.
+        """Set the engine up on ``app``; a second call for the same app raises ``RuntimeError``.
 
-        Every ``BUPPLE_*`` key is ``setdefault``-ed in ``app.config`` (the README lists them)
-        and the built-in providers' settings are checked now, so a bad value fails at start-up.
-        A second call for the same app raises ``RuntimeError``.
+        Every key is ``setdefault``-ed in ``app.config`` from the config, then the environment,
+        then its default (the README's Configuration table says what each does):
+        ``BUPPLE_DEFAULT_PROVIDER``, ``BUPPLE_ENGINE_CONNECT_TIMEOUT``, ``BUPPLE_ENGINE_IDLE_TIMEOUT``,
+        ``BUPPLE_ENGINE_MAX_DURATION``, ``BUPPLE_ENGINE_MAX_RETRIES``, ``BUPPLE_ENGINE_RETRY_MAX_WAIT``,
+        ``BUPPLE_ENGINE_POOL_SIZE``, ``BUPPLE_SSE_HEARTBEAT``, ``BUPPLE_SSE_RETRY_MS``,
+        ``BUPPLE_MAX_REQUEST_BYTES``, ``BUPPLE_BODY_TIMEOUT``, ``BUPPLE_SSE_WRITE_TIMEOUT``,
+        ``BUPPLE_MAX_EVENT_BYTES``, ``BUPPLE_MAX_HISTORY_CHARS``, ``BUPPLE_MEMORY_TABLE``,
+        ``BUPPLE_DATABASE_URI``, ``BUPPLE_DB_TIMEOUT``, ``BUPPLE_URL_PREFIX``, ``BUPPLE_REGISTER_BLUEPRINT``,
+        and for every registered provider ``BUPPLE_ENGINE_<NAME>_API_KEY``, ``_BASE_URL``, ``_MODEL``,
+        ``_TEMPERATURE``, ``_MAX_TOKENS`` (plus the provider's own extras). Provider settings are
+        checked now, so a bad value fails at start-up.
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("BuppleEngine is already initialised on this app; call init_app once per app")

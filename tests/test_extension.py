@@ -157,6 +157,10 @@ def test_every_key_is_documented_in_the_readme_and_init_app() -> None:
         for fallback in key.fallbacks:
             assert f"`{fallback}`" in readme, fallback
     assert "README" in doc and "setdefault" in doc
+    for key in ENGINE_KEYS:
+        assert f"``{key.name}``" in doc, f"{key.name} is not listed in init_app's docstring"
+    for suffix, _ in PROVIDER_FIELDS:
+        assert suffix in doc
 
 
 def test_laravel_and_provider_names_are_fallbacks(tmp_path: Path, monkeypatch) -> None:
