@@ -316,3 +316,18 @@ def test_escape_log_value(value: object, expected: str) -> None:
     escaped = escape_log_value(value)
     assert escaped == expected
     assert len(escaped.splitlines()) <= 1
+
+
+def test_a_pasted_newline_after_the_key_is_stripped_under_gunicorn(start_server, fake_openai) -> None:
+    server = start_server(OPENAI_API_KEY=fake_openai.api_key + "\n")
+    with requests.post(server.url + "/api/stream", json={"message": "Hi", "provider": "openai"}, timeout=30) as r:
+        assert r.status_code == 200 and '"type":"completion"' in r.text
+    assert fake_openai.requests[0].headers["authorization"] == f"Bearer {fake_openai.api_key}"
+
+
+def test_an_unusable_key_stops_the_server_at_start_without_showing_it(start_server) -> None:
+    with pytest.raises(RuntimeError) as failed:
+        start_server(OPENAI_API_KEY="sk-broken SECRET-half")
+    log = str(failed.value)
+    assert "BUPPLE_ENGINE_OPENAI_API_KEY" in log and "HTTP header" in log
+    assert "SECRET" not in log and "sk-broken" not in log
