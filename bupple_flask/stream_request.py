@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .client_socket import body_read_timeout
 from .errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
@@ -54,9 +55,11 @@ def _json_body(request: Request, max_bytes: int) -> dict[str, Any]:
         raise UnsupportedMediaTypeError("send the body as JSON with Content-Type: application/json")
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLargeError(f"request body is larger than {max_bytes} bytes")
-    raw = request.stream.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise PayloadTooLargeError(f"request body is larger than {max_bytes} bytes")
+    request.max_content_length = max_bytes  # also bounds a body sent without Content-Length
+    try:
+        raw = request.get_data(cache=True)  # cached: a guard of the host app may have read it already
+    except RequestEntityTooLarge:
+        raise PayloadTooLargeError(f"request body is larger than {max_bytes} bytes") from None
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -115,6 +115,18 @@ def test_custom_provider(readme_app, make_app, fake_openai, monkeypatch, provide
     assert request.json["model"] == "gateway-default" and request.headers["authorization"] == f"Bearer {KEY}"
 
 
+def test_guard(readme_app, fake_openai) -> None:
+    run(readme_app, "guard")
+    client = readme_app["app"].test_client()
+    assert client.post("/ai/api/stream", json={"message": "hi"}).status_code == 401
+    assert client.get("/ai/api/providers").get_json()["error"]["code"] == "unauthorized"
+    signed_in = {"X-Demo-User": "ada"}
+    assert client.post("/ai/api/stream", json={"message": "admin?"}, headers=signed_in).status_code == 403
+    body = client.post("/ai/api/stream", json={"message": "hi"}, headers=signed_in).get_data(as_text=True)
+    assert '"type":"completion"' in body  # the guard read the JSON body; the stream still got it
+    assert client.get("/ai/bupple/bupple-chat.js").status_code == 200
+
+
 def test_curl_examples_against_the_real_server(start_server, fake_openai) -> None:
     fake_openai.script = Script(chunks=["Snow ", "melts"])
     server = start_server()
@@ -133,6 +145,6 @@ def test_curl_examples_against_the_real_server(start_server, fake_openai) -> Non
 
 def test_all_marked_examples_are_covered() -> None:
     covered = {"app-setup", "basic-streaming", "each-provider", "error-handling", "memory", "custom-route",
-               "custom-provider",
+               "custom-provider", "guard",
                "curl-stream", "curl-history"} | TESTED_ELSEWHERE
     assert set(readme_blocks()) == covered
