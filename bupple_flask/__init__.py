@@ -21,9 +21,10 @@ from .errors import (
     UnknownProviderError,
     UnsupportedMediaTypeError,
 )
+from .events import EventEncoder, EventNames, StreamEvents
 from .memory import ConversationMemory
 from .providers import ChatCall, HttpProvider, Provider, StreamState, Upstream, register_provider
-from .relay import StreamOutcome
+from .relay import StreamListener, StreamOutcome
 from .sse import ServerSentEvent, SSEDecoder, encode_comment, encode_event
 from .stream import ChatStream, Deadline
 from .version import __version__
@@ -42,6 +43,8 @@ __all__ = [
     "ConversationMemory",
     "Deadline",
     "Ending",
+    "EventEncoder",
+    "EventNames",
     "EventTooLargeError",
     "FinalChunk",
     "HttpProvider",
@@ -56,6 +59,8 @@ __all__ = [
     "RateLimitError",
     "SSEDecoder",
     "ServerSentEvent",
+    "StreamEvents",
+    "StreamListener",
     "StreamOutcome",
     "StreamState",
     "StreamTimeoutError",

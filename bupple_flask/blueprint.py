@@ -9,7 +9,6 @@ dependency checked), ``bupple.livez`` (liveness: no I/O), ``bupple.chat_page`` a
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, jsonify, render_template, request
@@ -18,17 +17,15 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .engine import EngineState, get_state
 from .errors import BuppleError
+from .events import EventEncoder
 from .memory import ConversationMemory
-from .relay import Relay, RelaySettings
+from .response import PARENT_CLASS
 from .stream_request import StreamRequest, parse_stream_request
-from .turns import ConversationTurn
 
 if TYPE_CHECKING:
     from .engine import BuppleEngine
 
 log = logging.getLogger("bupple_flask")
-PARENT_CLASS = "conversation"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def create_blueprint(engine: BuppleEngine, name: str = "bupple") -> Blueprint:
@@ -107,7 +104,7 @@ def chat_page() -> str:
 
 
 def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
-    """Check the request against the provider, load the conversation, and return the SSE response."""
+    """Check the request against the provider, then stream through the same helper a custom route uses."""
     builder = (
         engine.ai(spec.provider)
         .with_model(spec.model)
@@ -115,32 +112,9 @@ def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
         .with_max_tokens(spec.max_tokens)
         .require_configured()
     )
-    state = builder.state
-    messages = spec.messages
-    turn = None
-    if spec.conversation_id is not None:
-        memory = _memory(state, spec.conversation_id).set_driver(builder.provider)
-        turn = ConversationTurn(memory, spec.messages, max_history_chars=state.settings.max_history_chars)
-        messages = turn.messages()
-    stream_id = secrets.token_hex(16)
-    settings = state.settings
-    relay = Relay(
-        builder,
-        messages,
-        RelaySettings(
-            heartbeat=settings.heartbeat,
-            retry_ms=settings.sse_retry_ms,
-            named_events=spec.named_events,
-            write_timeout=settings.write_timeout,
-        ),
-        stream_id=stream_id,
-        final_extra={"conversation_id": spec.conversation_id} if spec.conversation_id else None,
-        listener=turn,
-        client_socket=request.environ.get("gunicorn.socket"),
+    return engine.sse_response(
+        builder, spec.messages, events=EventEncoder(spec.named_events), conversation_id=spec.conversation_id
     )
-    response = Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
-    response.headers["X-Bupple-Stream-Id"] = stream_id
-    return response
 
 
 def _memory(state: EngineState, conversation_id: str) -> ConversationMemory:

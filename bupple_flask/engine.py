@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 import requests
-from flask import Flask, current_app, has_app_context
+from flask import Flask, Response, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, Table, create_engine
 from sqlalchemy.engine import Engine
@@ -30,10 +30,13 @@ from .database import (
     ping,
     statement_timeout_args,
 )
+from .events import StreamEvents
 from .memory import ConversationMemory, memory_table
 from .providers import Provider, canonical_name, provider_class, provider_classes, register_provider
 from .providers.registry import load_entry_points
 from .redact import Redactor
+from .relay import StreamListener
+from .response import sse_response
 from .transport import create_session
 
 EXTENSION_KEY = "bupple"
@@ -215,6 +218,21 @@ class BuppleEngine:
     def memory(self) -> ConversationMemory:
         """A conversation memory; call ``set_parent("conversation", id)`` before use."""
         return self.state.memory()
+
+    def sse_response(
+        self,
+        builder: ChatRequestBuilder,
+        messages: Any,
+        *,
+        events: StreamEvents | None = None,
+        conversation_id: str | None = None,
+        listener: StreamListener | None = None,
+    ) -> Response:
+        """``/api/stream``'s response for a route of your own, its events written by ``events`` (e.g. ``EventNames``).
+
+        Same guarantees (see :func:`bupple_flask.response.sse_response`); with ``conversation_id`` the turn is stored.
+        """
+        return sse_response(builder, messages, events=events, conversation_id=conversation_id, listener=listener)
 
     def create_tables(self, *, retry_later: bool = False) -> bool:
         """Create the memory table if it does not exist (``db.create_all()`` does it too).

@@ -1,36 +1,67 @@
-"""Our SSE event format: an ``id`` on every event, JSON ``data`` with a ``type``.
+"""The events of a streamed reply, and how they are written: one relay, pluggable encoders.
 
-``status`` first, then ``chunk`` events, then one ``completion`` or ``error``; ``: ping``
-comments while waiting. With ``named`` the event name is sent too (``event: chunk``), for
-EventSource listeners.
+A reply is ``status`` first, then ``chunk`` events, then one ``completion`` or ``error``, with
+``: ping`` comments while waiting. :class:`StreamEvents` is what the relay asks an encoder for;
+:class:`EventEncoder` is our format (an ``id`` on every event, JSON ``data`` with a ``type``;
+with ``named`` the event name too, for EventSource listeners) and :class:`EventNames` writes the
+same events under your own names and payloads, for a route of your own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from json import dumps as json_string
-from typing import Any
+from typing import Any, Protocol
 
-from .chunks import ROLE, dumps
+from .chunks import ROLE, FinalChunk, dumps
 from .errors import BuppleError
 from .sse import encode_comment, encode_event
 
 HEARTBEAT = encode_comment("ping")
 
 
+class StreamEvents(Protocol):
+    """How one response's events are written: the relay calls these, and sends ``: ping`` itself."""
+
+    def for_stream(self) -> StreamEvents:
+        """A fresh encoder for one response (its own event numbering); the relay calls it once per stream."""
+
+    def status(self, stream_id: str, retry_ms: int) -> bytes:
+        """The first event, sent at once (with the ``retry:`` reconnect hint)."""
+
+    def chunk(self, content: str, tokens: int) -> bytes:
+        """One piece of the reply's text; ``tokens`` is the count of output tokens so far. On the per-chunk path."""
+
+    def completion(self, final: FinalChunk, extra: Mapping[str, Any]) -> bytes:
+        """The last event of a complete reply (``extra``: e.g. the ``conversation_id``)."""
+
+    def error(self, exc: BuppleError) -> bytes:
+        """The last event of a reply that failed."""
+
+
 class EventEncoder:
-    """Numbers and encodes the events of one response."""
+    """Our own format: numbers and encodes the events of one response."""
 
     __slots__ = ("named", "next_id")
 
-    def __init__(self, named: bool) -> None:
+    def __init__(self, named: bool = False) -> None:
         self.named = named
         self.next_id = 0
+
+    def for_stream(self) -> EventEncoder:
+        """A fresh encoder with the same settings, numbering from 0."""
+        return EventEncoder(self.named)
 
     def event(self, payload: dict[str, Any], name: str, retry: int | None = None) -> bytes:
         """Any event: ``payload`` as JSON."""
         event_id = self.next_id
         self.next_id += 1
         return encode_event(dumps(payload), event=name if self.named else None, id=event_id, retry=retry)
+
+    def status(self, stream_id: str, retry_ms: int) -> bytes:
+        """``{"type": "status", "message": "Starting...", "stream_id"}`` with the ``retry:`` hint."""
+        payload = {"type": "status", "message": "Starting...", "stream_id": stream_id}
+        return self.event(payload, "status", retry=retry_ms)
 
     def chunk(self, content: str, tokens: int) -> bytes:
         """``{"type": "chunk", **text_chunk(content, tokens)}`` as an event, on the per-chunk path.
@@ -47,9 +78,106 @@ class EventEncoder:
             f'"done":false,"tokens":{int(tokens)}}}\n\n'
         ).encode()
 
+    def completion(self, final: FinalChunk, extra: Mapping[str, Any]) -> bytes:
+        """``{"type": "completion", **final_chunk, **extra}``."""
+        return self.event({"type": "completion", **final, **extra}, "completion")
+
     def error(self, exc: BuppleError) -> bytes:
         """The error event that ends a stream; ``retry_after`` when the error knows it."""
-        payload: dict[str, Any] = {"type": "error", "error": exc.message, "code": exc.code, "done": True}
-        if exc.retry_after is not None:
-            payload["retry_after"] = exc.retry_after
-        return self.event(payload, "error")
+        return self.event({"type": "error", **error_fields(exc)}, "error")
+
+
+def error_fields(exc: BuppleError) -> dict[str, Any]:
+    """``{"error": message, "code", "done": True}`` plus ``retry_after`` when the error knows it."""
+    fields: dict[str, Any] = {"error": exc.message, "code": exc.code, "done": True}
+    if exc.retry_after is not None:
+        fields["retry_after"] = exc.retry_after
+    return fields
+
+
+Shape = Callable[[str, dict[str, Any]], Mapping[str, Any]]
+"""``shape(kind, payload)``: the JSON object to send for an event of ``kind`` instead of ``payload``."""
+
+
+class EventNames:
+    """The same events under your own names, for :meth:`~bupple_flask.BuppleEngine.sse_response`.
+
+    ``EventNames(chunk="progress")`` sends ``event: status``, ``event: progress`` (one per piece
+    of text), then ``event: completion`` or ``event: error``; each event's ``data`` is JSON whose
+    ``type`` is its name:
+
+    - status: ``{"type", "message", "stream_id"}`` (``message`` is the constructor's ``message``)
+    - chunk: ``{"type", "content", "tokens"}`` (output tokens so far)
+    - completion: ``{"type", "finish_reason", "usage", "provider", "model"}`` (and ``conversation_id``)
+    - error: ``{"type", "error", "code", "done"}`` (and ``retry_after`` when known)
+
+    ``shape(kind, payload)``, when given, returns the object to send instead (``kind`` is one of
+    ``status``, ``chunk``, ``completion``, ``error``). ``named=False`` leaves the ``event:`` line
+    out (everything reaches ``EventSource.onmessage``). One ``EventNames`` can serve every request.
+    """
+
+    __slots__ = ("_chunk_head", "_chunk_type", "_shape", "message", "named", "names", "next_id")
+
+    def __init__(
+        self,
+        status: str = "status",
+        chunk: str = "chunk",
+        completion: str = "completion",
+        error: str = "error",
+        *,
+        message: str = "Starting...",
+        shape: Shape | None = None,
+        named: bool = True,
+    ) -> None:
+        self.names = {"status": status, "chunk": chunk, "completion": completion, "error": error}
+        self.message = message
+        self.named = named
+        self._shape = shape
+        self.next_id = 0
+        # Per-chunk work done once: the event line and the JSON of the chunk's name (a name with a
+        # line break is written as encode_event writes it, on one line).
+        self._chunk_head = f"event: {chunk.replace(chr(13), ' ').replace(chr(10), ' ')}\n" if named else ""
+        self._chunk_type = json_string(chunk, ensure_ascii=False)
+
+    def for_stream(self) -> EventNames:
+        """A fresh encoder with the same names, numbering from 0."""
+        names = self.names
+        return EventNames(names["status"], names["chunk"], names["completion"], names["error"],
+                          message=self.message, shape=self._shape, named=self.named)  # fmt: skip
+
+    def _event(self, kind: str, fields: Mapping[str, Any], retry: int | None = None) -> bytes:
+        name = self.names[kind]
+        payload = {"type": name, **fields}
+        data = self._shape(kind, payload) if self._shape is not None else payload
+        event_id = self.next_id
+        self.next_id += 1
+        return encode_event(dumps(data), event=name if self.named else None, id=event_id, retry=retry)
+
+    def status(self, stream_id: str, retry_ms: int) -> bytes:
+        """The status event, with the ``retry:`` hint."""
+        return self._event("status", {"message": self.message, "stream_id": stream_id}, retry=retry_ms)
+
+    def chunk(self, content: str, tokens: int) -> bytes:
+        """A chunk event under your name: ``{"type", "content", "tokens"}``; on the per-chunk path.
+
+        Without ``shape`` the JSON is written directly, as :meth:`EventEncoder.chunk` does (a test
+        keeps it equal to the general path).
+        """
+        if self._shape is not None:
+            return self._event("chunk", {"content": content, "tokens": tokens})
+        event_id = self.next_id
+        self.next_id += 1
+        text = json_string(content, ensure_ascii=False)
+        return (
+            f'id: {event_id}\n{self._chunk_head}data: {{"type":{self._chunk_type},"content":{text},'
+            f'"tokens":{int(tokens)}}}\n\n'
+        ).encode()
+
+    def completion(self, final: FinalChunk, extra: Mapping[str, Any]) -> bytes:
+        """The completion event under your name."""
+        fields = {key: final[key] for key in ("finish_reason", "usage", "provider", "model")}
+        return self._event("completion", {**fields, **extra})
+
+    def error(self, exc: BuppleError) -> bytes:
+        """The error event under your name."""
+        return self._event("error", error_fields(exc))

@@ -22,7 +22,7 @@ from .chunks import Ending, FinalChunk, Tick, Usage
 from .client_socket import bound_writes
 from .disconnect import Interrupted, Interrupter, watch_disconnect
 from .errors import BuppleError
-from .events import HEARTBEAT, EventEncoder
+from .events import HEARTBEAT, EventEncoder, StreamEvents
 from .green import BackgroundCall, Pending
 from .messages import Messages
 from .redact import escape_log_value
@@ -57,16 +57,20 @@ class StreamListener(Protocol):
 
 @dataclass(frozen=True)
 class RelaySettings:
-    """How a response is written: heartbeat interval, the client's reconnect hint, event names."""
+    """How a response is written: heartbeat interval, the client's reconnect hint, the write bound."""
 
     heartbeat: float = 15.0
     retry_ms: int = 3000
-    named_events: bool = False
     write_timeout: float = 30.0
 
 
 class Relay:
-    """An iterable of SSE bytes for one request; give it to a streaming ``Response``."""
+    """An iterable of SSE bytes for one request; give it to a streaming ``Response``.
+
+    ``events`` writes the events (our :class:`~bupple_flask.events.EventEncoder` by default, or
+    e.g. :class:`~bupple_flask.events.EventNames`); everything else (disconnects, heartbeats, the
+    deadline, write bounds, the listener) is the same whichever encoder writes them.
+    """
 
     def __init__(
         self,
@@ -75,6 +79,7 @@ class Relay:
         settings: RelaySettings,
         *,
         stream_id: str,
+        events: StreamEvents | None = None,
         final_extra: dict[str, Any] | None = None,
         listener: StreamListener | None = None,
         client_socket: Any = None,
@@ -86,7 +91,7 @@ class Relay:
         self.final_extra = final_extra or {}
         self.listener = listener
         self.client_socket = client_socket
-        self.encode = EventEncoder(settings.named_events)
+        self.encode = (events or EventEncoder()).for_stream()
         self.outcome = StreamOutcome(content="", ending="interrupted", provider=builder.provider)
         self.parts: list[str] = []  # text that was written to the client
         self._events: Generator[bytes, None, None] | None = None
@@ -110,11 +115,7 @@ class Relay:
         lift_write_bounds = bound_writes(self.client_socket, self.settings.write_timeout, deadline.at)
         stream: ChatStream | None = None
         try:
-            yield self.encode.event(
-                {"type": "status", "message": "Starting...", "stream_id": self.stream_id},
-                "status",
-                retry=self.settings.retry_ms,
-            )
+            yield self.encode.status(self.stream_id, self.settings.retry_ms)
             stream = yield from self._open(deadline, client)
             if stream is not None:
                 yield from self._pump(stream, client)
@@ -175,7 +176,7 @@ class Relay:
         outcome.usage = final["usage"]
         outcome.model = final["model"]
         outcome.ending = "complete"
-        return self.encode.event({"type": "completion", **final, **self.final_extra}, "completion")
+        return self.encode.completion(final, self.final_extra)
 
     def _fail(self, exc: BuppleError) -> bytes:
         self.outcome.ending, self.outcome.error = "error", exc

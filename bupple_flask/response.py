@@ -1,0 +1,91 @@
+"""``engine.sse_response(builder, messages)``: the streaming response of ``/api/stream``, for any route.
+
+The built-in route and a route of your own get the same :class:`~bupple_flask.relay.Relay`, so
+the same guarantees: the upstream is closed the moment the browser leaves (also while the model
+thinks), ``: ping`` heartbeats while waiting, the total deadline and the write bounds, and, with
+a ``conversation_id``, the history loaded and the question and the reply (partial, interrupted or
+failed included) stored. Only the encoder that writes the events differs (:mod:`bupple_flask.events`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from flask import Response, has_request_context, request
+
+from .builder import ChatRequestBuilder
+from .events import StreamEvents
+from .messages import normalize_messages
+from .relay import Relay, RelaySettings, StreamListener, StreamOutcome
+from .turns import ConversationTurn
+
+PARENT_CLASS = "conversation"
+"""The ``parent_class`` under which conversations are stored (``memory().set_parent(PARENT_CLASS, id)``)."""
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse_response(
+    builder: ChatRequestBuilder,
+    messages: Any,
+    *,
+    events: StreamEvents | None = None,
+    conversation_id: str | None = None,
+    listener: StreamListener | None = None,
+) -> Response:
+    """A ``text/event-stream`` response that streams ``builder``'s reply to ``messages``.
+
+    Call it in the view and return the response. ``messages`` is a string or a list of
+    ``{role, content}``; with ``conversation_id`` they are the new question: the stored history
+    is sent before them and the turn is stored. Invalid messages, a NUL in a question to store
+    (``InvalidRequestError``) and an unreachable memory database (``SQLAlchemyError``) raise here,
+    before any response; every later failure (a bad key, a 429, a timeout) is the stream's error event.
+    """
+    state = builder.state
+    settings = state.settings
+    to_send = normalize_messages(messages)
+    turn = None
+    if conversation_id is not None:
+        memory = state.memory().set_parent(PARENT_CLASS, conversation_id).set_driver(builder.provider)
+        turn = ConversationTurn(memory, to_send, max_history_chars=settings.max_history_chars)
+        to_send = turn.messages()
+    stream_id = secrets.token_hex(16)
+    relay_settings = RelaySettings(
+        heartbeat=settings.heartbeat, retry_ms=settings.sse_retry_ms, write_timeout=settings.write_timeout
+    )
+    relay = Relay(
+        builder,
+        to_send,
+        relay_settings,
+        stream_id=stream_id,
+        events=events,
+        final_extra={"conversation_id": conversation_id} if conversation_id is not None else None,
+        listener=_both(turn, listener),
+        client_socket=request.environ.get("gunicorn.socket") if has_request_context() else None,
+    )
+    response = Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+    response.headers["X-Bupple-Stream-Id"] = stream_id
+    return response
+
+
+def _both(first: StreamListener | None, second: StreamListener | None) -> StreamListener | None:
+    if first is None or second is None:
+        return first or second
+    return _Listeners(first, second)
+
+
+class _Listeners:
+    """Tells two listeners, in order; the second is told even if the first raised."""
+
+    def __init__(self, first: StreamListener, second: StreamListener) -> None:
+        self.listeners = (first, second)
+
+    def started(self) -> None:
+        for listener in self.listeners:
+            listener.started()
+
+    def ended(self, outcome: StreamOutcome) -> None:
+        try:
+            self.listeners[0].ended(outcome)
+        finally:
+            self.listeners[1].ended(outcome)
