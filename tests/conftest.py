@@ -142,10 +142,13 @@ def postgres_url() -> str:
 
 @pytest.fixture
 def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., GunicornServer]]:
-    """``start_server(**env)``: gunicorn + gevent on loopback with providers on the fakes."""
+    """``start_server(**env)``: gunicorn + gevent on loopback with providers on the fakes.
+
+    ``app="module:app"`` (with ``pythonpath``, the folder it is in) serves another app than ``wsgi:app``.
+    """
     servers: list[GunicornServer] = []
 
-    def start(**env: str) -> GunicornServer:
+    def start(*, app: str = "wsgi:app", pythonpath: Path | None = None, **env: str) -> GunicornServer:
         merged = {
             "DATABASE_URL": f"sqlite:///{tmp_path / 'server.sqlite3'}",
             "BUPPLE_INSTANCE_PATH": str(tmp_path / "instance"),
@@ -153,7 +156,7 @@ def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., Gunicorn
             **provider_config(fakes),
             **{k: str(v) for k, v in env.items()},
         }
-        server = GunicornServer(merged, tmp_path / f"gunicorn-{len(servers)}.log")
+        server = GunicornServer(merged, tmp_path / f"gunicorn-{len(servers)}.log", app=app, pythonpath=pythonpath)
         servers.append(server)
         return server.start()
 

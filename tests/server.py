@@ -34,22 +34,36 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class GunicornServer:
-    """One gunicorn master with gevent worker(s); ``url`` is ready once started."""
+    """One gunicorn master with gevent worker(s); ``url`` is ready once started.
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, workers: int = 1) -> None:
+    ``app`` is the WSGI app to serve (``module:variable``), ``wsgi:app`` by default; a module of
+    a test's own (a user's app written in ``tmp_path``) is found through ``pythonpath``.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        workers: int = 1,
+        app: str = "wsgi:app",
+        pythonpath: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = clean_env({"GUNICORN_ACCESSLOG": "", "BUPPLE_LOG_LEVEL": "WARNING", **env})
         self.workers = workers
+        self.app = app
+        self.pythonpath = pythonpath
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> GunicornServer:
         self.log = open(self.log_path, "wb")
+        extra = ["--pythonpath", str(self.pythonpath)] if self.pythonpath else []
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app",
-                "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app,
+                "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), *extra,
             ],
             cwd=ROOT,
             env=self.env,
