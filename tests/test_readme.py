@@ -94,12 +94,17 @@ def test_custom_route(readme_app, fake_anthropic) -> None:
 
     fake_anthropic.script = Script(chunks=["A ", "lighthouse"])
     run(readme_app, "custom-route")
-    response = readme_app["app"].test_client().post("/story", json={"prompt": "a story"})
+    client = readme_app["app"].test_client()
+    response = client.post("/story", json={"prompt": "a story", "conversation_id": "keeper"})
     events = list(iter_sse([response.get_data()]))
     assert [e.event for e in events] == ["status", "progress", "progress", "completion"]
     assert events[2].json() == {"type": "progress", "content": "lighthouse", "tokens": 2}
+    assert events[3].json()["usage"] == {"input_tokens": 10, "output_tokens": 2}
+    assert fake_anthropic.requests[0].json["max_tokens"] == 500
+    stored = client.get("/ai/api/conversations/keeper/messages").get_json()["messages"]
+    assert [(m["role"], m["content"]) for m in stored] == [("user", "a story"), ("assistant", "A lighthouse")]
     fake_anthropic.script = Script(fail_before=500)
-    response = readme_app["app"].test_client().post("/story", json={"prompt": "a story"})
+    response = client.post("/story", json={"prompt": "a story"})
     assert list(iter_sse([response.get_data()]))[-1].event == "error"
 
 
