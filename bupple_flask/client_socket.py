@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from werkzeug.exceptions import ClientDisconnected
+
 from .errors import InvalidRequestError
 from .green import gevent_active
 
@@ -37,6 +39,10 @@ def body_read_timeout(sock: Any, seconds: float) -> Iterator[None]:
         yield
     except TimeoutError as exc:
         raise RequestTimeoutError(f"the request body did not arrive within {seconds:g}s") from exc
+    except ClientDisconnected as exc:  # werkzeug's reader turns the socket's timeout into this 400
+        if not isinstance(exc.__context__, TimeoutError):
+            raise
+        raise RequestTimeoutError(f"the request body did not arrive within {seconds:g}s") from exc.__context__
     finally:
         sock.settimeout(previous)
 
