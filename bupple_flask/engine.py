@@ -202,6 +202,9 @@ class BuppleEngine:
         for cls in provider_classes():
             state.provider(cls.name)  # resolve (and check) every registered provider's settings now
         app.extensions[EXTENSION_KEY] = state
+        from .cli import bupple
+
+        app.cli.add_command(bupple)  # flask bupple ...
         if self._register_blueprint and settings.register_blueprint:
             from .blueprint import create_blueprint, register_json_errors
 
