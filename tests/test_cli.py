@@ -80,6 +80,20 @@ def stat(text: str, label: str) -> float:
     return float(match.group(1))
 
 
+def test_the_readme_command_line_example_runs_as_written(tmp_path: Path, fakes: dict) -> None:
+    from tests.test_readme import readme_blocks
+
+    fakes["claude"].script = Script(chunks=["Rivers ", "run"])
+    script = f'flask() {{ "{sys.executable}" -m flask "$@"; }}\nset -e\n' + readme_blocks()["cli"]
+    done = subprocess.run(["bash", "-c", script], cwd=ROOT, env=_env(tmp_path, fakes, {}), capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "engine_memory:" in done.stdout and "Rivers run\n" in done.stdout and "0 failure(s)" in done.stdout
+    first, second = fakes["claude"].requests
+    assert first.json["temperature"] == 0.2
+    assert second.json["messages"] == [{"role": "user", "content": "Now one about the sea"}]
+
+
 # -- init-db -----------------------------------------------------------------------------------
 
 

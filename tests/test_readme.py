@@ -13,7 +13,10 @@ from tests.fakes import Script
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"<!-- test: (?P<name>[\w-]+) -->\n```(?P<lang>\w+)\n(?P<code>.*?)\n```", re.S)
-TESTED_ELSEWHERE = {"event-source", "widget-embed"}  # run in a real browser by tests/test_browser.py
+TESTED_ELSEWHERE = {
+    "event-source", "widget-embed",  # run in a real browser by tests/test_browser.py
+    "cli",  # run as real flask processes by tests/test_cli.py
+}
 
 
 def readme_blocks() -> dict[str, str]:
