@@ -24,6 +24,7 @@ from .engine import EngineState, get_state
 from .errors import BuppleError, InvalidRequestError, UnknownProviderError
 from .memory import ConversationMemory
 from .messages import normalize_messages
+from .stream_probe import stream_check
 from .terminal_chat import run_turn
 from .turns import ConversationTurn
 
@@ -151,8 +152,9 @@ def safe_host(url: str, state: EngineState) -> str:
 
 
 @bupple.command("doctor", context_settings={"ignore_unknown_options": True})
+@click.option("--url", help="Also stream a mock reply from this running deployment (through its proxy).")
 @click.argument("gunicorn_options", nargs=-1, type=click.UNPROCESSED)
-def doctor(gunicorn_options: tuple[str, ...]) -> None:
+def doctor(url: str | None, gunicorn_options: tuple[str, ...]) -> None:
     """Check what breaks streams in production; GUNICORN_OPTIONS are the options gunicorn is started with.
 
     Exit code 1 when any check fails (warnings do not fail).
@@ -161,6 +163,8 @@ def doctor(gunicorn_options: tuple[str, ...]) -> None:
         checks = run_checks(get_state(), list(gunicorn_options))
     except UsageProblem as exc:
         raise click.UsageError(f"gunicorn options: {exc}") from None
+    if url:
+        checks.append(stream_check(url))
     for check in checks:
         click.echo(format_check(check))
     counts = {status: sum(c.status == status for c in checks) for status in ("ok", "warn", "fail")}

@@ -9,8 +9,10 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -410,3 +412,57 @@ def test_doctor_warns_about_a_heartbeat_a_proxy_would_cut(make_app) -> None:
     assert lines_of(invoke(make_app(), "doctor", "-c", GUNICORN_CONF).output)["proxy"] == "OK"
     slow = make_app(BUPPLE_SSE_HEARTBEAT=90)
     assert lines_of(invoke(slow, "doctor", "-c", GUNICORN_CONF).output)["proxy"] == "WARN"
+
+
+class BufferingProxy:
+    """A reverse proxy with response buffering on: it sends the upstream's response only once it is complete."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client, socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+            threading.Thread(target=self._forward, args=(client, upstream), daemon=True).start()
+            held = b""
+            while data := upstream.recv(65536):  # the client sent Connection: close, so the upstream ends it
+                held += data
+            client.sendall(held)
+
+    @staticmethod
+    def _forward(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_doctor_url_streams_through_the_deployment_and_fails_behind_a_buffering_proxy(make_app, start_server) -> None:
+    server = start_server(BUPPLE_ENGINE_MOCK_DELAY="0.03")  # the mock's ~45 words: a reply of over a second
+    app = make_app()
+    direct = invoke(app, "doctor", "--url", server.url, "-c", GUNICORN_CONF)
+    assert lines_of(direct.output)["stream through the proxy"] == "OK", direct.output
+    assert direct.exit_code == 0
+    proxy = BufferingProxy(server.port)
+    try:
+        buffered = invoke(app, "doctor", "--url", proxy.url, "-c", GUNICORN_CONF)
+    finally:
+        proxy.close()
+    assert lines_of(buffered.output)["stream through the proxy"] == "FAIL", buffered.output
+    assert "proxy_buffering off" in buffered.output and buffered.exit_code == 1
+    unreachable = invoke(app, "doctor", "--url", "http://127.0.0.1:1", "-c", GUNICORN_CONF)
+    assert lines_of(unreachable.output)["stream through the proxy"] == "FAIL" and unreachable.exit_code == 1
