@@ -23,7 +23,7 @@ from .doctor import Check, UsageProblem, run_checks
 from .engine import EngineState, get_state
 from .errors import BuppleError, InvalidRequestError, UnknownProviderError
 from .memory import ConversationMemory
-from .messages import normalize_messages
+from .messages import Messages, normalize_messages
 from .stream_probe import stream_check
 from .terminal_chat import run_turn
 from .turns import ConversationTurn
@@ -106,7 +106,7 @@ def _builder(
 
 
 def _turn(
-    state: EngineState, builder: ChatRequestBuilder, question: Any, conversation_id: str | None
+    state: EngineState, builder: ChatRequestBuilder, question: Messages, conversation_id: str | None
 ) -> ConversationTurn | None:
     if conversation_id is None:
         return None

@@ -357,6 +357,15 @@ def test_doctor_without_any_gunicorn_config_warns_and_checks_the_rest(make_app, 
     assert checks["database"] == "OK" and result.exit_code == 0
 
 
+def test_doctor_reads_gunicorn_cmd_args_from_the_environment(make_app, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./gunicorn.conf.py: only GUNICORN_CMD_ARGS, as gunicorn would read it
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--worker-class sync --timeout 10")
+    result = invoke(make_app(BUPPLE_ENGINE_MAX_DURATION=60), "doctor")
+    checks = lines_of(result.output)
+    assert checks["gunicorn worker"] == "FAIL" and checks["worker timeout"] == "FAIL" and result.exit_code == 1
+    assert "timeout=10s" in result.output
+
+
 def test_doctor_with_a_bad_gunicorn_option_is_a_usage_error(make_app) -> None:
     result = invoke(make_app(), "doctor", "--no-such-option")
     assert result.exit_code == 2 and "no-such-option" in result.stderr
