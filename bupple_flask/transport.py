@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import requests
@@ -60,6 +60,13 @@ def create_session(pool_size: int) -> requests.Session:
     return session
 
 
+url_guards: list[Callable[[str], None]] = []
+"""Called with each provider URL before it is requested (per stream); may raise to refuse it.
+
+The pytest plugin (:mod:`bupple_flask.testing`) installs one that refuses any host but loopback.
+"""
+
+
 def post_stream(
     session: requests.Session,
     url: str,
@@ -71,6 +78,8 @@ def post_stream(
     provider: str,
 ) -> requests.Response:
     """POST and return the response once its headers arrived; the body is left unread."""
+    for guard in url_guards:
+        guard(url)
     payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
     request_headers = {"Content-Type": "application/json", "Accept": "text/event-stream", **headers}
     try:
@@ -153,7 +162,7 @@ def _post_direct(
 def iter_body(response: requests.Response, *, idle_timeout: float, provider: str) -> Iterator[bytes]:
     """Network chunks as they arrive (``iter_content(None)``: no line-splitting, no lag)."""
     try:
-        yield from response.iter_content(chunk_size=None)
+        yield from _chunks(response, None)
     except requests.exceptions.ConnectionError as exc:
         if _is_read_timeout(exc):
             raise idle_timeout_error(provider, idle_timeout) from exc
@@ -172,7 +181,7 @@ def read_error_body(response: requests.Response, limit: int = 256 * 1024) -> byt
     parts: list[bytes] = []
     size = 0
     try:
-        for chunk in response.iter_content(chunk_size=16384):
+        for chunk in _chunks(response, 16384):
             parts.append(chunk)
             size += len(chunk)
             if size >= limit:
@@ -180,6 +189,17 @@ def read_error_body(response: requests.Response, limit: int = 256 * 1024) -> byt
     except requests.exceptions.RequestException:
         pass
     return b"".join(parts)[:limit]
+
+
+def _chunks(response: requests.Response, size: int | None) -> Iterator[bytes]:
+    """``iter_content``, also for a response a mounted adapter built with its body in ``content``
+    and no ``raw`` stream (``requests`` itself would call ``None.read``)."""
+    if response.raw is None:
+        content = response.content  # the adapter's body, or None
+        if content:
+            yield content
+        return
+    yield from response.iter_content(chunk_size=size)
 
 
 def hard_close(response: requests.Response) -> None:

@@ -13,10 +13,14 @@ import pytest
 from flask import Flask
 
 from bupple_flask.app import create_app
-from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI
+from bupple_flask.testing import FAKE_KEY
 from tests.server import GunicornServer, clean_env
 
-KEY = "test-key"
+# The fixtures fake_openai, fake_anthropic, fake_gemini and bupple_fakes, and the offline guard, are the
+# shipped plugin's (installed as a pytest11 entry point; named here too for a checkout not reinstalled).
+pytest_plugins = ["bupple_flask.testing.plugin"]
+
+KEY = FAKE_KEY
 ARTIFACTS = Path(__file__).parent / "artifacts"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -41,37 +45,13 @@ def provider_registry() -> Iterator[None]:
             unregister_provider(cls.name)
 
 
-# -- fake providers (one server each per session, reset for every test) ---------------------------
-
-
-@pytest.fixture(scope="session")
-def _fakes() -> Iterator[dict]:
-    fakes = {"openai": FakeOpenAI(api_key=KEY), "claude": FakeAnthropic(api_key=KEY), "gemini": FakeGemini(api_key=KEY)}
-    yield fakes
-    for fake in fakes.values():
-        fake.close()
+# -- fake providers: the plugin's, under the name the tests use ---------------------------------
 
 
 @pytest.fixture
-def fakes(_fakes: dict) -> dict:
-    for fake in _fakes.values():
-        fake.reset()
-    return _fakes
-
-
-@pytest.fixture
-def fake_openai(fakes: dict) -> FakeOpenAI:
-    return fakes["openai"]
-
-
-@pytest.fixture
-def fake_anthropic(fakes: dict) -> FakeAnthropic:
-    return fakes["claude"]
-
-
-@pytest.fixture
-def fake_gemini(fakes: dict) -> FakeGemini:
-    return fakes["gemini"]
+def fakes(bupple_fakes: dict) -> dict:
+    """The fake servers by provider name (``openai``, ``claude``, ``gemini``), reset."""
+    return bupple_fakes
 
 
 def provider_config(fakes: dict) -> dict[str, str]:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.fakes import Script
+from bupple_flask.testing import Script
 from tests.server import sse_events
 
 BIG = "x" * 16_000  # 16 KB per chunk: a client that never reads fills every socket buffer quickly

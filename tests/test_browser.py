@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.fakes import Script
+from bupple_flask.testing import Script
 from tests.test_readme import readme_blocks
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

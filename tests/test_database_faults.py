@@ -22,7 +22,7 @@ import requests
 import sqlalchemy
 
 from bupple_flask.memory import memory_table
-from tests.fakes import Script
+from bupple_flask.testing import Script
 from tests.server import stream_json
 
 PG_TARGET = ("127.0.0.1", 5432)

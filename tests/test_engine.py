@@ -20,7 +20,7 @@ from bupple_flask import (
     StreamTimeoutError,
     UnknownProviderError,
 )
-from tests.fakes import Script
+from bupple_flask.testing import Script
 
 PROVIDERS = ["openai", "claude", "gemini"]
 MESSAGES = [

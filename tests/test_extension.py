@@ -16,8 +16,8 @@ import bupple_flask
 from bupple_flask import BuppleEngine, HttpProvider, Provider
 from bupple_flask.config import ENGINE_KEYS, PROVIDER_FIELDS, provider_key
 from bupple_flask.providers import provider_classes
+from bupple_flask.testing import Script
 from tests.conftest import KEY
-from tests.fakes import Script
 
 ROOT = Path(__file__).resolve().parent.parent
 

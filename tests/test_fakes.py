@@ -13,7 +13,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from tests.fakes import FakeAnthropic, FakeGemini, FakeOpenAI, Script
+from bupple_flask.testing import FakeAnthropic, FakeGemini, FakeOpenAI, Script
 
 KEY = "test-key"
 OA_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}

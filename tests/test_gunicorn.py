@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.fakes import Script
+from bupple_flask.testing import Script
 from tests.server import RawStream, sse_events, stream_json
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bupple_flask.sse import iter_sse
-from tests.fakes import Script
+from bupple_flask.testing import Script
 
 
 def events(response) -> list[dict]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bupple_flask.testing import Script
 from tests.conftest import KEY, provider_config
-from tests.fakes import Script
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"<!-- test: (?P<name>[\w-]+) -->\n```(?P<lang>\w+)\n(?P<code>.*?)\n```", re.S)

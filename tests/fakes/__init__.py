@@ -1,13 +1,13 @@
-"""Fake upstream AI providers for offline tests.
+"""The fake providers now ship in the package (:mod:`bupple_flask.testing.fakes`); kept for old imports."""
 
-Each fake is a real HTTP/1.1 server on 127.0.0.1 (random port) that streams the
-provider's exact wire format, validates requests like the real service, and
-records what it received.  See ``base.Script`` for the knobs.
-"""
-from .anthropic import FakeAnthropic
-from .base import FakeServer, RecordedRequest, Script, StreamRecord
-from .gemini import FakeGemini
-from .openai import FakeOpenAI
+from bupple_flask.testing.fakes import (
+    FakeAnthropic,
+    FakeGemini,
+    FakeOpenAI,
+    FakeServer,
+    RecordedRequest,
+    Script,
+    StreamRecord,
+)
 
-__all__ = ["FakeAnthropic", "FakeGemini", "FakeOpenAI", "FakeServer", "RecordedRequest",
-           "Script", "StreamRecord"]
+__all__ = ["FakeAnthropic", "FakeGemini", "FakeOpenAI", "FakeServer", "RecordedRequest", "Script", "StreamRecord"]

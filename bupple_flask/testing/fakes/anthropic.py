@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import random
 
-from .base import Exchange, FakeServer, StreamPlan, compact, rand_id
+from .exchange import Exchange, StreamPlan
+from .script import compact, rand_id
+from .server import FakeServer
 
 _SYSTEM_ROLE = ('messages: Unexpected role "system". The Messages API accepts a top-level '
                 '`system` parameter, not "system" as an input message role.')
@@ -46,10 +48,12 @@ def padded(obj) -> bytes:
 
 
 def event(name: str, data: bytes) -> bytes:
+    """One named SSE event, LF-framed."""
     return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
 
 
 def error_body(type_: str, message: str, request_id: str | None = None) -> str:
+    """Anthropic's compact error envelope."""
     return compact({"type": "error", "error": {"type": type_, "message": message},
                     "request_id": request_id or _request_id()})
 
@@ -58,6 +62,7 @@ class _Plan(StreamPlan):
     def __init__(self, model: str, script):
         self.model, self.script = model, script
         self.msg_id = "msg_01" + rand_id(22)
+        self.text_index = 1 if script.reasoning else 0  # a thinking block comes first
 
     def opening(self):
         usage = {"input_tokens": self.script.input_tokens, "cache_creation_input_tokens": 0,
@@ -67,14 +72,29 @@ class _Plan(StreamPlan):
         start = {"type": "message_start", "message": {
             "model": self.model, "id": self.msg_id, "type": "message", "role": "assistant",
             "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}}
-        block = {"type": "content_block_start", "index": 0,
+        block = {"type": "content_block_start", "index": self.text_index,
                  "content_block": {"type": "text", "text": ""}}
-        return [event("message_start", padded(start)),
+        return [event("message_start", padded(start)), *self._thinking(),
                 event("content_block_start", padded(block)),
                 event("ping", b'{"type": "ping"}')]
 
+    def _thinking(self) -> list[bytes]:
+        """The extended-thinking block: thinking deltas, a signature, its stop."""
+        if not self.script.reasoning:
+            return []
+        start = {"type": "content_block_start", "index": 0,
+                 "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
+        deltas = [{"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "thinking_delta", "thinking": r}} for r in self.script.reasoning]
+        signature = {"type": "content_block_delta", "index": 0,
+                     "delta": {"type": "signature_delta", "signature": "Eq" + rand_id(40)}}
+        return [event("content_block_start", padded(start)),
+                *(event("content_block_delta", padded(d)) for d in deltas),
+                event("content_block_delta", padded(signature)),
+                event("content_block_stop", padded({"type": "content_block_stop", "index": 0}))]
+
     def chunk(self, index, text, final):
-        delta = {"type": "content_block_delta", "index": 0,
+        delta = {"type": "content_block_delta", "index": self.text_index,
                  "delta": {"type": "text_delta", "text": text}}
         return [event("content_block_delta", padded(delta))]
 
@@ -84,8 +104,9 @@ class _Plan(StreamPlan):
                            "stop_sequence": None},
                  "usage": {"input_tokens": self.script.input_tokens,
                            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                           "output_tokens": n_chunks}}
-        out = [event("content_block_stop", padded({"type": "content_block_stop", "index": 0})),
+                           "output_tokens": self.script.usage_output(n_chunks)}}
+        stop = {"type": "content_block_stop", "index": self.text_index}
+        out = [event("content_block_stop", padded(stop)),
                event("message_delta", padded(delta))]
         if not omit_terminator:
             out.append(event("message_stop", padded({"type": "message_stop"})))
@@ -178,6 +199,6 @@ class FakeAnthropic(FakeServer):
                 "role": "assistant", "content": [{"type": "text", "text": "".join(s.chunks)}],
                 "stop_reason": s.finish_reason or "end_turn", "stop_sequence": None,
                 "usage": {"input_tokens": s.input_tokens, "cache_creation_input_tokens": 0,
-                          "cache_read_input_tokens": 0, "output_tokens": len(s.chunks),
+                          "cache_read_input_tokens": 0, "output_tokens": s.usage_output(len(s.chunks)),
                           "service_tier": "standard"}}
         ex.reply(200, compact(body), "application/json", {"request-id": _request_id()})

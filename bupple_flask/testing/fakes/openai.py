@@ -13,7 +13,9 @@ import json
 import random
 import time
 
-from .base import Exchange, FakeServer, StreamPlan, compact, rand_id
+from .exchange import Exchange, StreamPlan
+from .script import compact, rand_id
+from .server import FakeServer
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _NO_KEY = (
@@ -93,7 +95,9 @@ class _Plan(StreamPlan):
         return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
     def opening(self):
-        return [self._event(self._choice({"role": "assistant", "content": "", "refusal": None}))]
+        first = [self._event(self._choice({"role": "assistant", "content": "", "refusal": None}))]
+        # OpenAI-compatible reasoning models (DeepSeek, xAI, vLLM) stream their thinking this way.
+        return first + [self._event(self._choice({"reasoning_content": r})) for r in self.script.reasoning]
 
     def chunk(self, index, text, final):
         return [self._event(self._choice({"content": text}))]
@@ -101,7 +105,7 @@ class _Plan(StreamPlan):
     def closing(self, omit_terminator, n_chunks):
         out = [self._event(self._choice({}, self.script.finish_reason or "stop"))]
         if self.include_usage:
-            out.append(self._event([], usage(self.script.input_tokens, n_chunks)))
+            out.append(self._event([], usage(self.script.input_tokens, self.script.usage_output(n_chunks))))
         if not omit_terminator:
             out.append(b"data: [DONE]\n\n")
         return out
@@ -113,6 +117,7 @@ class _Plan(StreamPlan):
 
 
 def usage(prompt: int, completion: int) -> dict:
+    """OpenAI's usage object, with the detail fields it sends today."""
     return {
         "prompt_tokens": prompt, "completion_tokens": completion,
         "total_tokens": prompt + completion,
@@ -208,7 +213,7 @@ class FakeOpenAI(FakeServer):
                                                  "content": "".join(s.chunks),
                                                  "refusal": None, "annotations": []},
                          "logprobs": None, "finish_reason": s.finish_reason or "stop"}],
-            "usage": usage(s.input_tokens, len(s.chunks)),
+            "usage": usage(s.input_tokens, s.usage_output(len(s.chunks))),
             "service_tier": "default", "system_fingerprint": "fp_" + rand_id(10, "0123456789abcdef"),
         }
         ex.reply(200, json.dumps(body, indent=2, ensure_ascii=False) + "\n",

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import re
 
-from .base import Exchange, FakeServer, StreamPlan, rand_id
+from .exchange import Exchange, StreamPlan
+from .script import rand_id
+from .server import FakeServer
 
 _ROUTE = re.compile(r"^/(v1beta|v1alpha|v1)/models/([^/:]+):(streamGenerateContent|generateContent)$")
 _RATE_MSG = ("You exceeded your current quota, please check your plan and billing details. For "
@@ -84,8 +86,9 @@ class _Plan(StreamPlan):
         self.started = False
         self.content_type = "application/json; charset=UTF-8" if array else "text/event-stream"
 
-    def response(self, text: str, n_tokens: int, final: bool) -> dict:
-        cand = {"content": {"parts": [{"text": text}], "role": "model"}}
+    def response(self, text: str, n_tokens: int, final: bool, thought: bool = False) -> dict:
+        part: dict = {"text": text, "thought": True} if thought else {"text": text}
+        cand: dict = {"content": {"parts": [part], "role": "model"}}
         if final:
             cand["finishReason"] = self.script.finish_reason or "STOP"
         cand["index"] = 0
@@ -103,8 +106,13 @@ class _Plan(StreamPlan):
         self.started = True
         return (prefix + json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
+    def opening(self):
+        """Thought-summary parts (``"thought": true``) before the answer, as gemini-2.5 sends them."""
+        return [self._frame(self.response(r, 0, False, thought=True)) for r in self.script.reasoning]
+
     def chunk(self, index, text, final):
-        return [self._frame(self.response(text, index + 1, final))]
+        n_tokens = self.script.usage_output(index + 1) if final else index + 1
+        return [self._frame(self.response(text, n_tokens, final))]
 
     def closing(self, omit_terminator, n_chunks):
         out = []
@@ -201,6 +209,6 @@ class FakeGemini(FakeServer):
         """``:generateContent``: the whole answer as one pretty-printed response."""
         s = ex.script
         plan = _Plan(model, s, self.mid_error_format)
-        body = plan.response("".join(s.chunks), len(s.chunks), True)
+        body = plan.response("".join(s.chunks), s.usage_output(len(s.chunks)), True)
         ex.reply(200, json.dumps(body, indent=2, ensure_ascii=False) + "\n",
                  "application/json; charset=UTF-8")
