@@ -6,7 +6,7 @@ entry point, so installing the package is enough to get its fixtures.
 
 from .fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeServer, RecordedRequest, Script, StreamRecord
 from .fakes.script import recorded_events
-from .mock import MockController, ScriptedMock
+from .mock import MockController
 from .offline import FAKE_KEY, RealProviderCallError, fake_provider_config
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "RealProviderCallError",
     "RecordedRequest",
     "Script",
-    "ScriptedMock",
     "StreamRecord",
     "fake_provider_config",
     "recorded_events",

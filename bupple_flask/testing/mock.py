@@ -1,16 +1,15 @@
 """A scriptable ``mock`` provider for tests of the Python API: no sockets, same :class:`Script`.
 
-The ``bupple_mock`` fixture registers :class:`ScriptedMock` under the name ``mock`` for one
-test, so ``engine.ai("mock")`` (and an app with no provider configured, whose default is the
-mock) answers what the test scripted: text chunks and their timing, usage, finish reason,
+The ``bupple_mock`` fixture makes the ``mock`` provider answer a :class:`MockController`'s
+script for one test, so ``engine.ai("mock")`` (and an app with no provider configured, whose
+default is the mock) answers what the test scripted: text chunks and their timing, usage, finish reason,
 an error before the stream (the typed error the HTTP status maps to), or one inside it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import ClassVar
+from collections.abc import Callable, Iterator
 
 from ..errors import (
     ProviderDisconnectedError,
@@ -34,31 +33,24 @@ class MockController:
         self.script = Script()
         self.calls.clear()
 
-
-class ScriptedMock(Provider):
-    """The ``mock`` provider, answering ``controller.script`` instead of its fixed demo text."""
-
-    name = "mock"
-    label = "Mock (scripted)"
-    default_model = "mock-1"
-    is_mock = True
-    controller: ClassVar[MockController] = MockController()
-
-    @property
-    def configured(self) -> bool:
-        """Always usable: it needs nothing."""
-        return True
-
-    def open(self, call: ChatCall) -> Upstream:
-        """Record the call; raise the scripted error before the stream, or start the scripted reply."""
-        script = self.controller.script
-        self.controller.calls.append(call)
+    def open(self, provider: Provider, call: ChatCall) -> Upstream:
+        """What the mock provider's ``open`` does while scripted: record the call, raise or stream the script."""
+        script = self.script
+        self.calls.append(call)
         status = script.fail_before
         if status is not None:
             retry_after = 7.0 if status == 429 else None
-            raise error_from_status(status, f"{self.label}: scripted HTTP {status}", provider=self.name,
+            raise error_from_status(status, f"{provider.label}: scripted HTTP {status}", provider=provider.name,
                                     retry_after=retry_after)
         return ScriptedUpstream(script, call)
+
+    def patch(self) -> Callable[[Provider, ChatCall], Upstream]:
+        """A function to set as ``MockProvider.open`` (instances already created follow it too)."""
+
+        def scripted_open(provider: Provider, call: ChatCall) -> Upstream:
+            return self.open(provider, call)
+
+        return scripted_open
 
 
 class ScriptedUpstream(Upstream):
@@ -88,7 +80,7 @@ class ScriptedUpstream(Upstream):
         """Raise what the script says happens after ``sent`` chunks; True if closed during a stall."""
         script = self.script
         if script.fail_mid_after == sent:
-            raise ProviderUnavailableError(f"{ScriptedMock.label}: scripted error mid-stream", provider="mock")
+            raise ProviderUnavailableError("Mock (offline): scripted error mid-stream", provider="mock")
         if script.drop_after == sent:
             raise ProviderDisconnectedError("Connection to mock was cut mid-stream", provider="mock")
         if script.stall_after == sent:

@@ -28,10 +28,9 @@ from typing import Any
 import pytest
 
 from .. import transport
-from ..providers import register_provider
 from ..providers.mock import MockProvider
 from .fakes import FakeAnthropic, FakeGemini, FakeOpenAI, FakeServer
-from .mock import MockController, ScriptedMock
+from .mock import MockController
 from .offline import FAKE_KEY, NetworkGuard, fake_provider_config, provider_environment_names
 
 
@@ -111,12 +110,8 @@ def bupple_env(bupple_fakes: dict[str, FakeServer], monkeypatch: pytest.MonkeyPa
 
 
 @pytest.fixture
-def bupple_mock() -> Iterator[MockController]:
+def bupple_mock(monkeypatch: pytest.MonkeyPatch) -> MockController:
     """The ``mock`` provider answers ``bupple_mock.script`` and records ``bupple_mock.calls``."""
     controller = MockController()
-    ScriptedMock.controller = controller
-    register_provider(ScriptedMock)
-    try:
-        yield controller
-    finally:
-        register_provider(MockProvider)
+    monkeypatch.setattr(MockProvider, "open", controller.patch())
+    return controller
