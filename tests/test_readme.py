@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bupple_flask.testing import Script
 from tests.conftest import KEY, provider_config
+from tests.server import ROOT, clean_env
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"<!-- test: (?P<name>[\w-]+) -->\n```(?P<lang>\w+)\n(?P<code>.*?)\n```", re.S)
@@ -153,6 +155,20 @@ def test_curl_examples_against_the_real_server(start_server, fake_openai) -> Non
 
 def test_all_marked_examples_are_covered() -> None:
     covered = {"app-setup", "basic-streaming", "each-provider", "error-handling", "memory", "custom-route",
-               "custom-provider", "guard",
+               "custom-provider", "guard", "testing-your-app",
                "curl-stream", "curl-history"} | TESTED_ELSEWHERE
     assert set(readme_blocks()) == covered
+
+
+def test_testing_your_app_example_passes_with_a_real_looking_key_in_the_environment(tmp_path) -> None:
+    """The example, as a user's test module, under the plugin alone (no conftest), a real-looking key exported."""
+    (tmp_path / "test_ask.py").write_text(readme_blocks()["testing-your-app"])
+    env = clean_env({"OPENAI_API_KEY": "sk-proj-" + "R3al" * 12, "PYTHONPATH": str(ROOT)})
+    # -p: this checkout's plugin, also when the installed entry point is an older one's (same name: loaded once)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bupple_flask.testing.plugin",
+         "test_ask.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
