@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fakes import Script
+from bupple_flask.testing import Script
 from tests.server import GunicornServer, RawStream
 
 USER_APP = '''
