@@ -5,6 +5,8 @@ BIN     = $(VENV)/bin
 HASH    = $(shell cksum < pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# What `make run` may use: PostgreSQL, BUPPLE_METRICS, BUPPLE_LOG_JSON.
+RUN_EXTRAS = postgres,metrics,jsonlogs
 
 .PHONY: run dev test test-py test-js lint system-deps bench clean
 
@@ -16,11 +18,11 @@ $(VENV)/.installed-%-$(HASH): pyproject.toml
 	rm -f $(VENV)/.installed-$*-* && touch $@
 
 ## Serve the app under gunicorn + gevent on http://$(HOST):$(PORT) (SQLite + mock provider without keys).
-run: $(VENV)/.installed-postgres-$(HASH)
+run: $(VENV)/.installed-$(RUN_EXTRAS)-$(HASH)
 	BIND=$(HOST):$(PORT) WEB_CONCURRENCY=$${WEB_CONCURRENCY:-1} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 ## The Flask dev server, with reload.
-dev: $(VENV)/.installed-postgres-$(HASH)
+dev: $(VENV)/.installed-$(RUN_EXTRAS)-$(HASH)
 	$(BIN)/flask --app wsgi:app run --debug --host $(HOST) --port $(PORT)
 
 ## Everything: lint and types, Python tests (fakes, real gunicorn + gevent, PostgreSQL, headless Chromium), JS tests.

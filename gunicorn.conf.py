@@ -13,6 +13,19 @@ if worker_class == "gevent":
     monkey.patch_all()
 
 import multiprocessing  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# Prometheus metrics (BUPPLE_METRICS) from several workers: prometheus_client's multiprocess mode.
+# Each worker writes its figures to files in PROMETHEUS_MULTIPROC_DIR and /metrics, on any
+# worker, adds them all up. The folder must be set before a worker imports prometheus_client,
+# so it is set here, in the master, and inherited: your own folder if you set one (emptied at
+# start: figures of an earlier run must not add up), else a temporary one made and removed here.
+_metrics_on = os.environ.get("BUPPLE_METRICS", "").strip().lower() in ("1", "true", "yes", "on")
+_own_metrics_dir = None
+if _metrics_on and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bupple-metrics-")
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", min(multiprocessing.cpu_count(), 4)))
@@ -51,3 +64,26 @@ def post_worker_init(worker):
     gc.collect()
     gc.freeze()
     gc.set_threshold(int(os.environ.get("BUPPLE_GC_THRESHOLD", 50_000)), 50, 100)
+
+
+def on_starting(server):
+    """An earlier run's metric files would add up with this one's: start from an empty folder."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for stale in Path(folder).glob("*.db"):
+            stale.unlink()
+
+
+def child_exit(server, worker):
+    """A worker that exited (or was killed) no longer has open streams: drop its live gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics folder this file made (one you set yourself is left as it is)."""
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

@@ -47,8 +47,31 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     def index() -> Response:
         return redirect(url_for("bupple.chat_page"))
 
-    logging.basicConfig(level=env.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(env)
     return app
+
+
+def configure_logging(env: StandaloneSettings) -> None:
+    """Log lines as text, or with ``BUPPLE_LOG_JSON`` one JSON object each (python-json-logger).
+
+    A JSON line carries the record's fields: the end of a stream has ``stream_id``, ``provider``,
+    ``model``, ``ending``, ``duration``, ``ttft``, ``max_chunk_gap``, tokens, ``retries`` and ``error_code``.
+    """
+    if not env.log_json:
+        logging.basicConfig(level=env.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return
+    try:
+        from pythonjsonlogger.json import JsonFormatter
+    except ImportError as exc:
+        raise RuntimeError("BUPPLE_LOG_JSON needs python-json-logger: pip install 'bupple-flask[jsonlogs]'") from exc
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    logging.basicConfig(level=env.log_level, handlers=[handler])
 
 
 def engine_options(url: str, env: StandaloneSettings, db_timeout: float = 0) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.conversation_messages``,
 ``bupple.delete_conversation``, ``bupple.providers``, ``bupple.healthz`` (readiness: each
-dependency checked), ``bupple.livez`` (liveness: no I/O), ``bupple.chat_page`` and
-``bupple.static`` (``filename="bupple-chat.js"``).
+dependency checked), ``bupple.livez`` (liveness: no I/O), ``bupple.chat_page``,
+``bupple.static`` (``filename="bupple-chat.js"``) and, with ``BUPPLE_METRICS``, ``bupple.metrics``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("bupple_flask")
 
 
-def create_blueprint(engine: BuppleEngine, name: str = "bupple") -> Blueprint:
-    """The blueprint ``init_app`` registers; its views go through ``engine.ai()`` like any caller."""
+def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: bool = False) -> Blueprint:
+    """The blueprint ``init_app`` registers; its views go through ``engine.ai()`` like any caller.
+
+    With ``metrics`` it also serves ``/metrics`` (``bupple.metrics``); without, that path is a 404.
+    """
     bp = Blueprint(name, __name__, static_folder="static", static_url_path="/bupple", template_folder="templates")
     bp.register_error_handler(BuppleError, _bupple_error)
     bp.register_error_handler(SQLAlchemyError, _database_error)
@@ -51,6 +54,10 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple") -> Blueprint:
     bp.add_url_rule("/healthz", "healthz", healthz)
     bp.add_url_rule("/livez", "livez", livez)
     bp.add_url_rule("/chat", "chat_page", chat_page)
+    if metrics:
+        from .metrics import metrics_view
+
+        bp.add_url_rule("/metrics", "metrics", metrics_view)
     return bp
 
 

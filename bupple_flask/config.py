@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .values import to_bool, to_number
+
 if TYPE_CHECKING:
     from .providers.base import Provider
-
-_UNSET = object()
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ ENGINE_KEYS: tuple[Key, ...] = (
         "statement, a frozen socket) before the request gets 503; 0: no bound"),
     Key("BUPPLE_URL_PREFIX", "", "prefix for every route of the blueprint"),
     Key("BUPPLE_REGISTER_BLUEPRINT", True, "register the HTTP API, page and widget"),
+    Key("BUPPLE_METRICS", False, "Prometheus metrics at /metrics (needs the metrics extra); off: 404"),
+    Key("BUPPLE_METRICS_TOKEN", None, "when set, /metrics needs 'Authorization: Bearer <token>'"),
 )
 
 PROVIDER_FIELDS: tuple[tuple[str, str], ...] = (
@@ -73,6 +75,7 @@ STANDALONE_KEYS: tuple[Key, ...] = (
     Key("BUPPLE_DB_MAX_OVERFLOW", 20, "standalone app: SQLAlchemy pool overflow (PostgreSQL)"),
     Key("BUPPLE_LOG_LEVEL", "INFO", "standalone app: log level"),
     Key("BUPPLE_INSTANCE_PATH", None, "standalone app: Flask's instance folder (its SQLite file lives there)"),
+    Key("BUPPLE_LOG_JSON", False, "standalone app: one JSON object per log line (needs the jsonlogs extra)"),
 )
 """Read by :func:`standalone_config` only; ``BUPPLE_FLASK_*`` sets any Flask key (``BUPPLE_FLASK_SECRET_KEY``)."""
 
@@ -168,28 +171,6 @@ def _api_key(name: str, value: Any) -> str | None:
     return key
 
 
-def to_number(name: str, value: Any, cast: Callable[[Any], Any]) -> Any:
-    """``cast(value)``, or a ``ValueError`` naming the setting."""
-    if value is None or value == "":
-        return None
-    try:
-        return cast(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a number, got {value!r}") from exc
-
-
-def to_bool(name: str, value: Any) -> bool:
-    """``True``/``False``, or ``"1"``, ``"true"``, ``"yes"``, ``"on"`` (and their opposites) from the environment."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
 @dataclass(frozen=True)
 class EngineSettings:
     """The engine's settings for one app, typed."""
@@ -213,6 +194,8 @@ class EngineSettings:
     db_timeout: float = 5.0
     url_prefix: str = ""
     register_blueprint: bool = True
+    metrics: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
@@ -241,6 +224,8 @@ class EngineSettings:
             db_timeout=num("BUPPLE_DB_TIMEOUT", float),
             url_prefix=str(config.get("BUPPLE_URL_PREFIX") or "").rstrip("/"),
             register_blueprint=to_bool("BUPPLE_REGISTER_BLUEPRINT", config.get("BUPPLE_REGISTER_BLUEPRINT", True)),
+            metrics=to_bool("BUPPLE_METRICS", config.get("BUPPLE_METRICS", False)),
+            metrics_token=str(config["BUPPLE_METRICS_TOKEN"]) if config.get("BUPPLE_METRICS_TOKEN") else None,
         )
 
 
@@ -262,6 +247,12 @@ def ca_bundle(environ: Mapping[str, str] | None = None) -> str | bool:
     return environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE") or True
 
 
+def prometheus_multiproc_dir(environ: Mapping[str, str] | None = None) -> str | None:
+    """prometheus_client's multiprocess folder (several gunicorn workers), or None: this process alone."""
+    environ = os.environ if environ is None else environ
+    return environ.get("PROMETHEUS_MULTIPROC_DIR") or environ.get("prometheus_multiproc_dir") or None
+
+
 # -- the standalone app -------------------------------------------------------------------------
 
 
@@ -274,6 +265,7 @@ class StandaloneSettings:
     db_max_overflow: int
     log_level: str
     instance_path: str | None
+    log_json: bool = False
     flask_config_prefix: str = "BUPPLE_FLASK"
 
 
@@ -287,6 +279,7 @@ def standalone_settings(environ: Mapping[str, str] | None = None) -> StandaloneS
         db_max_overflow=to_number("BUPPLE_DB_MAX_OVERFLOW", values["BUPPLE_DB_MAX_OVERFLOW"], int),
         log_level=str(values["BUPPLE_LOG_LEVEL"]).upper(),
         instance_path=values["BUPPLE_INSTANCE_PATH"],
+        log_json=to_bool("BUPPLE_LOG_JSON", values["BUPPLE_LOG_JSON"]),
     )
 
 

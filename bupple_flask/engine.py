@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import requests
 from flask import Flask, Response, current_app, has_app_context
@@ -39,6 +40,9 @@ from .relay import StreamListener
 from .response import sse_response
 from .transport import create_session
 
+if TYPE_CHECKING:
+    from .relay import Relay, StreamListener
+
 EXTENSION_KEY = "bupple"
 log = logging.getLogger("bupple_flask")
 
@@ -58,6 +62,8 @@ class EngineState:
         self._sql_engine: Engine | None = None
         self._tables_pending = False  # the table could not be created at start-up: retried on first use
         self._tables_lock = threading.Lock()  # gevent's lock under gevent: one greenlet creates, the others wait
+        self.stream_listeners: list[Callable[[Relay], StreamListener]] = []
+        """Each makes a listener for every relayed stream of the app (the metrics when ``BUPPLE_METRICS`` is on)."""
 
     def provider(self, name: str | None = None) -> Provider:
         """The provider instance for ``name`` (aliases allowed), or the default one."""
@@ -188,6 +194,7 @@ class BuppleEngine:
         ``BUPPLE_MAX_REQUEST_BYTES``, ``BUPPLE_BODY_TIMEOUT``, ``BUPPLE_SSE_WRITE_TIMEOUT``,
         ``BUPPLE_MAX_EVENT_BYTES``, ``BUPPLE_MAX_HISTORY_CHARS``, ``BUPPLE_MEMORY_TABLE``,
         ``BUPPLE_DATABASE_URI``, ``BUPPLE_DB_TIMEOUT``, ``BUPPLE_URL_PREFIX``, ``BUPPLE_REGISTER_BLUEPRINT``,
+        ``BUPPLE_METRICS``, ``BUPPLE_METRICS_TOKEN``,
         and for every registered provider ``BUPPLE_ENGINE_<NAME>_API_KEY``, ``_BASE_URL``, ``_MODEL``,
         ``_TEMPERATURE``, ``_MAX_TOKENS`` (plus the provider's own extras). Provider settings are
         checked now, so a bad value fails at start-up.
@@ -201,6 +208,10 @@ class BuppleEngine:
         state = EngineState(app, settings, db, self._http or create_session(settings.pool_size))
         for cls in provider_classes():
             state.provider(cls.name)  # resolve (and check) every registered provider's settings now
+        if settings.metrics:
+            from .metrics import enable_metrics
+
+            enable_metrics(state)
         app.extensions[EXTENSION_KEY] = state
         from .cli import bupple
 
@@ -208,7 +219,9 @@ class BuppleEngine:
         if self._register_blueprint and settings.register_blueprint:
             from .blueprint import create_blueprint, register_json_errors
 
-            app.register_blueprint(create_blueprint(self), url_prefix=settings.url_prefix or None)
+            app.register_blueprint(
+                create_blueprint(self, metrics=settings.metrics), url_prefix=settings.url_prefix or None
+            )
             register_json_errors(app, settings.url_prefix)
 
     # -- public API ----------------------------------------------------------------------------

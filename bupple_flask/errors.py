@@ -36,6 +36,8 @@ class BuppleError(Exception):
 
     code = "bupple_error"
     status = 500
+    retries = 0
+    """Attempts retried before this error was given up on (set by the provider that retried)."""
 
     def __init__(
         self,

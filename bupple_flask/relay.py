@@ -12,6 +12,7 @@ the user saw to the listener.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -43,10 +44,20 @@ class StreamOutcome:
     usage: Usage | dict[str, Any] = field(default_factory=dict)
     error: BuppleError | None = None
     duration: float = 0.0
+    ttft: float | None = None
+    """Seconds from the request to the first chunk (None: no chunk arrived)."""
+    max_chunk_gap: float | None = None
+    """The largest gap between two chunks, in seconds (None: fewer than two chunks)."""
+    retries: int = 0
+    """Upstream attempts retried before the stream opened (429, 5xx, 529, connect errors)."""
 
 
 class StreamListener(Protocol):
-    """Told when the upstream request is under way and when the response ended (e.g. a conversation turn)."""
+    """Told when the upstream request is under way and when the response ended (e.g. a conversation turn).
+
+    A relay tells its own listener (the request's), then each one the engine made for it
+    (``EngineState.stream_listeners``: the metrics); one listener failing does not stop the others.
+    """
 
     def started(self) -> None:
         """The upstream request is in flight: work done here is off the time-to-first-token path."""
@@ -89,11 +100,13 @@ class Relay:
         self.settings = settings
         self.stream_id = stream_id
         self.final_extra = final_extra or {}
-        self.listener = listener
+        self.listeners: list[StreamListener] = [listener] if listener is not None else []
+        self.listeners += [make(self) for make in builder.state.stream_listeners]
         self.client_socket = client_socket
         self.encode = (events or EventEncoder()).for_stream()
         self.outcome = StreamOutcome(content="", ending="interrupted", provider=builder.provider)
         self.parts: list[str] = []  # text that was written to the client
+        self.started = 0.0
         self._events: Generator[bytes, None, None] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
@@ -107,7 +120,7 @@ class Relay:
             self._events.close()
 
     def _run(self) -> Generator[bytes, None, None]:
-        started = time.monotonic()
+        self.started = started = time.monotonic()
         max_duration = self.builder.max_duration or self.builder.state.settings.max_duration
         deadline = Deadline(max_duration, self.builder.provider)
         client = Interrupter()  # a departure interrupts only waits for the upstream, never a write
@@ -137,8 +150,11 @@ class Relay:
     def _open(self, deadline: Deadline, client: Interrupter) -> Generator[bytes, None, ChatStream | None]:
         """Start the upstream request in the background; heartbeats until it answers."""
         opening = BackgroundCall(lambda: self.builder.stream(self.messages, deadline=deadline), ChatStream.close)
-        if self.listener is not None:
-            self.listener.started()
+        for listener in self.listeners:
+            try:
+                listener.started()
+            except Exception:
+                log.exception("stream %s: a listener failed at the start", self.stream_id)
         stream = None
         try:
             while not client.interrupted:
@@ -154,21 +170,37 @@ class Relay:
                 opening.abandon()
 
     def _pump(self, stream: ChatStream, client: Interrupter) -> Iterator[bytes]:
-        """Relay chunks until the final one (or until the client leaves)."""
+        """Relay chunks until the final one (or until the client leaves).
+
+        Per chunk, one clock read and a comparison keep the largest gap between chunks; the
+        first chunk's time is kept once. Listeners get both when the stream ends.
+        """
         items = stream.ticks(self.settings.heartbeat)
         wait, encode, parts = client.call, self.encode.chunk, self.parts  # locals: this loop runs per chunk
-        while not client.interrupted:
-            item = wait(next, items, None)
-            if item is None:
-                return
-            if isinstance(item, Tick):
-                yield HEARTBEAT
-            elif item["done"] is True:
-                yield self._complete(item)
-            else:
-                content = item["content"]
-                yield encode(content, item["tokens"])
-                parts.append(content)  # after the yield: the write succeeded
+        clock, inf, max_gap = time.monotonic, math.inf, -1.0
+        last = inf
+        try:
+            while not client.interrupted:
+                item = wait(next, items, None)
+                if item is None:
+                    return
+                if isinstance(item, Tick):
+                    yield HEARTBEAT
+                elif item["done"] is True:
+                    yield self._complete(item)
+                else:
+                    now = clock()
+                    gap = now - last
+                    if gap > max_gap:
+                        max_gap = gap
+                    elif last == inf:  # the first chunk
+                        self.outcome.ttft = now - self.started
+                    last = now
+                    content = item["content"]
+                    yield encode(content, item["tokens"])
+                    parts.append(content)  # after the yield: the write succeeded
+        finally:
+            self.outcome.max_chunk_gap = max_gap if max_gap >= 0 else None
 
     def _complete(self, final: FinalChunk) -> bytes:
         outcome = self.outcome
@@ -188,17 +220,44 @@ class Relay:
             stream.close()
             outcome.model = outcome.model or stream.model
             outcome.usage = outcome.usage or stream.usage
+            outcome.retries = stream.upstream.state.retries
+        elif outcome.error is not None:
+            outcome.retries = outcome.error.retries
         outcome.content = "".join(self.parts)
         outcome.duration = time.monotonic() - started
+        if log.isEnabledFor(logging.INFO):
+            self._log_end(outcome)
+        for listener in self.listeners:
+            try:
+                listener.ended(outcome)
+            except Exception:
+                log.exception("stream %s: a listener failed at the end (%s)", self.stream_id, type(listener).__name__)
+
+    def _log_end(self, outcome: StreamOutcome) -> None:
         error = outcome.error
         log.info(  # the model and the error text come from outside: escaped, one line each
             "stream %s provider=%s model=%s ending=%s chars=%d duration=%.2fs%s",
             self.stream_id, outcome.provider, escape_log_value(outcome.model), outcome.ending, len(outcome.content),
             outcome.duration, f" error={error.code} message={escape_log_value(error.message)}" if error else "",
+            extra=log_fields(self.stream_id, outcome),
         )  # fmt: skip
-        if self.listener is None:
-            return
-        try:
-            self.listener.ended(outcome)
-        except Exception:
-            log.exception("stream %s: storing the reply failed", self.stream_id)
+
+
+def log_fields(stream_id: str, outcome: StreamOutcome) -> dict[str, Any]:
+    """The stream's end as fields of its log record: JSON logs (``BUPPLE_LOG_JSON``) show each one."""
+    usage: Any = outcome.usage or {}
+    return {
+        "stream_id": stream_id,
+        "provider": outcome.provider,
+        "model": outcome.model,
+        "ending": outcome.ending,
+        "finish_reason": outcome.finish_reason,
+        "chars": len(outcome.content),
+        "duration": round(outcome.duration, 4),
+        "ttft": None if outcome.ttft is None else round(outcome.ttft, 4),
+        "max_chunk_gap": None if outcome.max_chunk_gap is None else round(outcome.max_chunk_gap, 4),
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+        "retries": outcome.retries,
+        "error_code": outcome.error.code if outcome.error is not None else None,
+    }

@@ -49,6 +49,8 @@ class StreamState:
     output_tokens: int | None = None
     finished: bool = False
     deltas: int = 0
+    retries: int = 0
+    """Failed attempts retried before this stream opened."""
 
     @property
     def tokens_so_far(self) -> int:

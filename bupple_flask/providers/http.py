@@ -65,10 +65,13 @@ class HttpProvider(Provider):
         attempt = 0
         while True:
             try:
-                return self._open_once(call)
+                upstream = self._open_once(call)
+                upstream.state.retries = attempt
+                return upstream
             except (RateLimitError, ProviderUnavailableError, StreamTimeoutError) as exc:
                 delay = retry_delay(exc, attempt, call.retry_max_wait)
                 if attempt >= call.max_retries or delay is None:
+                    exc.retries = attempt
                     raise
                 log.warning("%s: %s; retry %d/%d in %.1fs", self.name, exc.code, attempt + 1, call.max_retries, delay)
                 time.sleep(delay)

@@ -1,0 +1,28 @@
+"""Turning a setting's text (``app.config`` or the environment) into the value it stands for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def to_number(name: str, value: Any, cast: Callable[[Any], Any]) -> Any:
+    """``cast(value)``, or a ``ValueError`` naming the setting."""
+    if value is None or value == "":
+        return None
+    try:
+        return cast(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a number, got {value!r}") from exc
+
+
+def to_bool(name: str, value: Any) -> bool:
+    """``True``/``False``, or ``"1"``, ``"true"``, ``"yes"``, ``"on"`` (and their opposites) from the environment."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name} must be true or false, got {value!r}")
