@@ -249,3 +249,22 @@ def test_json_log_lines_parse(start_server, fake_openai) -> None:
     assert end["input_tokens"] == 5 and end["output_tokens"] == 2 and end["chars"] == 5
     assert 0 <= end["ttft"] <= end["duration"] and end["max_chunk_gap"] >= 0 and end["error_code"] is None
     assert stream_json(server.url, {"message": "again"})[-1]["type"] == "completion"
+
+
+def test_a_browser_that_leaves_is_counted(start_server, fake_openai) -> None:
+    fake_openai.script = Script(chunks=[f"w{i} " for i in range(300)], interval=0.1)  # 30 s unless closed
+    server = start_server(BUPPLE_METRICS="true", BUPPLE_METRICS_TOKEN="scrape-secret")
+    client = RawStream(server.url, {"message": "Tell me a story", "provider": "openai"})
+    chunks = 0
+    for payload in client.events():
+        chunks += payload["type"] == "chunk"
+        if chunks == 3:
+            break
+    client.vanish()
+    text = wait_for_metric(server.url, "bupple_streams_finished_total", 1, provider="openai", ending="interrupted")
+    assert sample(text, "bupple_streams_finished_total", provider="openai", ending="interrupted") == 1
+    assert sample(text, "bupple_client_disconnects_total", provider="openai") == 1
+    assert sample(text, "bupple_stream_errors_total") == 0 and sample(text, "bupple_streams_open") == 0
+    # Three chunks 0.1 s apart: the largest gap is about one interval (bucket bounds, generous).
+    assert sample(text, "bupple_stream_max_chunk_gap_seconds_bucket", le="0.05") == 0
+    assert sample(text, "bupple_stream_max_chunk_gap_seconds_bucket", le="5.0") == 1
