@@ -55,6 +55,15 @@ class StreamMetrics:
                                    ["provider"])  # fmt: skip
         self._models: set[str] = set()
         self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], Series] = {}
+
+    def series(self, provider: str, model: str) -> Series:
+        """The labelled children for one provider and model, looked up once (``labels()`` costs ~3 us a call)."""
+        model = self.model_label(model)
+        found = self._series.get((provider, model))
+        if found is None:
+            found = self._series.setdefault((provider, model), Series(self, provider, model))
+        return found
 
     def model_label(self, model: str) -> str:
         """``model``, or ``other`` once :data:`MAX_MODEL_LABELS` names were seen: bounded series."""
@@ -65,6 +74,35 @@ class StreamMetrics:
                 self._models.add(model)
                 return model
         return "other"
+
+
+class Series:
+    """One provider and model's children of every metric; by ``ending`` and error ``code`` as they come."""
+
+    __slots__ = ("_by_ending", "disconnects", "gap", "input_tokens", "metrics", "model", "open", "output_tokens",
+                 "provider", "retries", "started", "ttft")  # fmt: skip
+
+    def __init__(self, metrics: StreamMetrics, provider: str, model: str) -> None:
+        self.metrics, self.provider, self.model = metrics, provider, model
+        self.open = metrics.open.labels(provider)
+        self.started = metrics.started.labels(provider, model)
+        self.ttft = metrics.ttft.labels(provider, model)
+        self.gap = metrics.gap.labels(provider, model)
+        self.input_tokens = metrics.input_tokens.labels(provider, model)
+        self.output_tokens = metrics.output_tokens.labels(provider, model)
+        self.retries = metrics.retries.labels(provider)
+        self.disconnects = metrics.disconnects.labels(provider)
+        self._by_ending: dict[str, tuple[Any, Any]] = {}
+
+    def by_ending(self, ending: str) -> tuple[Any, Any]:
+        """``(finished, duration)`` children for ``ending``."""
+        found = self._by_ending.get(ending)
+        if found is None:
+            m = self.metrics
+            found = (m.finished.labels(self.provider, self.model, ending),
+                     m.duration.labels(self.provider, self.model, ending))  # fmt: skip
+            self._by_ending[ending] = found
+        return found
 
 
 _metrics: StreamMetrics | None = None
@@ -83,44 +121,42 @@ def stream_metrics() -> StreamMetrics:
 class MetricsListener:
     """Records one stream: the open gauge and started counter when it starts, the rest when it ends."""
 
-    __slots__ = ("_open", "metrics", "model", "provider")
+    __slots__ = ("_open", "series")
 
     def __init__(self, metrics: StreamMetrics, provider: str, model: str) -> None:
-        self.metrics = metrics
-        self.provider = provider
-        self.model = metrics.model_label(model)
+        self.series = metrics.series(provider, model)
         self._open = False
 
     def started(self) -> None:
         """The upstream request is in flight."""
-        m = self.metrics
-        m.open.labels(self.provider).inc()
-        m.started.labels(self.provider, self.model).inc()
+        self.series.open.inc()
+        self.series.started.inc()
         self._open = True
 
     def ended(self, outcome: StreamOutcome) -> None:
         """Count how it ended, what it cost and how it flowed (the finished counter last: a scrape that
         counts the stream finished sees all of its figures)."""
-        m, provider, model = self.metrics, self.provider, self.model
-        m.duration.labels(provider, model, outcome.ending).observe(outcome.duration)
+        series = self.series
+        finished, duration = series.by_ending(outcome.ending)
+        duration.observe(outcome.duration)
         if outcome.ttft is not None:
-            m.ttft.labels(provider, model).observe(outcome.ttft)
+            series.ttft.observe(outcome.ttft)
         if outcome.max_chunk_gap is not None:
-            m.gap.labels(provider, model).observe(outcome.max_chunk_gap)
+            series.gap.observe(outcome.max_chunk_gap)
         usage: Any = outcome.usage or {}
         if usage.get("input_tokens"):
-            m.input_tokens.labels(provider, model).inc(usage["input_tokens"])
+            series.input_tokens.inc(usage["input_tokens"])
         if usage.get("output_tokens"):
-            m.output_tokens.labels(provider, model).inc(usage["output_tokens"])
+            series.output_tokens.inc(usage["output_tokens"])
         if outcome.error is not None:
-            m.errors.labels(provider, outcome.error.code).inc()
+            series.metrics.errors.labels(series.provider, outcome.error.code).inc()
         if outcome.retries:
-            m.retries.labels(provider).inc(outcome.retries)
+            series.retries.inc(outcome.retries)
         if outcome.ending == "interrupted":
-            m.disconnects.labels(provider).inc()
+            series.disconnects.inc()
         if self._open:
-            m.open.labels(provider).dec()
-        m.finished.labels(provider, model, outcome.ending).inc()
+            series.open.dec()
+        finished.inc()
 
 
 def metrics_listener(relay: Relay) -> MetricsListener:
