@@ -106,7 +106,7 @@ class Relay:
         self.encode = (events or EventEncoder()).for_stream()
         self.outcome = StreamOutcome(content="", ending="interrupted", provider=builder.provider)
         self.parts: list[str] = []  # text that was written to the client
-        self.started = 0.0
+        self.started_at = 0.0
         self._events: Generator[bytes, None, None] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
@@ -120,7 +120,7 @@ class Relay:
             self._events.close()
 
     def _run(self) -> Generator[bytes, None, None]:
-        self.started = started = time.monotonic()
+        self.started_at = started = time.monotonic()
         max_duration = self.builder.max_duration or self.builder.state.settings.max_duration
         deadline = Deadline(max_duration, self.builder.provider)
         client = Interrupter()  # a departure interrupts only waits for the upstream, never a write
@@ -194,7 +194,7 @@ class Relay:
                     if gap > max_gap:
                         max_gap = gap
                     elif last == inf:  # the first chunk
-                        self.outcome.ttft = now - self.started
+                        self.outcome.ttft = now - self.started_at
                     last = now
                     content = item["content"]
                     yield encode(content, item["tokens"])

@@ -57,6 +57,21 @@ def test_the_token_protects_metrics(make_app) -> None:
     assert "# TYPE bupple_time_to_first_token_seconds histogram" in text
 
 
+def test_an_app_level_before_request_guards_metrics_as_the_readme_says(make_app) -> None:
+    from flask import abort, request
+
+    app = make_app(BUPPLE_METRICS=True)
+
+    @app.before_request
+    def only_from_the_monitoring_network() -> None:
+        if request.endpoint == "bupple.metrics" and request.remote_addr != "10.0.0.9":
+            abort(403)
+
+    client = app.test_client()
+    assert client.get("/metrics").status_code == 403
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 200
+
+
 def test_a_stream_is_counted_once_it_ends(make_app, fake_openai) -> None:
     fake_openai.script = Script(chunks=["a", "b", "c"], input_tokens=11)
     client = make_app(BUPPLE_METRICS=True, BUPPLE_ENGINE_OPENAI_MODEL="gpt-metrics-1").test_client()
