@@ -33,6 +33,7 @@ from .database import (
 )
 from .events import StreamEvents
 from .memory import ConversationMemory, memory_table
+from .metrics import enable_metrics
 from .providers import Provider, canonical_name, provider_class, provider_classes, register_provider
 from .providers.registry import load_entry_points
 from .redact import Redactor
@@ -209,8 +210,6 @@ class BuppleEngine:
         for cls in provider_classes():
             state.provider(cls.name)  # resolve (and check) every registered provider's settings now
         if settings.metrics:
-            from .metrics import enable_metrics
-
             enable_metrics(state)
         app.extensions[EXTENSION_KEY] = state
         from .cli import bupple
@@ -219,9 +218,8 @@ class BuppleEngine:
         if self._register_blueprint and settings.register_blueprint:
             from .blueprint import create_blueprint, register_json_errors
 
-            app.register_blueprint(
-                create_blueprint(self, metrics=settings.metrics), url_prefix=settings.url_prefix or None
-            )
+            bp = create_blueprint(self, metrics=settings.metrics)
+            app.register_blueprint(bp, url_prefix=settings.url_prefix or None)
             register_json_errors(app, settings.url_prefix)
 
     # -- public API ----------------------------------------------------------------------------
