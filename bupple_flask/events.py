@@ -10,7 +10,7 @@ same events under your own names and payloads, for a route of your own.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from json import dumps as json_string
+from json.encoder import encode_basestring as json_string  # json.dumps(str, ensure_ascii=False), minus its overhead
 from typing import Any, Protocol
 
 from .chunks import ROLE, FinalChunk, dumps
@@ -72,7 +72,7 @@ class EventEncoder:
         event_id = self.next_id
         self.next_id += 1
         name = "event: chunk\n" if self.named else ""
-        text = json_string(content, ensure_ascii=False)
+        text = json_string(content)
         return (
             f'id: {event_id}\n{name}data: {{"type":"chunk","content":{text},"role":"{ROLE}",'
             f'"done":false,"tokens":{int(tokens)}}}\n\n'
@@ -137,7 +137,7 @@ class EventNames:
         # Per-chunk work done once: the event line and the JSON of the chunk's name (a name with a
         # line break is written as encode_event writes it, on one line).
         self._chunk_head = f"event: {chunk.replace(chr(13), ' ').replace(chr(10), ' ')}\n" if named else ""
-        self._chunk_type = json_string(chunk, ensure_ascii=False)
+        self._chunk_type = json_string(chunk)
 
     def for_stream(self) -> EventNames:
         """A fresh encoder with the same names, numbering from 0."""
@@ -167,7 +167,7 @@ class EventNames:
             return self._event("chunk", {"content": content, "tokens": tokens})
         event_id = self.next_id
         self.next_id += 1
-        text = json_string(content, ensure_ascii=False)
+        text = json_string(content)
         return (
             f'id: {event_id}\n{self._chunk_head}data: {{"type":{self._chunk_type},"content":{text},'
             f'"tokens":{int(tokens)}}}\n\n'
