@@ -18,6 +18,7 @@ BLOCK = re.compile(r"<!-- test: (?P<name>[\w-]+) -->\n```(?P<lang>\w+)\n(?P<code
 TESTED_ELSEWHERE = {
     "event-source", "widget-embed",  # run in a real browser by tests/test_browser.py
     "cli",  # run as real flask processes by tests/test_cli.py
+    "migrations-app", "migrations-ini", "migrations-steps",  # run with Flask-Migrate by tests/test_migrations.py
 }
 
 
