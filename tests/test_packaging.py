@@ -26,6 +26,7 @@ def test_wheel_ships_static_and_templates_and_serves_them(tmp_path: Path) -> Non
     assert "bupple_flask/static/bupple-chat.js" in names
     assert "bupple_flask/templates/bupple/chat.html" in names
     assert "bupple_flask/py.typed" in names  # type checkers use our hints
+    assert "bupple_flask/migrations/versions/0001_engine_memory.py" in names  # version_locations finds it
 
     port = free_port()
     run_dir = tmp_path / "run"  # not the checkout: only the installed package can be imported
