@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .engine import EngineState, get_state
-from .errors import BuppleError
+from .errors import BuppleError, InvalidRequestError
 from .events import EventEncoder
 from .memory import ConversationMemory
 from .response import PARENT_CLASS
@@ -119,9 +119,18 @@ def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
         .with_max_tokens(spec.max_tokens)
         .require_configured()
     )
+    if spec.reasoning is not None:
+        builder = builder.with_reasoning(allowed_reasoning(spec.reasoning))
     return engine.sse_response(
         builder, spec.messages, events=EventEncoder(spec.named_events), conversation_id=spec.conversation_id
     )
+
+
+def allowed_reasoning(asked: bool) -> bool:
+    """A request's ``reasoning`` as ``BUPPLE_STREAM_REASONING`` allows: asking for it where it is off is a 400."""
+    if asked and get_state().settings.stream_reasoning == "off":
+        raise InvalidRequestError("reasoning is not streamed by this server (BUPPLE_STREAM_REASONING is off)")
+    return asked
 
 
 def _memory(state: EngineState, conversation_id: str) -> ConversationMemory:

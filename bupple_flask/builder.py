@@ -33,6 +33,7 @@ class ChatRequestBuilder:
     connect_timeout: float | None = None
     idle_timeout: float | None = None
     max_retries: int | None = None
+    reasoning: bool | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def with_model(self, model: str | None) -> ChatRequestBuilder:
@@ -63,6 +64,15 @@ class ChatRequestBuilder:
     def with_retries(self, max_retries: int) -> ChatRequestBuilder:
         """Retries for failures before the first token (429, 5xx, 529, connect errors)."""
         return dataclasses.replace(self, max_retries=max(0, int(max_retries)))
+
+    def with_reasoning(self, on: bool = True) -> ChatRequestBuilder:
+        """Yield the model's reasoning as chunks of ``"type": "reasoning"`` (default: ``BUPPLE_STREAM_REASONING``).
+
+        It only asks what to show: to make a model reason, use its own options (``with_options(
+        thinking={...})`` for Claude, ``reasoning_effort`` for OpenAI, ``generationConfig.thinkingConfig``
+        with ``includeThoughts`` for Gemini).
+        """
+        return dataclasses.replace(self, reasoning=bool(on))
 
     def with_options(self, **options: Any) -> ChatRequestBuilder:
         """Extra provider body fields (``top_p``, ``stop``, ...), merged over earlier ones."""
@@ -102,7 +112,10 @@ class ChatRequestBuilder:
         if deadline is None:
             deadline = Deadline(self.max_duration or settings.max_duration, provider.name)
         upstream = provider.open(call)
-        return ChatStream(upstream, provider=provider.name, deadline=deadline, mock=provider.is_mock)
+        reasoning = self.reasoning if self.reasoning is not None else settings.stream_reasoning == "on"
+        prompt_chars = sum(len(m["content"]) for m in call.messages)
+        return ChatStream(upstream, provider=provider.name, deadline=deadline, mock=provider.is_mock,
+                          reasoning=reasoning, prompt_chars=prompt_chars)  # fmt: skip
 
     def send(self, messages: Any) -> dict[str, Any]:
         """Non-streaming convenience: the whole reply as ``{"role", "content", "model", "usage", "finish_reason"}``."""

@@ -1,8 +1,12 @@
 """The shape of what a stream yields: one module owns it, the Python API and the SSE encoder share it.
 
-A text chunk is ``{"content", "role": "assistant", "done": False, "tokens"}``; every stream
-ends with exactly one :class:`FinalChunk` (``done: True``). While nothing arrives, the
-tick iterators yield :data:`TICK` instead, the relay's cue for a heartbeat.
+A text chunk is ``{"content", "role": "assistant", "done": False, "tokens"}``; a reasoning
+chunk (only when asked for) is the same with ``"type": "reasoning"``, never part of the answer;
+every stream ends with exactly one :class:`FinalChunk` (``done: True``). While nothing arrives,
+the tick iterators yield :data:`TICK` instead, the relay's cue for a heartbeat.
+
+Providers yield plain ``str`` for answer text and :class:`Reasoning` (a ``str`` subclass) for
+thinking, so the answer's path stays a plain ``str`` with no wrapper per chunk.
 """
 
 from __future__ import annotations
@@ -17,15 +21,46 @@ Ending = Literal["complete", "interrupted", "error"]
 
 
 class Usage(TypedDict):
-    """Token counts as the provider reported them (``None`` when it did not)."""
+    """Token counts: the provider's figures, or estimates saying so.
+
+    ``output_tokens`` includes reasoning (as every provider bills it); ``reasoning_tokens`` is
+    there when the provider reported it. ``estimated: True`` when a figure was not reported in
+    full (none sent, or the stream ended before the provider's final count): then it is a
+    rough estimate from the characters (about four per token).
+    """
 
     input_tokens: int | None
     output_tokens: int | None
+    reasoning_tokens: NotRequired[int]
+    estimated: NotRequired[bool]
+
+
+class Reasoning(str):
+    """A piece of the model's reasoning (thinking), as a provider yields it: never answer text."""
+
+    __slots__ = ()
+
+
+class Declined(TypedDict):
+    """The provider declined: ``reason`` is its own word, ``stage`` says whether it refused the prompt."""
+
+    reason: str
+    stage: Literal["prompt", "response"]
 
 
 class Chunk(TypedDict):
     """One piece of the reply's text."""
 
+    content: str
+    role: Literal["assistant"]
+    done: Literal[False]
+    tokens: int
+
+
+class ReasoningChunk(TypedDict):
+    """One piece of the model's reasoning (only with reasoning on): shown apart, never the answer."""
+
+    type: Literal["reasoning"]
     content: str
     role: Literal["assistant"]
     done: Literal[False]
@@ -43,6 +78,8 @@ class FinalChunk(TypedDict):
     provider: str
     model: str
     mock: NotRequired[bool]
+    declined: NotRequired[Declined]
+    reasoning_signature: NotRequired[str]
 
 
 class Tick:
@@ -63,10 +100,16 @@ def text_chunk(content: str, tokens: int) -> Chunk:
     return {"content": content, "role": ROLE, "done": False, "tokens": tokens}
 
 
+def reasoning_chunk(content: str, tokens: int) -> ReasoningChunk:
+    """A reasoning chunk as the Python API yields it."""
+    return {"type": "reasoning", "content": content, "role": ROLE, "done": False, "tokens": tokens}
+
+
 def final_chunk(
-    *, finish_reason: str | None, usage: Usage, provider: str, model: str, mock: bool = False
+    *, finish_reason: str | None, usage: Usage, provider: str, model: str, mock: bool = False,
+    declined: Declined | None = None, reasoning_signature: str | None = None,
 ) -> FinalChunk:
-    """The one final chunk of a complete reply."""
+    """The one final chunk of a complete reply (``declined`` when the provider refused or blocked it)."""
     chunk: FinalChunk = {
         "content": "",
         "role": ROLE,
@@ -78,7 +121,16 @@ def final_chunk(
     }
     if mock:
         chunk["mock"] = True
+    if declined is not None:
+        chunk["declined"] = declined
+    if reasoning_signature:
+        chunk["reasoning_signature"] = reasoning_signature
     return chunk
+
+
+def estimate_tokens(chars: int) -> int:
+    """A rough token count for ``chars`` characters of text (about four per token), for estimates only."""
+    return (chars + 3) // 4
 
 
 def dumps(payload: Any) -> str:

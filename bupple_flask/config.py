@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .values import to_bool, to_number
+from .values import reasoning_mode, to_bool, to_number
 
 if TYPE_CHECKING:
     from .providers.base import Provider
@@ -57,6 +57,9 @@ ENGINE_KEYS: tuple[Key, ...] = (
         "statement, a frozen socket) before the request gets 503; 0: no bound"),
     Key("BUPPLE_URL_PREFIX", "", "prefix for every route of the blueprint"),
     Key("BUPPLE_REGISTER_BLUEPRINT", True, "register the HTTP API, page and widget"),
+    Key("BUPPLE_STREAM_REASONING", "off", "stream the model's reasoning as 'reasoning' events: off, on (a request "
+        "may send reasoning: false), request (only when a request sends reasoning: true)"),
+    Key("BUPPLE_STORE_REASONING", False, "store the reasoning (and Claude's signature) in the reply's metadata"),
     Key("BUPPLE_METRICS", False, "Prometheus metrics at /metrics (needs the metrics extra); off: 404"),
     Key("BUPPLE_METRICS_TOKEN", None, "when set, /metrics needs 'Authorization: Bearer <token>'"),
 )
@@ -194,6 +197,8 @@ class EngineSettings:
     db_timeout: float = 5.0
     url_prefix: str = ""
     register_blueprint: bool = True
+    stream_reasoning: str = "off"
+    store_reasoning: bool = False
     metrics: bool = False
     metrics_token: str | None = field(default=None, repr=False)
 
@@ -224,6 +229,8 @@ class EngineSettings:
             db_timeout=num("BUPPLE_DB_TIMEOUT", float),
             url_prefix=str(config.get("BUPPLE_URL_PREFIX") or "").rstrip("/"),
             register_blueprint=to_bool("BUPPLE_REGISTER_BLUEPRINT", config.get("BUPPLE_REGISTER_BLUEPRINT", True)),
+            stream_reasoning=reasoning_mode(config.get("BUPPLE_STREAM_REASONING", "off")),
+            store_reasoning=to_bool("BUPPLE_STORE_REASONING", config.get("BUPPLE_STORE_REASONING", False)),
             metrics=to_bool("BUPPLE_METRICS", config.get("BUPPLE_METRICS", False)),
             metrics_token=str(config["BUPPLE_METRICS_TOKEN"]) if config.get("BUPPLE_METRICS_TOKEN") else None,
         )

@@ -195,7 +195,7 @@ class BuppleEngine:
         ``BUPPLE_MAX_REQUEST_BYTES``, ``BUPPLE_BODY_TIMEOUT``, ``BUPPLE_SSE_WRITE_TIMEOUT``,
         ``BUPPLE_MAX_EVENT_BYTES``, ``BUPPLE_MAX_HISTORY_CHARS``, ``BUPPLE_MEMORY_TABLE``,
         ``BUPPLE_DATABASE_URI``, ``BUPPLE_DB_TIMEOUT``, ``BUPPLE_URL_PREFIX``, ``BUPPLE_REGISTER_BLUEPRINT``,
-        ``BUPPLE_METRICS``, ``BUPPLE_METRICS_TOKEN``,
+        ``BUPPLE_STREAM_REASONING``, ``BUPPLE_STORE_REASONING``, ``BUPPLE_METRICS``, ``BUPPLE_METRICS_TOKEN``,
         and for every registered provider ``BUPPLE_ENGINE_<NAME>_API_KEY``, ``_BASE_URL``, ``_MODEL``,
         ``_TEMPERATURE``, ``_MAX_TOKENS`` (plus the provider's own extras). Provider settings are
         checked now, so a bad value fails at start-up.

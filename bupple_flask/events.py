@@ -21,7 +21,12 @@ HEARTBEAT = encode_comment("ping")
 
 
 class StreamEvents(Protocol):
-    """How one response's events are written: the relay calls these, and sends ``: ping`` itself."""
+    """How one response's events are written: the relay calls these, and sends ``: ping`` itself.
+
+    An encoder may also have ``reasoning(content, tokens) -> bytes``: the relay calls it for each
+    piece of the model's reasoning when the stream was asked for reasoning (an encoder without it
+    gets none).
+    """
 
     def for_stream(self) -> StreamEvents:
         """A fresh encoder for one response (its own event numbering); the relay calls it once per stream."""
@@ -78,6 +83,11 @@ class EventEncoder:
             f'"done":false,"tokens":{int(tokens)}}}\n\n'
         ).encode()
 
+    def reasoning(self, content: str, tokens: int) -> bytes:
+        """``{"type": "reasoning", **text_chunk(...)}``: the model's thinking, never the answer."""
+        payload = {"type": "reasoning", "content": content, "role": ROLE, "done": False, "tokens": tokens}
+        return self.event(payload, "reasoning")
+
     def completion(self, final: FinalChunk, extra: Mapping[str, Any]) -> bytes:
         """``{"type": "completion", **final_chunk, **extra}``."""
         return self.event({"type": "completion", **final, **extra}, "completion")
@@ -108,11 +118,13 @@ class EventNames:
 
     - status: ``{"type", "message", "stream_id"}`` (``message`` is the constructor's ``message``)
     - chunk: ``{"type", "content", "tokens"}`` (output tokens so far)
-    - completion: ``{"type", "finish_reason", "usage", "provider", "model"}`` (and ``conversation_id``)
+    - reasoning (only when the stream was asked for it): ``{"type", "content", "tokens"}``
+    - completion: ``{"type", "finish_reason", "usage", "provider", "model"}`` (``declined`` when the
+      provider refused, and ``conversation_id``)
     - error: ``{"type", "error", "code", "done"}`` (and ``retry_after`` when known)
 
     ``shape(kind, payload)``, when given, returns the object to send instead (``kind`` is one of
-    ``status``, ``chunk``, ``completion``, ``error``). ``named=False`` leaves the ``event:`` line
+    ``status``, ``chunk``, ``reasoning``, ``completion``, ``error``). ``named=False`` leaves the ``event:`` line
     out (everything reaches ``EventSource.onmessage``). One ``EventNames`` can serve every request.
     """
 
@@ -125,11 +137,13 @@ class EventNames:
         completion: str = "completion",
         error: str = "error",
         *,
+        reasoning: str = "reasoning",
         message: str = "Starting...",
         shape: Shape | None = None,
         named: bool = True,
     ) -> None:
-        self.names = {"status": status, "chunk": chunk, "completion": completion, "error": error}
+        self.names = {"status": status, "chunk": chunk, "completion": completion, "error": error,
+                      "reasoning": reasoning}  # fmt: skip
         self.message = message
         self.named = named
         self._shape = shape
@@ -143,7 +157,8 @@ class EventNames:
         """A fresh encoder with the same names, numbering from 0."""
         names = self.names
         return EventNames(names["status"], names["chunk"], names["completion"], names["error"],
-                          message=self.message, shape=self._shape, named=self.named)  # fmt: skip
+                          reasoning=names["reasoning"], message=self.message, shape=self._shape,
+                          named=self.named)  # fmt: skip
 
     def _event(self, kind: str, fields: Mapping[str, Any], retry: int | None = None) -> bytes:
         name = self.names[kind]
@@ -173,9 +188,15 @@ class EventNames:
             f'"tokens":{int(tokens)}}}\n\n'
         ).encode()
 
+    def reasoning(self, content: str, tokens: int) -> bytes:
+        """A piece of the model's reasoning under your name: ``{"type", "content", "tokens"}``."""
+        return self._event("reasoning", {"content": content, "tokens": tokens})
+
     def completion(self, final: FinalChunk, extra: Mapping[str, Any]) -> bytes:
         """The completion event under your name."""
-        fields = {key: final[key] for key in ("finish_reason", "usage", "provider", "model")}
+        fields: dict[str, Any] = {key: final[key] for key in ("finish_reason", "usage", "provider", "model")}
+        if "declined" in final:
+            fields["declined"] = final["declined"]
         return self._event("completion", {**fields, **extra})
 
     def error(self, exc: BuppleError) -> bytes:

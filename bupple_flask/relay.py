@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .builder import ChatRequestBuilder
-from .chunks import Ending, FinalChunk, Tick, Usage
+from .chunks import Declined, Ending, FinalChunk, Tick, Usage
 from .client_socket import bound_writes
 from .disconnect import Interrupted, Interrupter, watch_disconnect
 from .errors import BuppleError
@@ -50,6 +50,12 @@ class StreamOutcome:
     """The largest gap between two chunks, in seconds (None: fewer than two chunks)."""
     retries: int = 0
     """Upstream attempts retried before the stream opened (429, 5xx, 529, connect errors)."""
+    declined: Declined | None = None
+    """Set when the provider refused the prompt or stopped the reply (a refusal, a safety block)."""
+    reasoning: str = ""
+    """The model's reasoning received (kept apart from ``content``; stored only when configured)."""
+    reasoning_signature: str | None = None
+    """Anthropic's signature of that reasoning (sent back with it to Claude)."""
 
 
 class StreamListener(Protocol):
@@ -104,6 +110,7 @@ class Relay:
         self.listeners += [make(self) for make in builder.state.stream_listeners]
         self.client_socket = client_socket
         self.encode = (events or EventEncoder()).for_stream()
+        self.encode_reasoning = getattr(self.encode, "reasoning", None)  # an encoder may not write reasoning
         self.outcome = StreamOutcome(content="", ending="interrupted", provider=builder.provider)
         self.parts: list[str] = []  # text that was written to the client
         self.started_at = 0.0
@@ -188,6 +195,9 @@ class Relay:
                     yield HEARTBEAT
                 elif item["done"] is True:
                     yield self._complete(item)
+                elif "type" in item:  # reasoning: only when the stream was asked for it
+                    if self.encode_reasoning is not None:
+                        yield self.encode_reasoning(item["content"], item["tokens"])
                 else:
                     now = clock()
                     gap = now - last
@@ -205,6 +215,7 @@ class Relay:
     def _complete(self, final: FinalChunk) -> bytes:
         outcome = self.outcome
         outcome.finish_reason = final["finish_reason"]
+        outcome.declined = final.get("declined")
         outcome.usage = final["usage"]
         outcome.model = final["model"]
         outcome.ending = "complete"
@@ -221,6 +232,8 @@ class Relay:
             outcome.model = outcome.model or stream.model
             outcome.usage = outcome.usage or stream.usage
             outcome.retries = stream.upstream.state.retries
+            outcome.reasoning = stream.reasoning
+            outcome.reasoning_signature = stream.upstream.state.signature
         elif outcome.error is not None:
             outcome.retries = outcome.error.retries
         outcome.content = "".join(self.parts)

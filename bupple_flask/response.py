@@ -47,7 +47,8 @@ def sse_response(
     turn = None
     if conversation_id is not None:
         memory = state.memory().set_parent(PARENT_CLASS, conversation_id).set_driver(builder.provider)
-        turn = ConversationTurn(memory, to_send, max_history_chars=settings.max_history_chars)
+        turn = ConversationTurn(memory, to_send, max_history_chars=settings.max_history_chars,
+                                store_reasoning=settings.store_reasoning)  # fmt: skip
         to_send = turn.messages()
     stream_id = secrets.token_hex(16)
     relay_settings = RelaySettings(

@@ -13,9 +13,24 @@ import time
 from collections.abc import Callable, Iterator
 from typing import cast
 
-from .chunks import TICK, Chunk, Ending, FinalChunk, Tick, Usage, final_chunk, text_chunk
+from .chunks import (
+    TICK,
+    Chunk,
+    Ending,
+    FinalChunk,
+    ReasoningChunk,
+    Tick,
+    Usage,
+    estimate_tokens,
+    final_chunk,
+    reasoning_chunk,
+    text_chunk,
+)
 from .errors import ProviderDisconnectedError, StreamTimeoutError
 from .providers.base import Upstream
+
+AnyChunk = Chunk | ReasoningChunk | FinalChunk
+"""What iterating a stream yields."""
 
 
 class Deadline:
@@ -45,43 +60,54 @@ class Deadline:
 
 
 class ChatStream:
-    """An open reply: iterate for chunks; ``content``, ``usage``, ``finish_reason`` and ``model`` as it goes."""
+    """An open reply: iterate for chunks; ``content``, ``usage``, ``finish_reason`` and ``model`` as it goes.
 
-    def __init__(self, upstream: Upstream, *, provider: str, deadline: Deadline, mock: bool = False) -> None:
+    With ``reasoning`` the model's thinking is yielded too, as chunks with ``"type": "reasoning"``;
+    either way it is kept apart from the answer (``reasoning`` property), never in ``content``.
+    ``prompt_chars`` sizes the input estimate when the provider reports no usage.
+    """
+
+    def __init__(
+        self, upstream: Upstream, *, provider: str, deadline: Deadline, mock: bool = False,
+        reasoning: bool = False, prompt_chars: int = 0,
+    ) -> None:
         self.upstream = upstream
         self.provider = provider
         self.mock = mock
         self.deadline = deadline
+        self.show_reasoning = reasoning
+        self.prompt_chars = prompt_chars
         self.parts: list[str] = []
+        self.reasoning_parts: list[str] = []
         self.ending: Ending | None = None  # set once it ended
         self.error: Exception | None = None
-        self._chunks: Iterator[Chunk | FinalChunk | Tick] | None = None
+        self._chunks: Iterator[AnyChunk | Tick] | None = None
 
     # -- iteration -----------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[Chunk | FinalChunk]:
+    def __iter__(self) -> Iterator[AnyChunk]:
         # A fresh wrapper per loop: when a ``for`` loop breaks or raises, the loop drops
         # the wrapper, its ``finally`` runs at once and the upstream closes (no waiting for GC).
-        return cast(Iterator[Chunk | FinalChunk], self._iterate(self._source(lambda: iter(self.upstream))))
+        return cast(Iterator[AnyChunk], self._iterate(self._source(lambda: iter(self.upstream))))
 
-    def ticks(self, wake_every: float) -> Iterator[Chunk | FinalChunk | Tick]:
+    def ticks(self, wake_every: float) -> Iterator[AnyChunk | Tick]:
         """The chunks, and :data:`TICK` whenever ``wake_every`` seconds pass without one; stops at the deadline."""
         return self._iterate(self._source(lambda: self.upstream.ticks(wake_every, self.deadline.at)))
 
-    def _source(self, texts: Callable[[], Iterator[str | Tick]]) -> Iterator[Chunk | FinalChunk | Tick]:
+    def _source(self, texts: Callable[[], Iterator[str | Tick]]) -> Iterator[AnyChunk | Tick]:
         if self._chunks is None:  # the first reader decides how the upstream is read
             self._chunks = self._generate(texts())
         return self._chunks
 
-    def _iterate(self, chunks: Iterator[Chunk | FinalChunk | Tick]) -> Iterator[Chunk | FinalChunk | Tick]:
+    def _iterate(self, chunks: Iterator[AnyChunk | Tick]) -> Iterator[AnyChunk | Tick]:
         try:
             yield from chunks
         finally:
             if self.ending is None:
                 self.close()
 
-    def __next__(self) -> Chunk | FinalChunk:
-        return cast(Chunk | FinalChunk, next(self._source(lambda: iter(self.upstream))))
+    def __next__(self) -> AnyChunk:
+        return cast(AnyChunk, next(self._source(lambda: iter(self.upstream))))
 
     def __enter__(self) -> ChatStream:
         return self
@@ -89,7 +115,7 @@ class ChatStream:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _generate(self, texts: Iterator[str | Tick]) -> Iterator[Chunk | FinalChunk | Tick]:
+    def _generate(self, texts: Iterator[str | Tick]) -> Iterator[AnyChunk | Tick]:
         state = self.upstream.state
         parts = self.parts
         clock, deadline_at = time.monotonic, self.deadline.at  # read per chunk: kept local
@@ -97,10 +123,12 @@ class ChatStream:
             for text in texts:
                 if clock() >= deadline_at:
                     raise self.deadline.error()
-                if text is TICK:
-                    yield TICK
+                if text.__class__ is not str:  # one test on the answer's path: a tick or reasoning
+                    if text is TICK:
+                        yield TICK
+                    else:
+                        yield from self._reasoning(text)  # type: ignore[arg-type]
                     continue
-                text = cast(str, text)
                 parts.append(text)
                 yield text_chunk(text, state.tokens_so_far)
             if self.ending == "interrupted":
@@ -121,6 +149,11 @@ class ChatStream:
         finally:
             self.upstream.close()
 
+    def _reasoning(self, text: str) -> Iterator[ReasoningChunk]:
+        self.reasoning_parts.append(text)
+        if self.show_reasoning:
+            yield reasoning_chunk(str(text), self.upstream.state.tokens_so_far)
+
     # -- results -------------------------------------------------------------------------------
 
     @property
@@ -134,9 +167,27 @@ class ChatStream:
         return self.upstream.state.finish_reason
 
     @property
+    def reasoning(self) -> str:
+        """The model's reasoning (thinking) received so far, whether or not it was yielded."""
+        return "".join(self.reasoning_parts)
+
+    @property
     def usage(self) -> Usage:
-        """Input and output tokens as far as known."""
-        return self.upstream.state.usage()
+        """The provider's token counts; estimates, marked ``estimated: True``, for what it did not report in full.
+
+        Reported in full means the stream finished and both counts came: a stream cut before the
+        provider's final count, or a provider that sends none, gets estimates from the characters.
+        """
+        state = self.upstream.state
+        usage = state.usage()
+        if state.finished and usage["input_tokens"] is not None and usage["output_tokens"] is not None:
+            return usage
+        chars = sum(map(len, self.parts)) + sum(map(len, self.reasoning_parts))
+        usage["output_tokens"] = max(usage["output_tokens"] or 0, estimate_tokens(chars))
+        if usage["input_tokens"] is None:
+            usage["input_tokens"] = estimate_tokens(self.prompt_chars)
+        usage["estimated"] = True
+        return usage
 
     @property
     def model(self) -> str:
@@ -145,8 +196,11 @@ class ChatStream:
 
     def final_chunk(self) -> FinalChunk:
         """The chunk that ends a complete reply."""
+        state = self.upstream.state
         return final_chunk(
-            finish_reason=self.finish_reason, usage=self.usage, provider=self.provider, model=self.model, mock=self.mock
+            finish_reason=self.finish_reason, usage=self.usage, provider=self.provider, model=self.model,
+            mock=self.mock, declined=state.declined,
+            reasoning_signature=state.signature if self.show_reasoning else None,
         )
 
     def close(self) -> None:

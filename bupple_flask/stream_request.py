@@ -33,6 +33,8 @@ class StreamRequest:
     max_tokens: int | None = None
     conversation_id: str | None = None
     named_events: bool = False
+    reasoning: bool | None = None
+    """Whether to stream the model's reasoning (None: the server's default)."""
 
 
 def parse_stream_request(request: Request, max_bytes: int, body_timeout: float = 0.0) -> StreamRequest:
@@ -44,6 +46,8 @@ def parse_stream_request(request: Request, max_bytes: int, body_timeout: float =
         fields: dict[str, Any] = dict(request.args.items())
         fields["temperature"] = _number(fields.get("temperature"), float, "temperature")
         fields["max_tokens"] = _number(fields.get("max_tokens"), int, "max_tokens")
+        if fields.get("reasoning") in ("true", "1", "false", "0"):
+            fields["reasoning"] = fields["reasoning"] in ("true", "1")
     else:
         with body_read_timeout(request.environ.get("gunicorn.socket"), body_timeout):
             fields = _json_body(request, max_bytes)
@@ -91,7 +95,14 @@ def _build(fields: dict[str, Any], events_param: str | None) -> StreamRequest:
         max_tokens=validate_max_tokens(fields.get("max_tokens")),
         conversation_id=_conversation_id(fields.get("conversation_id")),
         named_events=(fields.get("events") or events_param) == "named",
+        reasoning=_optional_bool(fields.get("reasoning"), "reasoning"),
     )
+
+
+def _optional_bool(value: Any, name: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidRequestError(f"{name} must be true or false")
 
 
 def _optional_str(value: Any, name: str, max_length: int) -> str | None:

@@ -28,12 +28,16 @@ log = logging.getLogger("bupple_flask")
 class ConversationTurn:
     """A :class:`~bupple_flask.relay.StreamListener` that stores one question and its answer."""
 
-    def __init__(self, memory: ConversationMemory, question: Messages, *, max_history_chars: int = 0) -> None:
+    def __init__(
+        self, memory: ConversationMemory, question: Messages, *, max_history_chars: int = 0,
+        store_reasoning: bool = False,
+    ) -> None:
         for index, message in enumerate(question):  # refused now (a 400), not lost after the reply
             check_content(message["content"], what=f"messages[{index}].content")
         self.memory = memory
         self.question = question
         self.max_history_chars = max_history_chars
+        self.store_reasoning = store_reasoning
         self._storing_question: Task | None = None
         self._question_stored = False
 
@@ -84,6 +88,12 @@ class ConversationTurn:
         }
         if outcome.error is not None:
             metadata["error"] = outcome.error.to_dict()
+        if outcome.declined is not None:
+            metadata["declined"] = outcome.declined
+        if self.store_reasoning and outcome.reasoning:  # Claude needs the signature to take it back
+            metadata["reasoning"] = outcome.reasoning
+            if outcome.reasoning_signature:
+                metadata["reasoning_signature"] = outcome.reasoning_signature
         self.memory.add_assistant_message(
             without_nul(outcome.content), metadata=without_nul(metadata), driver=outcome.provider
         )

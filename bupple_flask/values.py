@@ -26,3 +26,10 @@ def to_bool(name: str, value: Any) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def reasoning_mode(value: Any) -> str:
+    """``BUPPLE_STREAM_REASONING``: ``"off"``, ``"on"`` or ``"request"`` (booleans and their words accepted)."""
+    if str(value).strip().lower() == "request":
+        return "request"
+    return "on" if to_bool("BUPPLE_STREAM_REASONING", value) else "off"

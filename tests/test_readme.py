@@ -88,6 +88,14 @@ def test_error_handling(readme_app, fake_anthropic, capsys, script, expected) ->
     assert expected in capsys.readouterr().out
 
 
+def test_reasoning(readme_app, fake_openai, capsys) -> None:
+    fake_openai.script = Script(chunks=["Yes", ": 21 x 51."], reasoning=["1071 = 21 x 51"], output_tokens=9)
+    run(readme_app, "reasoning")
+    out = capsys.readouterr().out
+    assert "(thinking) 1071 = 21 x 51" in out and "Yes: 21 x 51." in out
+    assert "'output_tokens': 9" in out and "None" in out  # nothing declined
+
+
 def test_memory(readme_app, capsys) -> None:
     run(readme_app, "memory")
     assert "2 messages stored" in capsys.readouterr().out
@@ -155,7 +163,7 @@ def test_curl_examples_against_the_real_server(start_server, fake_openai) -> Non
 
 
 def test_all_marked_examples_are_covered() -> None:
-    covered = {"app-setup", "basic-streaming", "each-provider", "error-handling", "memory", "custom-route",
+    covered = {"app-setup", "basic-streaming", "each-provider", "error-handling", "reasoning", "memory", "custom-route",
                "custom-provider", "guard", "testing-your-app",
                "curl-stream", "curl-history"} | TESTED_ELSEWHERE
     assert set(readme_blocks()) == covered

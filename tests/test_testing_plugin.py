@@ -82,17 +82,7 @@ def test_scripted_reasoning_usage_and_ending_reach_the_wire_and_only_the_answer_
     assert final["finish_reason"] == ending
 
 
-# -- replaying a recorded stream ---------------------------------------------------------------------
-
-REPLAYS = {  # recorded body -> the answer a user reads (thinking and tool calls are not the answer)
-    "openai": ("openai/plain_text_usage.sse", "I'm unable to provide real-time weather updates. To get the current "
-               "weather in San Francisco, I recommend checking a reliable weather website or a weather app."),
-    "claude": ("anthropic/recorded_thinking_text.sse", None),
-    "gemini": ("gemini/thought_summary.sse", "The sky is blue because tiny gas molecules in Earth's atmosphere "
-               "scatter blue light from the sun more efficiently than other colors. Blue light has shorter, "
-               "smaller wavelengths, causing it to be scattered in all directions, making the sky appear blue to "
-               "our eyes."),
-}
+# -- replaying a recorded stream (every recording through the engine: test_recorded_streams.py) ------------
 
 
 def _recording(relative: str) -> Path:
@@ -109,20 +99,6 @@ def test_a_replayed_recording_goes_out_byte_for_byte_one_event_per_chunk(fake_ge
     assert _raw(fake_gemini, path, body, headers) == recording.read_bytes()
     assert fake_gemini.wait_for_streams_ended(1)
     assert fake_gemini.streams[0].chunks_sent == len(recorded_events(recording)) == 3
-
-
-@pytest.mark.parametrize("name", list(REPLAYS))
-def test_a_replayed_recording_streams_through_the_engine(engine, fakes, name) -> None:
-    relative, expected = REPLAYS[name]
-    recording = _recording(relative)
-    fakes[name].script = Script(replay=recording)
-    text, final = _stream(engine, name)
-    if expected is None:  # the Anthropic recording: its text deltas, read independently of the provider code
-        datas = [line[6:] for line in recording.read_text().splitlines() if line.startswith("data: ")]
-        deltas = [json.loads(data)["delta"] for data in datas if '"content_block_delta"' in data]
-        expected = "".join(d["text"] for d in deltas if d["type"] == "text_delta")
-        assert expected
-    assert text == expected and final["done"] is True
 
 
 def test_cuts_apply_to_a_replay_counted_in_events(engine, fake_openai) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..chunks import Reasoning
 from ..sse import ServerSentEvent
 from .base import ChatCall, StreamState
 from .http import HttpProvider
@@ -52,22 +53,39 @@ class AnthropicProvider(HttpProvider):
         kind = event.event or payload.get("type")
         if kind == "content_block_delta":
             delta = payload.get("delta") or {}
-            return delta.get("text") if delta.get("type") == "text_delta" else None
+            kind = delta.get("type")
+            if kind == "text_delta":
+                return delta.get("text")
+            if kind == "thinking_delta":
+                return Reasoning(delta.get("thinking") or "")
+            if kind == "signature_delta":
+                state.signature = delta.get("signature") or state.signature
+            return None  # input_json_delta (tool use) and future delta types
         if kind == "message_start":
             message = payload.get("message") or {}
             state.model = message.get("model") or state.model
-            usage = message.get("usage") or {}
-            state.input_tokens = usage.get("input_tokens", state.input_tokens)
+            read_input(message.get("usage") or {}, state)  # its output_tokens is a placeholder, not a count
         elif kind == "message_delta":
-            state.finish_reason = (payload.get("delta") or {}).get("stop_reason") or state.finish_reason
+            reason = (payload.get("delta") or {}).get("stop_reason")
+            if reason:
+                state.finish_reason = reason
+                if reason == "refusal":
+                    state.declined = {"reason": reason, "stage": "response"}
             usage = payload.get("usage") or {}
             state.output_tokens = usage.get("output_tokens", state.output_tokens)
-            state.input_tokens = usage.get("input_tokens") or state.input_tokens
+            read_input(usage, state)
         elif kind == "message_stop":
             state.finished = True
         elif kind == "error":
             raise self.in_stream_error(payload)
         return None  # ping, content_block_start/stop and future event types
+
+
+def read_input(usage: dict[str, Any], state: StreamState) -> None:
+    """Input tokens, cache writes and reads included (they are input too, as OpenAI's prompt_tokens counts them)."""
+    if usage.get("input_tokens") is not None:
+        cached = (usage.get("cache_creation_input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0)
+        state.input_tokens = usage["input_tokens"] + cached
 
 
 def _alternating(messages: list[Mapping[str, str]]) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import requests
 
-from ..chunks import Tick, Usage
+from ..chunks import Declined, Tick, Usage
 from ..config import ProviderSettings
 from ..errors import NotConfiguredError
 from ..green import ticking
@@ -47,7 +47,13 @@ class StreamState:
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    """Reasoning tokens when the provider reported them (also counted in ``output_tokens``)."""
     finished: bool = False
+    declined: Declined | None = None
+    """Set when the provider refused the prompt or stopped the reply for safety."""
+    signature: str | None = None
+    """Anthropic's thinking signature: a stored turn with its thinking can be sent back to Claude."""
     deltas: int = 0
     retries: int = 0
     """Failed attempts retried before this stream opened."""
@@ -58,12 +64,19 @@ class StreamState:
         return self.output_tokens if self.output_tokens is not None else self.deltas
 
     def usage(self) -> Usage:
-        """Token counts; output falls back to the number of deltas when the provider sent none."""
-        return {"input_tokens": self.input_tokens, "output_tokens": self.tokens_so_far}
+        """Token counts as the provider reported them (``None``: not reported); the stream adds estimates."""
+        usage: Usage = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        if self.reasoning_tokens is not None:
+            usage["reasoning_tokens"] = self.reasoning_tokens
+        return usage
 
 
 class Upstream(ABC):
-    """An open stream of text deltas; ``close`` releases the connection at once."""
+    """An open stream of text deltas; ``close`` releases the connection at once.
+
+    A delta is a ``str`` of answer text, or a :class:`~bupple_flask.chunks.Reasoning` (a ``str``
+    subclass) of the model's thinking.
+    """
 
     state: StreamState
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+from ..chunks import Reasoning
 from ..errors import ProviderAuthError, ProviderError, parse_duration
 from ..sse import ServerSentEvent
 from .base import ChatCall, StreamState
@@ -54,29 +55,33 @@ class GeminiProvider(HttpProvider):
         body.update(call.options)
         return url, headers, body
 
-    def handle_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
+    def handle_event(self, event: ServerSentEvent, state: StreamState) -> str | list[str] | None:
         if not event.data:
             return None
         chunk = self.decode(event)
         if chunk.get("error"):
             raise self.in_stream_error(chunk)
         state.model = chunk.get("modelVersion") or state.model
-        usage = chunk.get("usageMetadata") or {}
-        state.input_tokens = usage.get("promptTokenCount", state.input_tokens)
-        state.output_tokens = usage.get("candidatesTokenCount", state.output_tokens)
+        usage = chunk.get("usageMetadata")
+        if usage:
+            read_usage(usage, state)
         feedback = chunk.get("promptFeedback") or {}
         if feedback.get("blockReason") and not chunk.get("candidates"):
             state.finish_reason = feedback["blockReason"]
+            state.declined = {"reason": feedback["blockReason"], "stage": "prompt"}
             state.finished = True
             return None
         candidates = chunk.get("candidates") or [{}]
         candidate = candidates[0]
-        parts = (candidate.get("content") or {}).get("parts") or ()
-        text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+        parts: list[Any] = (candidate.get("content") or {}).get("parts") or []
         if candidate.get("finishReason"):
-            state.finish_reason = candidate["finishReason"]
+            state.finish_reason = reason = candidate["finishReason"]
             state.finished = True
-        return text or None
+            if reason in DECLINED:
+                state.declined = {"reason": reason, "stage": "response"}
+        if len(parts) == 1 and not parts[0].get("thought"):
+            return parts[0].get("text") or None  # the usual chunk: one part of answer text
+        return split_parts(parts)
 
     def error_from_response(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         details = _details(body)
@@ -84,6 +89,36 @@ class GeminiProvider(HttpProvider):
             return ProviderAuthError(self.auth_message(), provider=self.name, upstream_status=status)
         retry_after = next((parse_duration(d.get("retryDelay")) for d in details if d.get("retryDelay")), None)
         return self.status_error(status, body, retry_after)
+
+
+DECLINED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"})
+"""Finish reasons that mean Gemini stopped the reply itself, not that it was done."""
+
+
+def split_parts(parts: Any) -> str | list[str] | None:
+    """Thought parts (``"thought": true``) as reasoning, the others as text, in order, merged by kind."""
+    deltas: list[str] = []
+    for part in parts:
+        text = part.get("text")
+        if not text:
+            continue
+        if part.get("thought"):
+            text = Reasoning(text)
+        if deltas and type(deltas[-1]) is type(text):
+            deltas[-1] = type(text)(deltas[-1] + text)
+        else:
+            deltas.append(text)
+    return deltas[0] if len(deltas) == 1 else (deltas or None)
+
+
+def read_usage(usage: dict[str, Any], state: StreamState) -> None:
+    """``usageMetadata``: output is the answer's tokens plus the thoughts' (Gemini bills both as output)."""
+    state.input_tokens = usage.get("promptTokenCount", state.input_tokens)
+    answer, thoughts = usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount")
+    if answer is not None or thoughts is not None:
+        state.output_tokens = (answer or 0) + (thoughts or 0)
+    if thoughts is not None:
+        state.reasoning_tokens = thoughts
 
 
 def _details(body: bytes) -> list[dict[str, Any]]:

@@ -56,8 +56,12 @@ class HttpProvider(Provider):
         """Return ``(url, headers, json_body)``."""
 
     @abstractmethod
-    def handle_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
-        """Read one event: update ``state``, return a text delta, or raise a typed error."""
+    def handle_event(self, event: ServerSentEvent, state: StreamState) -> str | list[str] | None:
+        """Read one event: update ``state``, return its delta(s), or raise a typed error.
+
+        A delta is answer text (``str``) or thinking (:class:`~bupple_flask.chunks.Reasoning`);
+        an event carrying both returns a list, in the order they came.
+        """
 
     def open(self, call: ChatCall) -> Upstream:
         """Open the stream, retrying what failed before any token was generated (so nothing is paid twice)."""
@@ -210,7 +214,10 @@ class HttpUpstream(Upstream):
                 for event in decoder.feed(data):
                     text = text_of(event)
                     if text:
-                        yield text
+                        if text.__class__ is list:
+                            yield from text
+                        else:
+                            yield text  # type: ignore[misc]
                         now = time.monotonic()
                         tick_at = min(now + wake_every, until)
             elif self.closed:
@@ -226,7 +233,7 @@ class HttpUpstream(Upstream):
         for event in decoder.flush():
             text = text_of(event)
             if text:
-                yield text
+                yield from [text] if isinstance(text, str) else text
 
     def _read_requests(self) -> Iterator[str]:
         """Through ``requests`` (a mounted transport adapter, a compressed body): blocking reads."""
@@ -234,9 +241,9 @@ class HttpUpstream(Upstream):
         for event in iter_sse(chunks, max_event_bytes=self.call.max_event_bytes):
             text = self._text(event)
             if text:
-                yield text
+                yield from [text] if isinstance(text, str) else text
 
-    def _text(self, event: ServerSentEvent) -> str | None:
+    def _text(self, event: ServerSentEvent) -> str | list[str] | None:
         if event.stray:
             error = self.provider.stray_error(event)
             if error is not None:

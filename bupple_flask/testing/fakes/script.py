@@ -50,7 +50,8 @@ class Script:
 
     ``replay``: a recorded response body (a path to an ``.sse`` file, or bytes) sent
     byte for byte instead of ``chunks``, one event per HTTP chunk, with the same timing
-    and cuts (counted in events).
+    and cuts (counted in events). A list of bytes is sent as those pieces, one HTTP chunk
+    each, wherever they split the body (inside a UTF-8 character, between CR and LF).
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " there", "!"])
@@ -68,15 +69,17 @@ class Script:
     stall_seconds: float = 30.0
     omit_terminator: bool = False
     gated: bool = False
-    replay: str | Path | bytes | None = None
+    replay: str | Path | bytes | list[bytes] | None = None
 
     def usage_output(self, n_chunks: int) -> int:
         """The output token count to report for a stream of ``n_chunks`` text chunks."""
         return self.output_tokens if self.output_tokens is not None else n_chunks
 
 
-def recorded_events(recording: str | Path | bytes) -> list[bytes]:
-    """A recorded body split after each blank line (LF or CRLF), every byte kept."""
+def recorded_events(recording: str | Path | bytes | list[bytes]) -> list[bytes]:
+    """A recorded body split after each blank line (LF or CRLF), every byte kept (a list: its pieces, as given)."""
+    if isinstance(recording, list):
+        return [piece for piece in recording if piece]
     data = recording if isinstance(recording, bytes) else Path(recording).read_bytes()
     return [piece for piece in _EVENT_END.split(data) if piece]
 
