@@ -23,6 +23,7 @@ import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
 
+from bench.identity import Identity
 from bench.sse import ChunkedDecoder, ProtocolError, SSEParser, interpret, parse_head
 
 
@@ -57,7 +58,7 @@ class StreamResult:
     rx_ns: list[int] = field(default_factory=list)  # receive time of each lat_ns entry
 
 
-def build_request(t: Target, message: str, conv: str | None = None) -> bytes:
+def build_request(t: Target, message: str, conv: str | None = None, cookie: str = "") -> bytes:
     """HTTP/1.1 POST for either format; the directive rides in the user message."""
     if t.fmt == "openai":
         body: dict[str, Any] = {"model": t.model or "bench", "stream": True,
@@ -71,12 +72,12 @@ def build_request(t: Target, message: str, conv: str | None = None) -> bytes:
     raw = json.dumps(body).encode()
     return (f"POST {t.path} HTTP/1.1\r\nHost: {t.host}:{t.port}\r\n"
             "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
-            f"Authorization: Bearer {t.api_key}\r\n"
+            f"Authorization: Bearer {t.api_key}\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "") +
             f"Content-Length: {len(raw)}\r\n\r\n").encode() + raw
 
 
 def run_stream(t: Target, message: str, sid: str, conv: str | None = None,
-               close_after: int | None = None, deadline_s: float = 120.0) -> StreamResult:
+               close_after: int | None = None, deadline_s: float = 120.0, cookie: str = "") -> StreamResult:
     """Open one stream, read it to the end (or hang up after ``close_after`` chunks).
 
     Reads run in a libev io-watcher callback in the hub (no greenlet switch
@@ -90,7 +91,7 @@ def run_stream(t: Target, message: str, sid: str, conv: str | None = None,
         with gevent.Timeout(deadline_s, TimeoutError("stream deadline")):
             sock = gsocket.create_connection((t.host, t.port))
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-            sock.sendall(build_request(t, message, conv))
+            sock.sendall(build_request(t, message, conv, cookie))
             finished = Event()
             reader = _Reader(t.fmt, r, close_after)
             fd = sock.fileno()
@@ -192,7 +193,7 @@ def directive(n: int, iv: int, sid: str, jit: int = 0, pad: int = 0) -> str:
     return f"bench n={n} iv={iv} jit={jit} pad={pad} sid={sid}"
 
 
-def run_group(t: Target, g: dict[str, Any], t0: float, out: list[StreamResult]) -> None:
+def run_group(t: Target, g: dict[str, Any], t0: float, out: list[StreamResult], who: Identity | None = None) -> None:
     """Start ``count`` workers spread over ``ramp_s``; each runs ``sequential`` streams."""
     count, ramp = int(g["count"]), float(g.get("ramp_s", 0))
     seq = int(g.get("sequential", 1))
@@ -206,8 +207,10 @@ def run_group(t: Target, g: dict[str, Any], t0: float, out: list[StreamResult]) 
             sid = f"{g['name']}-{i}-{k}"
             c = (i * seq + k) % int(g.get("conv_count") or 1 << 30)  # round-robin over seeded ones
             conv = g["conv"].format(i=i, k=k, c=c) if g.get("conv") else None
+            if conv and who is not None:
+                conv = who.conversation(conv)
             msg = directive(g.get("n", 10), g.get("iv", 200), sid, g.get("jit", 0), g.get("pad", 0))
-            out.append(run_stream(t, msg, sid, conv, g.get("close_after"), deadline))
+            out.append(run_stream(t, msg, sid, conv, g.get("close_after"), deadline, who.cookie if who else ""))
 
     gevent.joinall([gevent.spawn(worker, i) for i in range(count)])
 
@@ -215,6 +218,7 @@ def run_group(t: Target, g: dict[str, Any], t0: float, out: list[StreamResult]) 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run groups (in parallel, or after another group via ``after``); return results."""
     t = Target(**job["target"])
+    who = Identity(t) if t.fmt == "bupple" else None
     t0 = time.monotonic()
     results: dict[str, list[StreamResult]] = {}
     lets: dict[str, gevent.Greenlet] = {}
@@ -223,7 +227,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if g.get("after"):
             lets[g["after"]].join()
         results[g["name"]] = []
-        run_group(t, g, time.monotonic() if g.get("after") else t0, results[g["name"]])
+        run_group(t, g, time.monotonic() if g.get("after") else t0, results[g["name"]], who)
 
     for g in job["groups"]:
         lets[g["name"]] = gevent.spawn(start, g)

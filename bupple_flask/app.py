@@ -8,6 +8,8 @@ unless a key is configured. Its environment settings are listed in
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,22 +18,26 @@ from flask_sqlalchemy import SQLAlchemy
 from werkzeug.wrappers import Response
 
 from .config import EngineSettings, StandaloneSettings, apply_defaults, standalone_settings
-from .database import statement_timeout_args
-from .engine import BuppleEngine, instance_sqlite_uri
+from .database import instance_sqlite_uri, statement_timeout_args
+from .engine import BuppleEngine
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """The app ``make run`` serves: the engine, its blueprint at ``/``, and a redirect to ``/chat``.
 
-    A database that cannot be reached at start-up does not stop it: the app starts, ``/healthz``
-    reports the database unavailable, streams without ``conversation_id`` work, memory calls get
-    503, and the table is created once the database answers.
+    Anonymous use is on (``BUPPLE_ALLOW_ANONYMOUS``), with a ``SECRET_KEY`` kept in the instance
+    folder when none is configured. A database that cannot be reached at start-up does not stop
+    it: the app starts, ``/healthz`` reports the database unavailable, new conversations stream
+    (unstored), memory calls get 503, and the tables are created once the database answers.
     """
     env = standalone_settings()
     app = Flask(__name__, instance_path=env.instance_path)
     app.config.from_prefixed_env(env.flask_config_prefix)  # e.g. BUPPLE_FLASK_SECRET_KEY
     if config:
         app.config.update(config)
+    app.config.setdefault("BUPPLE_ALLOW_ANONYMOUS", True)  # the demo: each browser gets its own conversations
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", env.database_url or instance_sqlite_uri(app))
     apply_defaults(app.config)  # BUPPLE_DB_TIMEOUT is needed for the pool, before the engine's init_app
     db_timeout = EngineSettings.from_config(app.config).db_timeout
@@ -49,6 +55,29 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     configure_logging(env)
     return app
+
+
+def instance_secret_key(folder: str) -> str:
+    """The app's ``SECRET_KEY`` when none is configured: made once, kept in ``<instance>/secret_key`` (0600).
+
+    Every worker and restart reads the same key, so anonymous cookies stay valid. The file is
+    written under another name and linked into place, so a worker never reads a half-written key.
+    """
+    path = os.path.join(folder, "secret_key")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        temporary = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, path)  # fails if another worker got there first: its key is the key
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    with open(path) as file:
+        return file.read().strip()
 
 
 def configure_logging(env: StandaloneSettings) -> None:

@@ -1,9 +1,12 @@
 """The HTTP API: ``/api/stream`` (SSE), conversations, providers, health, the ``/chat`` page and the widget.
 
-Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.conversation_messages``,
-``bupple.delete_conversation``, ``bupple.providers``, ``bupple.healthz`` (readiness: each
-dependency checked), ``bupple.livez`` (liveness: no I/O), ``bupple.chat_page``,
-``bupple.static`` (``filename="bupple-chat.js"``) and, with ``BUPPLE_METRICS``, ``bupple.metrics``.
+Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.me``, ``bupple.list_conversations``,
+``bupple.create_conversation``, ``bupple.get_conversation``, ``bupple.rename_conversation``,
+``bupple.delete_conversation``, ``bupple.conversation_messages``, ``bupple.providers``,
+``bupple.healthz`` (readiness: each dependency checked), ``bupple.livez`` (liveness: no I/O),
+``bupple.chat_page``, ``bupple.static`` (``filename="bupple-chat.js"``) and, with
+``BUPPLE_METRICS``, ``bupple.metrics``. Every view runs after the identity guard
+(:mod:`bupple_flask.identity`): 401 without one, except the page, the widget and the probes.
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ from flask import Blueprint, Flask, Response, jsonify, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from .engine import EngineState, get_state
-from .errors import BuppleError, InvalidRequestError
+from .conversation_api import add_conversation_routes, caller
+from .conversations import new_conversation_id
+from .engine import get_state
+from .errors import BuppleError, ConversationNotFoundError, InvalidRequestError
 from .events import EventEncoder
-from .memory import ConversationMemory
-from .response import PARENT_CLASS
+from .identity import guard_blueprint
+from .response import sse_response
 from .stream_request import StreamRequest, parse_stream_request
+from .turns import OwnedConversation
+from .users import conversation_store
 
 if TYPE_CHECKING:
     from .engine import BuppleEngine
@@ -37,6 +44,7 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
     bp.register_error_handler(BuppleError, _bupple_error)
     bp.register_error_handler(SQLAlchemyError, _database_error)
     bp.register_error_handler(HTTPException, _http_error)
+    bp.before_request(guard_blueprint(engine.hooks))
 
     def stream() -> Response:
         if request.method == "GET" and request.headers.get("Last-Event-ID"):
@@ -47,9 +55,7 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
         return start_stream(engine, spec)
 
     bp.add_url_rule("/api/stream", "stream", stream, methods=["GET", "POST"])
-    bp.add_url_rule("/api/conversations/<conversation_id>/messages", "conversation_messages", conversation_messages)
-    bp.add_url_rule("/api/conversations/<conversation_id>", "delete_conversation", delete_conversation,
-                    methods=["DELETE"])  # fmt: skip
+    add_conversation_routes(bp)
     bp.add_url_rule("/api/providers", "providers", providers)
     bp.add_url_rule("/healthz", "healthz", healthz)
     bp.add_url_rule("/livez", "livez", livez)
@@ -59,18 +65,6 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
 
         bp.add_url_rule("/metrics", "metrics", metrics_view)
     return bp
-
-
-def conversation_messages(conversation_id: str) -> Response:
-    """A conversation's stored messages, oldest first."""
-    memory = _memory(get_state(), conversation_id)
-    return jsonify({"conversation_id": conversation_id, "messages": memory.get_records()})
-
-
-def delete_conversation(conversation_id: str) -> Response:
-    """Delete a conversation's messages."""
-    deleted = _memory(get_state(), conversation_id).clear()
-    return jsonify({"conversation_id": conversation_id, "deleted": deleted})
 
 
 def providers() -> Response:
@@ -111,7 +105,12 @@ def chat_page() -> str:
 
 
 def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
-    """Check the request against the provider, then stream through the same helper a custom route uses."""
+    """Check the request against the provider and the conversation against its owner, then stream.
+
+    A ``conversation_id`` must be the caller's (one indexed query; else 404, before any upstream
+    request); without one the turn starts a new conversation, whose id the first event and the
+    ``X-Bupple-Conversation-Id`` header carry.
+    """
     builder = (
         engine.ai(spec.provider)
         .with_model(spec.model)
@@ -121,9 +120,18 @@ def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
     )
     if spec.reasoning is not None:
         builder = builder.with_reasoning(allowed_reasoning(spec.reasoning))
-    return engine.sse_response(
-        builder, spec.messages, events=EventEncoder(spec.named_events), conversation_id=spec.conversation_id
-    )
+    state = builder.state
+    model = spec.model or builder.get_provider().model
+    if spec.conversation_id is None:
+        store = conversation_store(state, caller(), ensure_tables=False)  # no database work before the upstream
+        conversation = OwnedConversation(store, new_conversation_id(), True, model, state.ensure_tables)
+    else:
+        store = conversation_store(state, caller())
+        if not store.owns(spec.conversation_id):
+            raise ConversationNotFoundError()
+        conversation = OwnedConversation(store, spec.conversation_id, False, model)
+    events = ConversationEvents(spec.named_events, conversation.id)
+    return sse_response(builder, spec.messages, events=events, conversation=conversation)
 
 
 def allowed_reasoning(asked: bool) -> bool:
@@ -133,8 +141,24 @@ def allowed_reasoning(asked: bool) -> bool:
     return asked
 
 
-def _memory(state: EngineState, conversation_id: str) -> ConversationMemory:
-    return state.memory().set_parent(PARENT_CLASS, conversation_id)
+class ConversationEvents(EventEncoder):
+    """``/api/stream``'s events, whose first (``status``) names the conversation: a new one's id comes first."""
+
+    __slots__ = ("conversation_id",)
+
+    def __init__(self, named: bool = False, conversation_id: str = "") -> None:
+        super().__init__(named)
+        self.conversation_id = conversation_id
+
+    def for_stream(self) -> ConversationEvents:
+        """A fresh encoder for the same conversation, numbering from 0."""
+        return ConversationEvents(self.named, self.conversation_id)
+
+    def status(self, stream_id: str, retry_ms: int) -> bytes:
+        """``{"type": "status", "message", "stream_id", "conversation_id"}`` with the ``retry:`` hint."""
+        payload = {"type": "status", "message": "Starting...", "stream_id": stream_id,
+                   "conversation_id": self.conversation_id}  # fmt: skip
+        return self.event(payload, "status", retry=retry_ms)
 
 
 # -- errors as JSON ----------------------------------------------------------------------------

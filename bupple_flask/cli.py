@@ -1,6 +1,6 @@
 """The ``flask bupple`` commands, registered on every app by ``init_app``.
 
-``init-db`` creates the memory table, ``chat`` streams one turn to the terminal, ``providers``
+``init-db`` creates the memory and conversations tables, ``chat`` streams one turn to the terminal, ``providers``
 shows what is configured (never a key), ``doctor`` checks what breaks streams in production.
 Exit codes: 0 success, 1 failure (a provider or database error, a failed doctor check),
 2 a usage error (an unknown provider, a temperature out of range, a bad option), 130 Ctrl-C.
@@ -41,17 +41,19 @@ class Failure(click.ClickException):
 
 @bupple.command("init-db")
 def init_db() -> None:
-    """Create the conversation memory table in the app's database (kept if it exists)."""
+    """Create the memory and conversations tables in the app's database (each kept if it exists)."""
     state = get_state()
+    tables = (state.table.name, state.conversations_table.name)
     try:
         engine = state.sql_engine()
         with bounded(state.settings.db_timeout):
-            existed = inspect(engine).has_table(state.table.name)
+            existed = {name: inspect(engine).has_table(name) for name in tables}
         state.create_tables()
     except SQLAlchemyError as exc:
         raise Failure(f"cannot create the table {state.table.name}: {describe_error(exc)}") from None
     where = engine.url.render_as_string(hide_password=True)
-    click.echo(f"{state.table.name}: {'already exists' if existed else 'created'} in {where}")
+    for name in tables:
+        click.echo(f"{name}: {'already exists' if existed[name] else 'created'} in {where}")
 
 
 @bupple.command("chat")

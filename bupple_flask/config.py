@@ -46,22 +46,21 @@ ENGINE_KEYS: tuple[Key, ...] = (
     Key("BUPPLE_SSE_RETRY_MS", 3000, "the SSE 'retry:' hint sent to EventSource clients, in milliseconds"),
     Key("BUPPLE_MAX_REQUEST_BYTES", 1024 * 1024, "larger request bodies get 413"),
     Key("BUPPLE_BODY_TIMEOUT", 10.0, "seconds a request body may stall before the request gets 408"),
-    Key("BUPPLE_SSE_WRITE_TIMEOUT", 30.0, "seconds a write to a browser that stopped reading may block before "
-        "the stream ends (stored interrupted)"),
+    Key("BUPPLE_SSE_WRITE_TIMEOUT", 30.0, "seconds a write to a browser may make no progress (then: interrupted)"),
     Key("BUPPLE_MAX_EVENT_BYTES", 1024 * 1024, "largest SSE event accepted from a provider (event_too_large)"),
     Key("BUPPLE_MAX_HISTORY_CHARS", 500_000, "most stored history (characters) one turn loads, newest first"),
     Key("BUPPLE_MEMORY_TABLE", "engine_memory", "the conversation memory table", ("BUPPLE_MEMORY_DB_TABLE_NAME",)),
-    Key("BUPPLE_DATABASE_URI", None, "the engine's own database when the app has no Flask-SQLAlchemy "
-        "(default: SQLite in the app's instance folder)"),
-    Key("BUPPLE_DB_TIMEOUT", 5.0, "seconds a conversation memory call may wait for the database (connect, "
-        "statement, a frozen socket) before the request gets 503; 0: no bound"),
+    Key("BUPPLE_DATABASE_URI", None, "the engine's own database without Flask-SQLAlchemy (SQLite in the instance)"),
+    Key("BUPPLE_DB_TIMEOUT", 5.0, "seconds a memory call may wait for the database before a 503; 0: no bound"),
     Key("BUPPLE_URL_PREFIX", "", "prefix for every route of the blueprint"),
     Key("BUPPLE_REGISTER_BLUEPRINT", True, "register the HTTP API, page and widget"),
-    Key("BUPPLE_STREAM_REASONING", "off", "stream the model's reasoning as 'reasoning' events: off, on (a request "
-        "may send reasoning: false), request (only when a request sends reasoning: true)"),
+    Key("BUPPLE_STREAM_REASONING", "off", "stream the model's reasoning ('reasoning' events): off, on, request"),
     Key("BUPPLE_STORE_REASONING", False, "store the reasoning (and Claude's signature) in the reply's metadata"),
     Key("BUPPLE_METRICS", False, "Prometheus metrics at /metrics (needs the metrics extra); off: 404"),
     Key("BUPPLE_METRICS_TOKEN", None, "when set, /metrics needs 'Authorization: Bearer <token>'"),
+    Key("BUPPLE_CONVERSATIONS_TABLE", "bupple_conversations", "the conversations table (id, owner, title, times)"),
+    Key("BUPPLE_ALLOW_ANONYMOUS", False, "nobody signed in: an anonymous identity in a signed cookie; off: 401"),
+    Key("BUPPLE_IDENTITY_LOADER", None, "'module:function' returning the current user's id (or None)"),
 )
 
 PROVIDER_FIELDS: tuple[tuple[str, str], ...] = (
@@ -201,6 +200,9 @@ class EngineSettings:
     store_reasoning: bool = False
     metrics: bool = False
     metrics_token: str | None = field(default=None, repr=False)
+    conversations_table: str = "bupple_conversations"
+    allow_anonymous: bool = False
+    identity_loader: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
@@ -233,6 +235,9 @@ class EngineSettings:
             store_reasoning=to_bool("BUPPLE_STORE_REASONING", config.get("BUPPLE_STORE_REASONING", False)),
             metrics=to_bool("BUPPLE_METRICS", config.get("BUPPLE_METRICS", False)),
             metrics_token=str(config["BUPPLE_METRICS_TOKEN"]) if config.get("BUPPLE_METRICS_TOKEN") else None,
+            conversations_table=str(config.get("BUPPLE_CONVERSATIONS_TABLE") or "bupple_conversations"),
+            allow_anonymous=to_bool("BUPPLE_ALLOW_ANONYMOUS", config.get("BUPPLE_ALLOW_ANONYMOUS", False)),
+            identity_loader=str(config["BUPPLE_IDENTITY_LOADER"]) if config.get("BUPPLE_IDENTITY_LOADER") else None,
         )
 
 

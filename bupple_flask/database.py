@@ -19,11 +19,13 @@ A value of 0 turns these bounds off.
 from __future__ import annotations
 
 import math
+import os
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -100,6 +102,12 @@ def bound_connections(engine: Engine, seconds: float) -> None:
     def _set_defaults(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
         for name, value in defaults.items():
             cparams.setdefault(name, value)
+
+
+def instance_sqlite_uri(app: Flask) -> str:
+    """SQLite in the app's instance folder (made if missing): where memory lives by default."""
+    os.makedirs(app.instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(app.instance_path, "bupple.sqlite3")
 
 
 def ping(engine: Engine, seconds: float) -> None:

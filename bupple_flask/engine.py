@@ -9,7 +9,6 @@ raises ``RuntimeError``, as Flask's own proxies do.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,15 +22,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .builder import ChatRequestBuilder
 from .config import EngineSettings, apply_defaults, provider_settings
+from .conversations import conversations_table
 from .database import (
     DatabaseTimeoutError,
     bound_connections,
     bounded,
     describe_error,
+    instance_sqlite_uri,
     ping,
     statement_timeout_args,
 )
 from .events import StreamEvents
+from .identity import IdentityHooks, IdentityLoader
 from .memory import ConversationMemory, memory_table
 from .metrics import enable_metrics
 from .providers import Provider, canonical_name, provider_class, provider_classes, register_provider
@@ -40,6 +42,7 @@ from .redact import Redactor
 from .relay import StreamListener
 from .response import sse_response
 from .transport import create_session
+from .users import EngineUsers, setup_users
 
 if TYPE_CHECKING:
     from .relay import Relay, StreamListener
@@ -57,6 +60,9 @@ class EngineState:
         self.db = db
         self.http = http
         self.table: Table = memory_table(db.metadata if db is not None else MetaData(), settings.memory_table)
+        self.conversations_table: Table = conversations_table(self.table.metadata, settings.conversations_table)
+        self.hooks = IdentityHooks()  # the engine's, shared by its apps (init_app)
+        self.configured_loader: IdentityLoader | None = None  # BUPPLE_IDENTITY_LOADER, imported on first use
         self._providers: dict[str, Provider] = {}
         self.redactor = Redactor()
         """Knows the key of every provider resolved so far (``init_app`` resolves them all)."""
@@ -111,13 +117,13 @@ class EngineState:
         return ConversationMemory(self.sql_engine(), self.table, timeout=self.settings.db_timeout)
 
     def create_tables(self) -> None:
-        """Create the memory table if it does not exist, within ``BUPPLE_DB_TIMEOUT``."""
+        """Create the memory and conversations tables if they do not exist, within ``BUPPLE_DB_TIMEOUT``."""
         timeout = self.settings.db_timeout
         if not self._tables_lock.acquire(timeout=timeout if timeout and timeout > 0 else -1):
             raise DatabaseTimeoutError("another request is still creating the memory table")
         try:
             with bounded(timeout):
-                self.table.create(self.sql_engine(), checkfirst=True)
+                self.table.metadata.create_all(self.sql_engine(), [self.conversations_table, self.table])
             self._tables_pending = False
         finally:
             self._tables_lock.release()
@@ -156,13 +162,7 @@ class EngineState:
         ]
 
 
-def instance_sqlite_uri(app: Flask) -> str:
-    """SQLite in the app's instance folder (made if missing): where memory lives by default."""
-    os.makedirs(app.instance_path, exist_ok=True)
-    return "sqlite:///" + os.path.join(app.instance_path, "bupple.sqlite3")
-
-
-class BuppleEngine:
+class BuppleEngine(EngineUsers):
     """Stream chat replies from OpenAI, Claude, Gemini (or the offline mock) inside a Flask app.
 
     ``db`` is the app's Flask-SQLAlchemy instance (found in ``app.extensions`` when not
@@ -181,6 +181,7 @@ class BuppleEngine:
         self._db = db
         self._http = http
         self._register_blueprint = register_blueprint
+        self.hooks = IdentityHooks()
         if app is not None:
             self.init_app(app)
 
@@ -196,6 +197,7 @@ class BuppleEngine:
         ``BUPPLE_MAX_EVENT_BYTES``, ``BUPPLE_MAX_HISTORY_CHARS``, ``BUPPLE_MEMORY_TABLE``,
         ``BUPPLE_DATABASE_URI``, ``BUPPLE_DB_TIMEOUT``, ``BUPPLE_URL_PREFIX``, ``BUPPLE_REGISTER_BLUEPRINT``,
         ``BUPPLE_STREAM_REASONING``, ``BUPPLE_STORE_REASONING``, ``BUPPLE_METRICS``, ``BUPPLE_METRICS_TOKEN``,
+        ``BUPPLE_CONVERSATIONS_TABLE``, ``BUPPLE_ALLOW_ANONYMOUS``, ``BUPPLE_IDENTITY_LOADER``,
         and for every registered provider ``BUPPLE_ENGINE_<NAME>_API_KEY``, ``_BASE_URL``, ``_MODEL``,
         ``_TEMPERATURE``, ``_MAX_TOKENS`` (plus the provider's own extras). Provider settings are
         checked now, so a bad value fails at start-up.
@@ -207,6 +209,7 @@ class BuppleEngine:
         settings = EngineSettings.from_config(app.config)
         db = db or self._db or app.extensions.get("sqlalchemy")
         state = EngineState(app, settings, db, self._http or create_session(settings.pool_size))
+        state.hooks = self.hooks
         for cls in provider_classes():
             state.provider(cls.name)  # resolve (and check) every registered provider's settings now
         if settings.metrics:
@@ -221,6 +224,7 @@ class BuppleEngine:
             bp = create_blueprint(self, metrics=settings.metrics)
             app.register_blueprint(bp, url_prefix=settings.url_prefix or None)
             register_json_errors(app, settings.url_prefix)
+            setup_users(app)
 
     # -- public API ----------------------------------------------------------------------------
 

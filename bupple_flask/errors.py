@@ -12,6 +12,9 @@ here once, by status or by in-stream type, so provider modules never grow their 
     |   +-- UnsupportedMediaTypeError (415, unsupported_media_type)
     |   +-- UnknownProviderError (400, unknown_provider)
     |   +-- NotConfiguredError (400, not_configured)
+    +-- UnauthorizedError (401, unauthorized)               no user, and anonymous use is off
+    +-- ForbiddenError (403, forbidden)                     the app's authorize hook said no
+    +-- ConversationNotFoundError (404, conversation_not_found)   missing and someone else's alike
     +-- ProviderError (502, provider_error)                 the upstream's fault
         +-- ProviderAuthError (502, provider_auth)
         +-- BadRequestError (502, bad_request)
@@ -97,6 +100,39 @@ class NotConfiguredError(InvalidRequestError):
     """The provider exists but has no API key (or base URL) configured."""
 
     code = "not_configured"
+
+
+# -- who is asking -----------------------------------------------------------------------------
+
+
+class UnauthorizedError(BuppleError):
+    """Nobody is signed in and ``BUPPLE_ALLOW_ANONYMOUS`` is off."""
+
+    code = "unauthorized"
+    status = 401
+
+    def __init__(self, message: str = "Sign in to use the chat", **kw: Any) -> None:
+        super().__init__(message, **kw)
+
+
+class ForbiddenError(BuppleError):
+    """The app's ``authorize`` hook refused the request."""
+
+    code = "forbidden"
+    status = 403
+
+    def __init__(self, message: str = "You are not allowed to do that", **kw: Any) -> None:
+        super().__init__(message, **kw)
+
+
+class ConversationNotFoundError(BuppleError):
+    """The conversation does not exist or is someone else's: the same answer, so nothing tells them apart."""
+
+    code = "conversation_not_found"
+    status = 404
+
+    def __init__(self, message: str = "This conversation is not available", **kw: Any) -> None:
+        super().__init__(message, **kw)
 
 
 # -- the upstream ------------------------------------------------------------------------------

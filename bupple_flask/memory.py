@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 from .database import bounded
 from .errors import InvalidRequestError
 from .messages import ROLES
+from .times import iso
 
 MAX_PARENT_ID = 255
 NUL = "\x00"
@@ -169,6 +170,14 @@ class ConversationMemory:
 
     def add_messages(self, messages: Iterable[Mapping[str, str]]) -> list[str]:
         """Store several ``{"role", "content"}`` messages in one transaction, in order."""
+        rows = self.message_rows(messages)
+        if rows:
+            with bounded(self.timeout), self.sql_engine.begin() as connection:
+                connection.execute(insert(self.table), rows)
+        return [row["message_id"] for row in rows]
+
+    def message_rows(self, messages: Iterable[Mapping[str, str]]) -> list[dict[str, Any]]:
+        """The rows :meth:`add_messages` inserts (checked, with new ids), for a caller's own transaction."""
         self._require_parent()
         now = datetime.now(UTC)
         rows: list[dict[str, Any]] = []
@@ -190,10 +199,7 @@ class ConversationMemory:
                     "updated_at": now,
                 }
             )
-        if rows:
-            with bounded(self.timeout), self.sql_engine.begin() as connection:
-                connection.execute(insert(self.table), rows)
-        return [row["message_id"] for row in rows]
+        return rows
 
     def add_user_message(self, content: str, metadata: dict[str, Any] | None = None) -> str:
         """Store a user message; returns its ``message_id``."""
@@ -252,8 +258,7 @@ class ConversationMemory:
         if limit is not None:
             rows.reverse()
         for row in rows:
-            created = row["created_at"]
-            row["created_at"] = created.isoformat() if created else None
+            row["created_at"] = iso(row["created_at"])  # with its UTC offset, on SQLite too
         return rows
 
     def count(self) -> int:

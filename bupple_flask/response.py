@@ -15,13 +15,14 @@ from typing import Any
 from flask import Response, has_request_context, request
 
 from .builder import ChatRequestBuilder
+from .conversations import PARENT_CLASS
 from .events import StreamEvents
+from .memory import ConversationMemory
 from .messages import normalize_messages
 from .relay import Relay, RelaySettings, StreamListener, StreamOutcome
-from .turns import ConversationTurn
+from .turns import ConversationTurn, OwnedConversation
 
-PARENT_CLASS = "conversation"
-"""The ``parent_class`` under which conversations are stored (``memory().set_parent(PARENT_CLASS, id)``)."""
+__all__ = ["PARENT_CLASS", "SSE_HEADERS", "sse_response"]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -32,6 +33,7 @@ def sse_response(
     events: StreamEvents | None = None,
     conversation_id: str | None = None,
     listener: StreamListener | None = None,
+    conversation: OwnedConversation | None = None,
 ) -> Response:
     """A ``text/event-stream`` response that streams ``builder``'s reply to ``messages``.
 
@@ -40,15 +42,21 @@ def sse_response(
     is sent before them and the turn is stored. Invalid messages, a NUL in a question to store
     (``InvalidRequestError``) and an unreachable memory database (``SQLAlchemyError``) raise here,
     before any response; every later failure (a bad key, a 429, a timeout) is the stream's error event.
+    ``conversation`` (``/api/stream``'s own) is the caller's conversation the turn belongs to, or a new one.
     """
     state = builder.state
     settings = state.settings
     to_send = normalize_messages(messages)
     turn = None
+    if conversation is not None:
+        conversation_id = conversation.id
     if conversation_id is not None:
-        memory = state.memory().set_parent(PARENT_CLASS, conversation_id).set_driver(builder.provider)
+        # a new conversation waits for no table: the turn's write creates them if start-up could not
+        memory = state.memory() if conversation is None or not conversation.new else ConversationMemory(
+            state.sql_engine(), state.table, timeout=settings.db_timeout)  # fmt: skip
+        memory.set_parent(PARENT_CLASS, conversation_id).set_driver(builder.provider)
         turn = ConversationTurn(memory, to_send, max_history_chars=settings.max_history_chars,
-                                store_reasoning=settings.store_reasoning)  # fmt: skip
+                                store_reasoning=settings.store_reasoning, conversation=conversation)  # fmt: skip
         to_send = turn.messages()
     stream_id = secrets.token_hex(16)
     relay_settings = RelaySettings(
@@ -66,6 +74,8 @@ def sse_response(
     )
     response = Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
     response.headers["X-Bupple-Stream-Id"] = stream_id
+    if conversation is not None:
+        response.headers["X-Bupple-Conversation-Id"] = conversation.id
     return response
 
 

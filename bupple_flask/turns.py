@@ -15,8 +15,11 @@ with one).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from .conversations import ConversationStore, auto_title
 from .green import Task, spawn
 from .memory import ConversationMemory, check_content, without_nul
 from .messages import Messages
@@ -25,12 +28,31 @@ from .relay import StreamOutcome
 log = logging.getLogger("bupple_flask")
 
 
+@dataclass(frozen=True)
+class OwnedConversation:
+    """The conversation a turn of ``/api/stream`` belongs to: checked as the caller's, or ``new`` (made by the turn).
+
+    ``prepare`` runs before the turn's write (creating the tables if start-up could not).
+    """
+
+    store: ConversationStore
+    id: str
+    new: bool
+    model: str | None = None
+    prepare: Callable[[], None] | None = None
+
+
 class ConversationTurn:
     """A :class:`~bupple_flask.relay.StreamListener` that stores one question and its answer."""
 
     def __init__(
-        self, memory: ConversationMemory, question: Messages, *, max_history_chars: int = 0,
+        self,
+        memory: ConversationMemory,
+        question: Messages,
+        *,
+        max_history_chars: int = 0,
         store_reasoning: bool = False,
+        conversation: OwnedConversation | None = None,
     ) -> None:
         for index, message in enumerate(question):  # refused now (a 400), not lost after the reply
             check_content(message["content"], what=f"messages[{index}].content")
@@ -38,6 +60,7 @@ class ConversationTurn:
         self.question = question
         self.max_history_chars = max_history_chars
         self.store_reasoning = store_reasoning
+        self.conversation = conversation
         self._storing_question: Task | None = None
         self._question_stored = False
 
@@ -50,6 +73,8 @@ class ConversationTurn:
         """
         history: list[dict[str, str]] = []
         asked = False
+        if self.conversation is not None and self.conversation.new:
+            return Messages(list(self.question))  # nothing stored yet: no query on the first-token path
         for message in self.memory.get_messages(max_chars=self.max_history_chars or None):
             if not message["content"] or (message["role"] == "assistant" and not asked):
                 continue
@@ -63,7 +88,16 @@ class ConversationTurn:
 
     def _store_question(self) -> None:
         try:
-            self.memory.add_messages(self.question)
+            conversation = self.conversation
+            if conversation is None:
+                self.memory.add_messages(self.question)
+            else:  # the question, and the conversation made or touched, in one transaction
+                if conversation.prepare is not None:
+                    conversation.prepare()
+                conversation.store.start_turn(
+                    conversation.id, self.memory.message_rows(self.question), new=conversation.new,
+                    title=auto_title(self.question), provider=self.memory.driver, model=conversation.model,
+                )  # fmt: skip
             self._question_stored = True
         except Exception:
             log.exception("storing the user's message in conversation %s failed", self.memory.parent_id)

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -127,6 +128,7 @@ def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., Gunicorn
     ``app="module:app"`` (with ``pythonpath``, the folder it is in) serves another app than ``wsgi:app``.
     """
     servers: list[GunicornServer] = []
+    pg_tables: list[str] = []
 
     def start(*, app: str = "wsgi:app", pythonpath: Path | None = None, **env: str) -> GunicornServer:
         merged = {
@@ -136,6 +138,10 @@ def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., Gunicorn
             **provider_config(fakes),
             **{k: str(v) for k, v in env.items()},
         }
+        if merged["DATABASE_URL"].startswith("postgres") and "BUPPLE_CONVERSATIONS_TABLE" not in merged:
+            # the shared database: a conversations table of this test's own, dropped after it
+            merged["BUPPLE_CONVERSATIONS_TABLE"] = f"conversations_{uuid.uuid4().hex[:10]}"
+            pg_tables.append(merged["BUPPLE_CONVERSATIONS_TABLE"])
         server = GunicornServer(merged, tmp_path / f"gunicorn-{len(servers)}.log", app=app, pythonpath=pythonpath)
         servers.append(server)
         return server.start()
@@ -143,10 +149,24 @@ def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., Gunicorn
     yield start
     for server in servers:
         server.stop()
+    if pg_tables:
+        _drop_tables(pg_tables)
     for server in servers:  # the whole run's promise: no configured key in any log line or stored row
         _assert_no_key(server.read_log(), f"the log of the server on port {server.port}")
     for database in tmp_path.glob("*.sqlite3"):
         _assert_no_key(database.read_bytes().decode("utf-8", "replace"), f"the stored rows in {database.name}")
+
+
+def _drop_tables(tables: list[str]) -> None:
+    import sqlalchemy
+
+    admin = sqlalchemy.create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as connection:
+            for table in tables:
+                connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
+    finally:
+        admin.dispose()
 
 
 def _assert_no_key(text: str, where: str) -> None:

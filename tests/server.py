@@ -114,17 +114,46 @@ def sse_events(response: requests.Response) -> Iterator[ServerSentEvent]:
     return iter_sse(response.iter_content(chunk_size=None))
 
 
-def stream_json(url: str, body: dict, timeout: float = 30.0) -> list[dict]:
-    """POST to /api/stream and return every event's JSON payload."""
-    with requests.post(url + "/api/stream", json=body, stream=True, timeout=timeout) as response:
+def stream_json(url: str, body: dict, timeout: float = 30.0, http: requests.Session | None = None) -> list[dict]:
+    """POST to /api/stream and return every event's JSON payload (``http``: a visitor's session, with its cookie)."""
+    with (http or requests).post(url + "/api/stream", json=body, stream=True, timeout=timeout) as response:
         assert response.status_code == 200, response.text
         return [event.json() for event in sse_events(response) if event.data]
+
+
+class Visitor:
+    """One browser: a cookie jar, so its anonymous identity (the ``bupple_anon`` cookie) lasts across requests."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = requests.Session()
+
+    def new_conversation(self, title: str | None = None) -> str:
+        """A conversation of this visitor's (POST /api/conversations): its id."""
+        response = self.http.post(self.url + "/api/conversations", json={"title": title} if title else {}, timeout=30)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def stream(self, body: dict, timeout: float = 30.0) -> list[dict]:
+        """POST /api/stream as this visitor: every event's payload."""
+        return stream_json(self.url, body, timeout, self.http)
+
+    def messages(self, conversation_id: str) -> list[dict]:
+        """The stored messages of one of this visitor's conversations."""
+        response = self.http.get(f"{self.url}/api/conversations/{conversation_id}/messages", timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["messages"]
+
+    @property
+    def cookie(self) -> str:
+        """The ``Cookie`` header a raw socket sends to be this visitor."""
+        return "; ".join(f"{cookie.name}={cookie.value}" for cookie in self.http.cookies)
 
 
 class RawStream:
     """A bare-socket SSE client, so a test can vanish mid-stream like a closed browser tab."""
 
-    def __init__(self, url: str, body: dict, path: str = "/api/stream") -> None:
+    def __init__(self, url: str, body: dict, path: str = "/api/stream", cookie: str = "") -> None:
         import json
         from urllib.parse import urlsplit
 
@@ -133,10 +162,12 @@ class RawStream:
         parts = urlsplit(url)
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
         payload = json.dumps(body).encode()
-        self.sock.sendall(
+        head = (
             f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+            + (f"Cookie: {cookie}\r\n" if cookie else "")
+            + f"Content-Length: {len(payload)}\r\n\r\n"
         )
+        self.sock.sendall(head.encode() + payload)
         self.decoder = SSEDecoder()
         self.headers_done = False
         self.buffer = b""

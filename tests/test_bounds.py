@@ -17,12 +17,12 @@ import pytest
 import requests
 
 from bupple_flask.testing import Script
-from tests.server import sse_events
+from tests.server import Visitor, sse_events
 
 BIG = "x" * 16_000  # 16 KB per chunk: a client that never reads fills every socket buffer quickly
 
 
-def _stalled_client(url: str, body: dict) -> socket.socket:
+def _stalled_client(url: str, body: dict, cookie: str = "") -> socket.socket:
     """Send a request, then never read: a receive buffer as small as the kernel allows."""
     parts = urlsplit(url)
     sock = socket.socket()
@@ -31,16 +31,16 @@ def _stalled_client(url: str, body: dict) -> socket.socket:
     payload = json.dumps(body).encode()
     sock.sendall(
         f"POST /api/stream HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
+        f"Cookie: {cookie}\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload
     )
     return sock
 
 
-def _stored_ending(url: str, conversation_id: str, timeout: float = 20.0) -> dict:
+def _stored_ending(visitor: Visitor, conversation_id: str, timeout: float = 20.0) -> dict:
     """The stored reply's metadata, once the server has written it (polled: another process)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        messages = requests.get(f"{url}/api/conversations/{conversation_id}/messages", timeout=5).json()["messages"]
+        messages = visitor.messages(conversation_id)
         replies = [m for m in messages if m["role"] == "assistant"]
         if replies:
             return replies[-1]
@@ -51,7 +51,9 @@ def _stored_ending(url: str, conversation_id: str, timeout: float = 20.0) -> dic
 def test_a_client_that_never_reads_does_not_keep_the_upstream_past_the_deadline(start_server, fake_openai) -> None:
     fake_openai.script = Script(chunks=[BIG] * 3000)  # 48 MB as fast as it can: only a reading client takes it
     server = start_server(BUPPLE_ENGINE_MAX_DURATION="3", BUPPLE_SSE_WRITE_TIMEOUT="120")
-    sock = _stalled_client(server.url, {"message": "Hi", "conversation_id": "never-reads"})
+    visitor = Visitor(server.url)
+    never_reads = visitor.new_conversation()
+    sock = _stalled_client(server.url, {"message": "Hi", "conversation_id": never_reads}, visitor.cookie)
     try:
         assert fake_openai.wait_for_requests(1, timeout=10)
         started = fake_openai.requests[0]
@@ -61,7 +63,7 @@ def test_a_client_that_never_reads_does_not_keep_the_upstream_past_the_deadline(
         assert fake_openai.wait_for_streams_ended(1, timeout=30), "the upstream stayed open past the deadline"
         (record,) = fake_openai.streams
         assert not record.completed and record.closed_at - record.started_at < 30
-        reply = _stored_ending(server.url, "never-reads")
+        reply = _stored_ending(visitor, never_reads)
         assert reply["metadata"]["ending"] in ("interrupted", "error")
         assert BIG.startswith(reply["content"][: len(BIG)])
     finally:
@@ -71,13 +73,15 @@ def test_a_client_that_never_reads_does_not_keep_the_upstream_past_the_deadline(
 def test_a_write_that_cannot_progress_ends_the_stream_after_the_write_timeout(start_server, fake_openai) -> None:
     fake_openai.script = Script(chunks=[BIG] * 3000)
     server = start_server(BUPPLE_ENGINE_MAX_DURATION="300", BUPPLE_SSE_WRITE_TIMEOUT="2")
-    sock = _stalled_client(server.url, {"message": "Hi", "conversation_id": "blocked-write"})
+    visitor = Visitor(server.url)
+    blocked = visitor.new_conversation()
+    sock = _stalled_client(server.url, {"message": "Hi", "conversation_id": blocked}, visitor.cookie)
     try:
         # 2 s without progress ends it; the 300 s deadline is far away. Generous bound.
         assert fake_openai.wait_for_streams_ended(1, timeout=40), "a blocked write held the upstream"
         (record,) = fake_openai.streams
         assert not record.completed
-        assert _stored_ending(server.url, "blocked-write")["metadata"]["ending"] == "interrupted"
+        assert _stored_ending(visitor, blocked)["metadata"]["ending"] == "interrupted"
     finally:
         sock.close()
 
@@ -154,12 +158,14 @@ def test_a_huge_history_is_not_sent_whole_and_never_starts_with_an_answer(start_
     """8 turns of 0.9 MB used to send 6.9 MiB with a 20-byte question; now the newest turns within the bound."""
     fake_openai.script = Script(chunks=["ok"])
     server = start_server(BUPPLE_MAX_HISTORY_CHARS="2000000")
+    visitor = Visitor(server.url)
+    huge = visitor.new_conversation()
     for index in range(8):
-        body = {"message": f"turn {index} " + "h" * 900_000, "conversation_id": "huge"}
-        with requests.post(server.url + "/api/stream", json=body, stream=True, timeout=60) as response:
+        body = {"message": f"turn {index} " + "h" * 900_000, "conversation_id": huge}
+        with visitor.http.post(server.url + "/api/stream", json=body, stream=True, timeout=60) as response:
             assert [e.json()["type"] for e in sse_events(response) if e.data][-1] == "completion"
-    body = {"message": "And now?", "conversation_id": "huge"}
-    with requests.post(server.url + "/api/stream", json=body, stream=True, timeout=60) as response:
+    body = {"message": "And now?", "conversation_id": huge}
+    with visitor.http.post(server.url + "/api/stream", json=body, stream=True, timeout=60) as response:
         assert [e.json()["type"] for e in sse_events(response) if e.data][-1] == "completion"
     sent = fake_openai.requests[-1].json["messages"]
     assert sum(len(m["content"]) for m in sent[:-1]) <= 2_000_000

@@ -160,7 +160,7 @@ def test_keyboard_only(page: Page, fake_openai) -> None:
     expect(page.get_by_test_id("message-user").last).to_have_text("line one\nline two")
     expect(assistant(page)).to_have_text("typed")
     label = page.evaluate(
-        """() => { const host = document.querySelector('#chat'); const root = host.shadowRoot || document;
+        """() => { const host = document.querySelector('.bupple-chat'); const root = host.shadowRoot || document;
                    const box = root.querySelector('[data-testid=input]');
                    return (box.labels && box.labels[0] && box.labels[0].textContent) || box.getAttribute('aria-label') || ''; }"""
     )

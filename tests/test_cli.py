@@ -106,11 +106,13 @@ def test_init_db_creates_the_table_in_the_apps_database_then_keeps_it(tmp_path: 
     result = invoke(app, "init-db")
     assert result.exit_code == 0, result.output
     assert "engine_memory: created in sqlite:///" in result.output
-    assert inspect(database).has_table("engine_memory")
+    assert "bupple_conversations: created in sqlite:///" in result.output
+    assert inspect(database).has_table("engine_memory") and inspect(database).has_table("bupple_conversations")
     with app.app_context():
         get_state().memory().set_parent("conversation", "kept").add_user_message("still here")
     again = invoke(app, "init-db")
     assert again.exit_code == 0 and "engine_memory: already exists" in again.output
+    assert "bupple_conversations: already exists" in again.output
     with app.app_context():
         assert get_state().memory().set_parent("conversation", "kept").count() == 1
 

@@ -108,13 +108,26 @@ def leave_after(client: RawStream, chunks: int) -> list[str]:
 
 
 def stored_messages(server: GunicornServer, conversation: str, count: int) -> list[dict]:
-    """The conversation's stored rows, once there are ``count`` (written by the server after the stream)."""
-    deadline = time.monotonic() + 20  # another process: poll, with a deadline only a bug reaches
-    while time.monotonic() < deadline:
-        stored = requests.get(f"{server.url}/api/conversations/{conversation}/messages", timeout=5).json()["messages"]
-        if len(stored) >= count:
-            return stored
-        time.sleep(0.1)
+    """The conversation's stored rows, once there are ``count`` (written by the server after the stream).
+
+    Read from the server's database with the memory API: a route of your own stores under the id it
+    chose, with no owner, so the conversation endpoints (which show only the caller's own) do not list it.
+    """
+    from sqlalchemy import MetaData, create_engine
+
+    from bupple_flask.memory import ConversationMemory, memory_table
+
+    sql_engine = create_engine(server.env["DATABASE_URL"])
+    memory = ConversationMemory(sql_engine, memory_table(MetaData())).set_parent("conversation", conversation)
+    try:
+        deadline = time.monotonic() + 20  # another process: poll, with a deadline only a bug reaches
+        while time.monotonic() < deadline:
+            stored = memory.get_records()
+            if len(stored) >= count:
+                return stored
+            time.sleep(0.1)
+    finally:
+        sql_engine.dispose()
     raise AssertionError(f"{count} messages were never stored: {stored}")
 
 
@@ -259,7 +272,8 @@ def test_a_listener_of_your_own_is_told_alongside_the_stored_turn(host, fake_ope
     started, outcome = recorder.calls
     assert started == "started" and isinstance(outcome, StreamOutcome)
     assert (outcome.content, outcome.ending, outcome.usage["output_tokens"]) == ("Hi there", "complete", 2)
-    stored = client.get("/api/conversations/logged/messages").get_json()["messages"]
+    with app.app_context():
+        stored = engine.memory().set_parent("conversation", "logged").get_records()
     assert [m["content"] for m in stored] == ["Hello", "Hi there"]
 
 

@@ -23,7 +23,7 @@ import sqlalchemy
 
 from bupple_flask.memory import memory_table
 from bupple_flask.testing import Script
-from tests.server import stream_json
+from tests.server import Visitor
 
 PG_TARGET = ("127.0.0.1", 5432)
 
@@ -211,10 +211,8 @@ def poll(check: Callable[[], Any], timeout: float = 20.0) -> Any:
         time.sleep(0.1)
 
 
-def history(server: Any, conversation: str) -> list[tuple[str, str]]:
-    response = requests.get(f"{server.url}/api/conversations/{conversation}/messages", timeout=30)
-    assert response.status_code == 200, response.text
-    return [(m["role"], m["content"]) for m in response.json()["messages"]]
+def history(visitor: Visitor, conversation: str) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in visitor.messages(conversation)]
 
 
 def healthy(server: Any) -> bool:
@@ -240,11 +238,13 @@ def test_a_frozen_database_answers_503_within_the_timeout_and_recovers(
     pg_table, pg_proxy, start_server, fake_openai, postgres_url
 ) -> None:
     server = start_server(DATABASE_URL=pg_proxy.url(postgres_url), BUPPLE_MEMORY_TABLE=pg_table, BUPPLE_DB_TIMEOUT="2")
-    assert stream_json(server.url, {"message": "One", "conversation_id": "frozen"})[-1]["type"] == "completion"
+    visitor = Visitor(server.url)
+    frozen = visitor.new_conversation()
+    assert visitor.stream({"message": "One", "conversation_id": frozen})[-1]["type"] == "completion"
     pg_proxy.freeze()  # the pooled connections and every new one: accepted, never answered
 
     started = time.monotonic()
-    response = requests.post(server.url + "/api/stream", json={"message": "Two", "conversation_id": "frozen"}, timeout=60)
+    response = visitor.http.post(server.url + "/api/stream", json={"message": "Two", "conversation_id": frozen}, timeout=60)
     elapsed = time.monotonic() - started
     assert response.status_code == 503 and error_code(response) == "memory_unavailable", response.text
     assert elapsed < 20  # generous: 2 s configured; without a bound it waits as long as the socket lives
@@ -255,13 +255,13 @@ def test_a_frozen_database_answers_503_within_the_timeout_and_recovers(
     assert health.status_code == 503
     assert health.json()["status"] == "unavailable"
     assert health.json()["checks"]["database"]["status"] == "unavailable"
-    # Streams without memory do not need the database.
-    assert stream_json(server.url, {"message": "No memory"})[-1]["type"] == "completion"
+    # A new conversation streams without the database (its turn is not stored).
+    assert visitor.stream({"message": "No memory"})[-1]["type"] == "completion"
 
     pg_proxy.restore()
     assert poll(lambda: healthy(server)), "the database answers again but /healthz does not say so"
-    assert stream_json(server.url, {"message": "Three", "conversation_id": "frozen"})[-1]["type"] == "completion"
-    assert [m for m in history(server, "frozen") if m[0] == "user"] == [("user", "One"), ("user", "Three")]
+    assert visitor.stream({"message": "Three", "conversation_id": frozen})[-1]["type"] == "completion"
+    assert [m for m in history(visitor, frozen) if m[0] == "user"] == [("user", "One"), ("user", "Three")]
 
 
 def test_the_server_starts_without_its_database_and_creates_the_table_when_it_answers(
@@ -275,18 +275,20 @@ def test_the_server_starts_without_its_database_and_creates_the_table_when_it_an
     health = requests.get(server.url + "/healthz", timeout=30)
     assert health.status_code == 503, health.text
     assert health.json()["checks"]["database"]["status"] == "unavailable"
-    assert stream_json(server.url, {"message": "Without memory"})[-1]["type"] == "completion"
-    messages = requests.get(server.url + "/api/conversations/boot/messages", timeout=30)
+    visitor = Visitor(server.url)
+    assert visitor.stream({"message": "Without memory"})[-1]["type"] == "completion"
+    messages = visitor.http.get(server.url + "/api/conversations/boot/messages", timeout=30)
     assert messages.status_code == 503 and error_code(messages) == "memory_unavailable"
-    turn = requests.post(server.url + "/api/stream", json={"message": "Hi", "conversation_id": "boot"}, timeout=30)
+    turn = visitor.http.post(server.url + "/api/stream", json={"message": "Hi", "conversation_id": "boot"}, timeout=30)
     assert turn.status_code == 503 and error_code(turn) == "memory_unavailable"
     assert not table_exists(postgres_url, pg_table)
 
     pg_proxy.restore()
     assert poll(lambda: healthy(server)), "the database is back but /healthz still fails"
     assert table_exists(postgres_url, pg_table)
-    assert stream_json(server.url, {"message": "Hi", "conversation_id": "boot"})[-1]["type"] == "completion"
-    assert history(server, "boot") == [("user", "Hi"), ("assistant", "Hello there!")]
+    payloads = visitor.stream({"message": "Hi"})
+    assert payloads[-1]["type"] == "completion"
+    assert history(visitor, payloads[0]["conversation_id"]) == [("user", "Hi"), ("assistant", "Hello there!")]
 
 
 # -- NUL characters --------------------------------------------------------------------------------
@@ -294,19 +296,23 @@ def test_the_server_starts_without_its_database_and_creates_the_table_when_it_an
 
 def test_a_user_message_with_nul_is_refused_before_the_upstream(database, start_server, fake_openai) -> None:
     server = _start(start_server, database)
+    visitor = Visitor(server.url)
+    conversation = visitor.new_conversation()
     for body in (
-        {"message": "before\u0000after", "conversation_id": "nul-question"},
+        {"message": "before\u0000after", "conversation_id": conversation},
         {"messages": [{"role": "user", "content": "fine"}, {"role": "assistant", "content": "a\u0000"},
-                      {"role": "user", "content": "and?"}], "conversation_id": "nul-question"},
+                      {"role": "user", "content": "and?"}], "conversation_id": conversation},
+        {"message": "before\u0000after"},  # nor does a new conversation begin
     ):
-        response = requests.post(server.url + "/api/stream", json=body, timeout=30)
+        response = visitor.http.post(server.url + "/api/stream", json=body, timeout=30)
         assert response.status_code == 400 and error_code(response) == "invalid_request", response.text
         assert "NUL" in response.json()["error"]["message"]
     assert fake_openai.requests == []  # nothing was asked, nothing is paid for
-    assert history(server, "nul-question") == []
+    assert history(visitor, conversation) == []
+    assert len(visitor.http.get(server.url + "/api/conversations", timeout=30).json()["conversations"]) == 1
     # The same conversation goes on normally.
-    assert stream_json(server.url, {"message": "Clean", "conversation_id": "nul-question"})[-1]["type"] == "completion"
-    assert history(server, "nul-question") == [("user", "Clean"), ("assistant", "Hello there!")]
+    assert visitor.stream({"message": "Clean", "conversation_id": conversation})[-1]["type"] == "completion"
+    assert history(visitor, conversation) == [("user", "Clean"), ("assistant", "Hello there!")]
 
 
 def test_a_reply_with_nul_is_stored_escaped_and_the_next_turn_is_valid(
@@ -314,13 +320,15 @@ def test_a_reply_with_nul_is_stored_escaped_and_the_next_turn_is_valid(
 ) -> None:
     server = _start(start_server, database)
     fake_openai.script = Script(chunks=["before", "\u0000", "after"])
-    payloads = stream_json(server.url, {"message": "Q1", "conversation_id": "nul-reply"})
+    visitor = Visitor(server.url)
+    payloads = visitor.stream({"message": "Q1"})
+    conversation = payloads[0]["conversation_id"]
     assert payloads[-1]["type"] == "completion"
     assert "".join(p["content"] for p in payloads if p["type"] == "chunk") == "before\u0000after"  # what the user saw
-    assert history(server, "nul-reply") == [("user", "Q1"), ("assistant", "before\ufffdafter")]
+    assert history(visitor, conversation) == [("user", "Q1"), ("assistant", "before\ufffdafter")]
 
     fake_anthropic.script = Script(chunks=["Fine"])
-    payloads = stream_json(server.url, {"message": "Q2", "conversation_id": "nul-reply", "provider": "claude"})
+    payloads = visitor.stream({"message": "Q2", "conversation_id": conversation, "provider": "claude"})
     assert payloads[-1]["type"] == "completion", payloads[-1]
     assert fake_anthropic.requests[-1].json["messages"] == [
         {"role": "user", "content": "Q1"},
@@ -329,14 +337,15 @@ def test_a_reply_with_nul_is_stored_escaped_and_the_next_turn_is_valid(
     ]
 
 
-def test_nul_in_a_conversation_id_is_a_400_on_postgres(pg_table, start_server, fake_openai, postgres_url) -> None:
+def test_nul_in_a_conversation_id_is_a_400_to_stream_and_a_404_elsewhere_on_postgres(pg_table, start_server, fake_openai, postgres_url) -> None:
     server = start_server(DATABASE_URL=postgres_url, BUPPLE_MEMORY_TABLE=pg_table)
     response = requests.post(server.url + "/api/stream", json={"message": "Hi", "conversation_id": "a\u0000b"}, timeout=30)
     assert response.status_code == 400 and error_code(response) == "invalid_request", response.text
     for method in ("GET", "DELETE"):
         path = "/api/conversations/a%00b" + ("/messages" if method == "GET" else "")
         response = requests.request(method, server.url + path, timeout=30)
-        assert response.status_code == 400 and error_code(response) == "invalid_request", (method, response.text)
+        # no such conversation can exist: the same 404 as any other, without asking the database
+        assert response.status_code == 404 and error_code(response) == "conversation_not_found", (method, response.text)
     assert fake_openai.requests == []
     assert "memory unavailable" not in server.read_log()  # not logged as a database outage
 
@@ -390,13 +399,15 @@ def test_a_question_that_could_not_be_stored_leaves_a_history_later_turns_can_se
 ) -> None:
     server = _start(start_server, database)
     _reject_user_message(database, "Unstorable")
-    payloads = stream_json(server.url, {"message": "Unstorable", "conversation_id": "lost"})
+    visitor = Visitor(server.url)
+    lost = visitor.new_conversation()
+    payloads = visitor.stream({"message": "Unstorable", "conversation_id": lost})
     assert payloads[-1]["type"] == "completion"  # the user got the reply
     # The response ended after the turn was stored (or not): nothing to wait for.
-    assert history(server, "lost") == []  # no answer without its question
+    assert history(visitor, lost) == []  # no answer without its question
 
-    _store_orphan_reply(database, "lost")
+    _store_orphan_reply(database, lost)
     fake_anthropic.script = Script(chunks=["Fine"])
-    payloads = stream_json(server.url, {"message": "Next", "conversation_id": "lost", "provider": "claude"})
+    payloads = visitor.stream({"message": "Next", "conversation_id": lost, "provider": "claude"})
     assert payloads[-1]["type"] == "completion", payloads[-1]
     assert fake_anthropic.requests[-1].json["messages"] == [{"role": "user", "content": "Next"}]

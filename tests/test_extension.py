@@ -71,7 +71,8 @@ def test_package_modules_have_docstrings_on_every_public_name() -> None:
 
 def _host_app(tmp_path: Path, name: str) -> tuple[Flask, SQLAlchemy]:
     app = Flask(name, instance_path=str(tmp_path / name))
-    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / (name + '.sqlite3')}", BUPPLE_ENGINE_MOCK_DELAY=0)
+    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / (name + '.sqlite3')}", BUPPLE_ENGINE_MOCK_DELAY=0,
+                      SECRET_KEY="test", BUPPLE_ALLOW_ANONYMOUS=True)  # no login here: anonymous use, opted in
     db = SQLAlchemy(app)
     return app, db
 

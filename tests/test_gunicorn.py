@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from bupple_flask.testing import Script
-from tests.server import RawStream, sse_events, stream_json
+from tests.server import RawStream, Visitor, sse_events, stream_json
 
 
 @pytest.mark.parametrize("name", ["openai", "claude", "gemini"])
@@ -44,7 +44,9 @@ def test_chunks_arrive_as_they_are_generated(start_server, fake_openai) -> None:
 def test_client_disconnect_closes_the_upstream_and_stores_the_partial_reply(start_server, fake_openai) -> None:
     fake_openai.script = Script(chunks=[f"w{i} " for i in range(300)], interval=0.1)  # 30 s unless closed
     server = start_server()
-    client = RawStream(server.url, {"message": "Tell me a story", "conversation_id": "leave"})
+    visitor = Visitor(server.url)
+    leave = visitor.new_conversation()
+    client = RawStream(server.url, {"message": "Tell me a story", "conversation_id": leave}, cookie=visitor.cookie)
     seen = []
     for payload in client.events():
         if payload["type"] == "chunk":
@@ -64,7 +66,7 @@ def test_client_disconnect_closes_the_upstream_and_stores_the_partial_reply(star
     # on: poll it, with a deadline only a bug reaches.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        stored = requests.get(server.url + "/api/conversations/leave/messages", timeout=5).json()["messages"]
+        stored = visitor.messages(leave)
         if len(stored) == 2:
             break
         time.sleep(0.1)
@@ -115,24 +117,25 @@ def test_total_duration_limit_stops_the_stream(start_server, fake_openai) -> Non
 
 
 def test_memory_across_two_turns_on_postgres(start_server, fake_openai, fake_gemini, postgres_url) -> None:
-    conversation = f"pg-{time.time_ns()}"
     server = start_server(DATABASE_URL=postgres_url, BUPPLE_MEMORY_DB_TABLE_NAME="engine_memory_test")
+    visitor = Visitor(server.url)
+    conversation = visitor.new_conversation()
     fake_openai.script = Script(chunks=["Paris", "."], interval=0.5)
-    with requests.post(server.url + "/api/stream", json={"message": "Capital of France?", "conversation_id": conversation}, stream=True, timeout=10) as response:
+    with visitor.http.post(server.url + "/api/stream", json={"message": "Capital of France?", "conversation_id": conversation}, stream=True, timeout=10) as response:
         for event in sse_events(response):
             if event.data and event.json().get("content") == "Paris":
                 # Mid-stream: no database connection is held while the reply streams.
                 assert requests.get(server.url + "/healthz", timeout=5).json()["db_pool"]["checked_out"] == 0
-    stream_json(server.url, {"message": "And of Italy?", "conversation_id": conversation, "provider": "gemini"})
+    visitor.stream({"message": "And of Italy?", "conversation_id": conversation, "provider": "gemini"})
     contents = fake_gemini.requests[-1].json["contents"]
     assert [(c["role"], c["parts"][0]["text"]) for c in contents] == [
         ("user", "Capital of France?"),
         ("model", "Paris."),
         ("user", "And of Italy?"),
     ]
-    stored = requests.get(f"{server.url}/api/conversations/{conversation}/messages", timeout=5).json()["messages"]
+    stored = visitor.messages(conversation)
     assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
-    requests.delete(f"{server.url}/api/conversations/{conversation}", timeout=5)
+    visitor.http.delete(f"{server.url}/api/conversations/{conversation}", timeout=5)
 
 
 def test_500_concurrent_streams_all_complete(start_server, fake_openai) -> None:
@@ -221,9 +224,11 @@ def test_pooled_database_connections_cut_by_a_restart_are_replaced(start_server,
     """The pool checks a connection that sat idle; after the database dropped it, a turn still works."""
     import sqlalchemy
 
-    conversation = f"pg-cut-{time.time_ns()}"
     server = start_server(DATABASE_URL=postgres_url, BUPPLE_MEMORY_DB_TABLE_NAME="engine_memory_test")
-    assert stream_json(server.url, {"message": "One", "conversation_id": conversation})[-1]["type"] == "completion"
+    visitor = Visitor(server.url)
+    first = visitor.stream({"message": "One"})
+    assert first[-1]["type"] == "completion"
+    conversation = first[0]["conversation_id"]
     admin = sqlalchemy.create_engine(postgres_url)
     with admin.connect() as connection:  # what a database restart does to the worker's pooled connections
         cut = connection.execute(sqlalchemy.text(
@@ -233,8 +238,8 @@ def test_pooled_database_connections_cut_by_a_restart_are_replaced(start_server,
     admin.dispose()
     assert cut >= 1
     time.sleep(2.5)  # not a wait for state: the scenario needs the pool idle longer than it trusts a connection
-    payloads = stream_json(server.url, {"message": "Two", "conversation_id": conversation})
+    payloads = visitor.stream({"message": "Two", "conversation_id": conversation})
     assert payloads[-1]["type"] == "completion"
-    stored = requests.get(f"{server.url}/api/conversations/{conversation}/messages", timeout=5).json()["messages"]
+    stored = visitor.messages(conversation)
     assert [m["content"] for m in stored if m["role"] == "user"] == ["One", "Two"]
-    requests.delete(f"{server.url}/api/conversations/{conversation}", timeout=5)
+    visitor.http.delete(f"{server.url}/api/conversations/{conversation}", timeout=5)

@@ -177,10 +177,12 @@ def test_widget_is_served(client) -> None:
 
 
 def test_conversation_memory_over_two_turns(client, fake_openai, fake_anthropic) -> None:
-    events(client.post("/api/stream", json={"message": "First question", "conversation_id": "conv-1", "provider": "openai"}))
+    first = client.post("/api/stream", json={"message": "First question", "provider": "openai"})
+    conv = first.headers["X-Bupple-Conversation-Id"]
+    assert events(first)[0]["conversation_id"] == conv  # the server made it, and said so first
     fake_anthropic.script = Script(chunks=["Second", " answer"])
-    payloads = events(client.post("/api/stream", json={"message": "Second question", "conversation_id": "conv-1", "provider": "claude"}))
-    assert payloads[-1]["conversation_id"] == "conv-1"
+    payloads = events(client.post("/api/stream", json={"message": "Second question", "conversation_id": conv, "provider": "claude"}))
+    assert payloads[-1]["conversation_id"] == conv
     # The second provider got the whole history, in its own role names.
     sent = fake_anthropic.requests[-1].json["messages"]
     assert sent == [
@@ -188,7 +190,7 @@ def test_conversation_memory_over_two_turns(client, fake_openai, fake_anthropic)
         {"role": "assistant", "content": "Hello there!"},
         {"role": "user", "content": "Second question"},
     ]
-    stored = client.get("/api/conversations/conv-1/messages").get_json()["messages"]
+    stored = client.get(f"/api/conversations/{conv}/messages").get_json()["messages"]
     assert [(m["role"], m["content"]) for m in stored] == [
         ("user", "First question"),
         ("assistant", "Hello there!"),
@@ -196,22 +198,23 @@ def test_conversation_memory_over_two_turns(client, fake_openai, fake_anthropic)
         ("assistant", "Second answer"),
     ]
     assert stored[1]["metadata"]["ending"] == "complete" and stored[3]["metadata"]["provider"] == "claude"
-    assert client.delete("/api/conversations/conv-1").get_json()["deleted"] == 4
-    assert client.get("/api/conversations/conv-1/messages").get_json()["messages"] == []
+    assert client.delete(f"/api/conversations/{conv}").get_json() == {"conversation_id": conv, "deleted": True}
+    assert client.get(f"/api/conversations/{conv}/messages").get_json()["error"]["code"] == "conversation_not_found"
 
 
 def test_failed_reply_is_stored_as_error_and_skipped_next_turn(client, fake_openai, fake_gemini) -> None:
     fake_openai.script = Script(chunks=["partial", " text", " more"], fail_mid_after=2)
-    events(client.post("/api/stream", json={"message": "Q1", "conversation_id": "c2", "provider": "openai"}))
-    stored = client.get("/api/conversations/c2/messages").get_json()["messages"]
+    c2 = client.post("/api/conversations").get_json()["id"]
+    events(client.post("/api/stream", json={"message": "Q1", "conversation_id": c2, "provider": "openai"}))
+    stored = client.get(f"/api/conversations/{c2}/messages").get_json()["messages"]
     assert stored[-1]["content"] == "partial text"
     assert stored[-1]["metadata"]["ending"] == "error" and stored[-1]["metadata"]["error"]["code"]
     fake_openai.script = Script(fail_before=500)
-    events(client.post("/api/stream", json={"message": "Q2", "conversation_id": "c2", "provider": "openai"}))
-    empty = client.get("/api/conversations/c2/messages").get_json()["messages"][-1]
+    events(client.post("/api/stream", json={"message": "Q2", "conversation_id": c2, "provider": "openai"}))
+    empty = client.get(f"/api/conversations/{c2}/messages").get_json()["messages"][-1]
     assert empty["content"] == "" and empty["metadata"]["ending"] == "error"
     # Gemini rejects empty parts: the failed empty reply is not sent again.
-    events(client.post("/api/stream", json={"message": "Q3", "conversation_id": "c2", "provider": "gemini"}))
+    events(client.post("/api/stream", json={"message": "Q3", "conversation_id": c2, "provider": "gemini"}))
     contents = fake_gemini.requests[-1].json["contents"]
     assert all(part["text"] for c in contents for part in c["parts"])
 
@@ -219,12 +222,13 @@ def test_failed_reply_is_stored_as_error_and_skipped_next_turn(client, fake_open
 def test_database_outage_is_a_clear_503_not_a_crash(make_app, fake_openai) -> None:
     app = make_app()
     client = app.test_client()
+    conv = client.post("/api/conversations").get_json()["id"]
     with app.app_context():
         app.extensions["bupple"].db.engine.dispose()
         app.extensions["bupple"].table.drop(app.extensions["bupple"].db.engine)  # the memory table is gone
-    response = client.post("/api/stream", json={"message": "Hi", "conversation_id": "c-down"})
+    response = client.post("/api/stream", json={"message": "Hi", "conversation_id": conv})
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "memory_unavailable"
     assert fake_openai.requests == []
-    # Without a conversation the stream still works.
+    # A new conversation still streams (its turn cannot be stored).
     assert events(client.post("/api/stream", json={"message": "Hi"}))[-1]["type"] == "completion"

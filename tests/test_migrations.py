@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import MetaData, create_engine, inspect
 from sqlalchemy.engine import Engine
 
+from bupple_flask.conversations import ConversationStore, conversations_table
 from bupple_flask.memory import ConversationMemory, memory_table
 from tests.test_readme import readme_blocks
 
@@ -117,6 +118,19 @@ def assert_table_as_the_engine_defines_it(sql_engine: Engine, name: str) -> None
     assert [u["column_names"] for u in inspector.get_unique_constraints(name)] == [["message_id"]]
 
 
+def assert_conversations_table_as_the_engine_defines_it(sql_engine: Engine, name: str) -> None:
+    """The conversations table: columns, nullability, primary key and the owner index."""
+    expected = conversations_table(MetaData(), name)
+    inspector = inspect(sql_engine)
+    columns = {column["name"]: column for column in inspector.get_columns(name)}
+    assert list(columns) == [column.name for column in expected.columns]
+    for column in expected.columns:
+        assert columns[column.name]["nullable"] == column.nullable, column.name
+    assert inspector.get_pk_constraint(name)["constrained_columns"] == ["id"]
+    indexes = {index["name"]: index["column_names"] for index in inspector.get_indexes(name)}
+    assert indexes[f"ix_{name}_owner_updated"] == ["owner", "updated_at", "id"]
+
+
 def assert_engine_uses_it(sql_engine: Engine, name: str) -> None:
     """The engine's memory writes and reads the migrated table."""
     memory = ConversationMemory(sql_engine, memory_table(MetaData(), name)).set_parent("conversation", "migrated")
@@ -129,19 +143,27 @@ def assert_engine_uses_it(sql_engine: Engine, name: str) -> None:
     assert memory.get_records()[1]["metadata"] == {"ending": "complete"}
 
 
-def upgrade_and_check(host: HostApp, database_url: str, table: str) -> None:
+def upgrade_and_check(
+    host: HostApp, database_url: str, table: str, conversations: str = "bupple_conversations"
+) -> None:
     """The README's steps on an empty database, then everything a host app notices."""
     package_files = sorted(PACKAGE_VERSIONS.glob("*.py"))
     first_upgrade = next(output for line, output in host.run_readme_steps() if line == "flask db upgrade")
     assert "Running upgrade  -> bupple_0001" in first_upgrade
+    assert "Running upgrade bupple_0001 -> bupple_0002" in first_upgrade
     notes = [source for source in host.revisions().values() if "create_table('note'" in source]
     assert len(notes) == 1, host.revisions()  # autogenerate: the host's model ...
-    assert table not in notes[0]  # ... and nothing for the memory table
+    assert table not in notes[0] and conversations not in notes[0]  # ... and nothing for our tables
     assert sorted(PACKAGE_VERSIONS.glob("*.py")) == package_files  # nothing written into the package
     sql_engine = create_engine(database_url)
     try:
         assert_table_as_the_engine_defines_it(sql_engine, table)
+        assert_conversations_table_as_the_engine_defines_it(sql_engine, conversations)
         assert_engine_uses_it(sql_engine, table)
+        store = ConversationStore(sql_engine, conversations_table(MetaData(), conversations),
+                                  memory_table(MetaData(), table), "user:1")  # fmt: skip
+        made = store.create("Migrated")
+        assert store.list()["conversations"] == [made] and made["created_at"].endswith("+00:00")
     finally:
         sql_engine.dispose()
     assert NO_CHANGES in host.run("flask db migrate -m again")
@@ -159,12 +181,15 @@ def test_upgrade_creates_the_table_on_an_empty_sqlite_database(tmp_path: Path) -
 
 def test_the_configured_table_name_under_the_hosts_naming_convention(tmp_path: Path, empty_postgres: str) -> None:
     """``BUPPLE_MEMORY_TABLE`` names the table; a host's naming convention names its constraints, both ways."""
-    host = HostApp(tmp_path / "host", empty_postgres, conventions=True, BUPPLE_MEMORY_TABLE="chat_log")
-    upgrade_and_check(host, empty_postgres, "chat_log")
+    host = HostApp(tmp_path / "host", empty_postgres, conventions=True, BUPPLE_MEMORY_TABLE="chat_log",
+                   BUPPLE_CONVERSATIONS_TABLE="chats")  # fmt: skip
+    upgrade_and_check(host, empty_postgres, "chat_log", "chats")
     sql_engine = create_engine(empty_postgres)
     try:
         inspector = inspect(sql_engine)
         assert "engine_memory" not in inspector.get_table_names()
+        assert "bupple_conversations" not in inspector.get_table_names()
+        assert inspector.get_pk_constraint("chats")["name"] == "pk_chats"
         assert inspector.get_unique_constraints("chat_log")[0]["name"] == "uq_chat_log_message_id"
         assert inspector.get_pk_constraint("chat_log")["name"] == "pk_chat_log"
     finally:
@@ -174,8 +199,8 @@ def test_the_configured_table_name_under_the_hosts_naming_convention(tmp_path: P
 LATER_RELEASE = '''"""What a later release's migration looks like: the next revision on the bupple branch."""
 from alembic import op
 
-revision = "bupple_0002"
-down_revision = "bupple_0001"
+revision = "bupple_0099"
+down_revision = "bupple_0002"
 branch_labels = None
 depends_on = None
 
@@ -199,18 +224,18 @@ def test_an_existing_table_is_stamped_and_a_later_release_joins_with_the_same_st
     host.run("flask db init")
     host.include_our_migrations()
     host.run(join)
-    host.run("flask db stamp bupple_0001")
-    assert "Running upgrade bupple_0001 ->" in host.run("flask db upgrade")  # the join only: the table is there
+    host.run("flask db stamp bupple_0002")
+    assert "Running upgrade bupple_0002 ->" in host.run("flask db upgrade")  # the join only: the tables are there
     assert NO_CHANGES in host.run("flask db migrate -m nothing")
 
     later = tmp_path / "later_release"  # stands for the package's own folder in that release
     later.mkdir()
-    (later / "0002_later.py").write_text(LATER_RELEASE)
+    (later / "0099_later.py").write_text(LATER_RELEASE)
     ini = host.folder / "migrations" / "alembic.ini"
     ini.write_text(ini.read_text().replace("bupple_flask:migrations/versions", f"bupple_flask:migrations/versions {later}"))
     assert host.run("flask db heads").count("(head)") == 2
     host.run(join)
-    assert "Running upgrade bupple_0001 -> bupple_0002" in host.run("flask db upgrade")
+    assert "Running upgrade bupple_0002 -> bupple_0099" in host.run("flask db upgrade")
     assert host.run("flask db heads").count("(head)") == 1
     sql_engine = create_engine(url)
     try:
@@ -237,3 +262,8 @@ def test_the_table_name_comes_from_the_app_being_migrated(tmp_path: Path, monkey
     BuppleEngine(app)
     with app.app_context():
         assert memory_table_name() == "from_the_engine"
+    from bupple_flask.migrations import conversations_table_name
+
+    assert conversations_table_name() == "bupple_conversations"
+    with app.app_context():
+        assert conversations_table_name() == "bupple_conversations"

@@ -19,6 +19,7 @@ TESTED_ELSEWHERE = {
     "event-source", "widget-embed",  # run in a real browser by tests/test_browser.py
     "cli",  # run as real flask processes by tests/test_cli.py
     "migrations-app", "migrations-ini", "migrations-steps",  # run with Flask-Migrate by tests/test_migrations.py
+    "host-app",  # served by gunicorn with Flask-Login by tests/test_users_host.py
 }
 
 
@@ -115,7 +116,9 @@ def test_custom_route(readme_app, fake_anthropic) -> None:
     assert events[2].json() == {"type": "progress", "content": "lighthouse", "tokens": 2}
     assert events[3].json()["usage"] == {"input_tokens": 10, "output_tokens": 2}
     assert fake_anthropic.requests[0].json["max_tokens"] == 500
-    stored = client.get("/ai/api/conversations/keeper/messages").get_json()["messages"]
+    with readme_app["app"].app_context():  # a route of your own stores under its own id, with no owner
+        stored = readme_app["engine"].memory().set_parent("conversation", "keeper").get_records()
+    assert client.get("/ai/api/conversations/keeper/messages").status_code == 404  # so the API does not show it
     assert [(m["role"], m["content"]) for m in stored] == [("user", "a story"), ("assistant", "A lighthouse")]
     fake_anthropic.script = Script(fail_before=500)
     response = client.post("/story", json={"prompt": "a story"})
@@ -146,20 +149,23 @@ def test_guard(readme_app, fake_openai) -> None:
     assert client.get("/ai/bupple/bupple-chat.js").status_code == 200
 
 
-def test_curl_examples_against_the_real_server(start_server, fake_openai) -> None:
+def test_curl_examples_against_the_real_server(start_server, fake_openai, tmp_path) -> None:
     fake_openai.script = Script(chunks=["Snow ", "melts"])
     server = start_server()
     blocks = readme_blocks()
     stream = subprocess.run(
         ["bash", "-c", blocks["curl-stream"].replace("http://127.0.0.1:8000", server.url)],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True, text=True, timeout=30, check=True, cwd=tmp_path,
     ).stdout
     assert '"type":"chunk","content":"Snow "' in stream and '"type":"completion"' in stream
     history = subprocess.run(
         ["bash", "-c", blocks["curl-history"].replace("http://127.0.0.1:8000", server.url)],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True, text=True, timeout=30, check=True, cwd=tmp_path,
     ).stdout
-    assert "Write a haiku about rivers" in history and "Snow melts" in history
+    assert '"content":"Write a haiku about rivers"' in history and '"content":"Snow melts"' in history
+    assert "Now one about the sea" in fake_openai.requests[-1].json["messages"][-1]["content"]
+    assert len(fake_openai.requests[-1].json["messages"]) == 3  # the history went with the second turn
+    assert '"title":"Write a haiku about rivers"' in history  # the list, titled by the first question
 
 
 def test_all_marked_examples_are_covered() -> None:

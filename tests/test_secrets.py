@@ -23,6 +23,7 @@ from bupple_flask.errors import ProviderError
 from bupple_flask.providers.http import MAX_ERROR_TEXT, HttpProvider
 from bupple_flask.redact import REDACTED, Redactor, escape_log_value
 from bupple_flask.sse import iter_sse
+from tests.server import Visitor
 
 KEYS = {
     "openai": "sk-test-SECRET-0123456789abcdef",
@@ -177,10 +178,10 @@ def hostile() -> Iterator[HostileUpstream]:
     upstream.close()
 
 
-def _stream(url: str, provider: str, conversation_id: str) -> tuple[str, list[dict]]:
+def _stream(visitor: Visitor, provider: str) -> tuple[str, list[dict]]:
     """The whole SSE body (it ends with the error or completion event) and its event payloads."""
-    body = {"message": "Hi", "provider": provider, "conversation_id": conversation_id, "model": "m-1"}
-    response = requests.post(url + "/api/stream", json=body, timeout=30)
+    body = {"message": "Hi", "provider": provider, "model": "m-1"}
+    response = visitor.http.post(visitor.url + "/api/stream", json=body, timeout=30)
     assert response.status_code == 200, response.text
     return response.text, [event.json() for event in iter_sse([response.content]) if event.data]
 
@@ -195,12 +196,12 @@ def test_provider_error_text_never_carries_a_key_to_sse_history_or_log(start_ser
     for provider in PROVIDERS:
         for case in CASES:
             hostile.mode = case
-            name, conversation = f"{provider}/{case}", f"leak-{provider}-{case}"
-            raw, events = _stream(server.url, provider, conversation)
-            error = events[-1]
+            name, visitor = f"{provider}/{case}", Visitor(server.url)
+            raw, events = _stream(visitor, provider)
+            error, conversation = events[-1], events[0]["conversation_id"]
             assert error["type"] == "error", (name, events)
             assert REDACTED in error["error"], (name, error)  # the upstream's echo arrived, redacted
-            history = requests.get(f"{server.url}/api/conversations/{conversation}/messages", timeout=10)
+            history = visitor.http.get(f"{server.url}/api/conversations/{conversation}/messages", timeout=10)
             stored = history.json()["messages"][-1]["metadata"]["error"]
             assert REDACTED in stored["message"], (name, stored)
             texts[f"{name} sse"], texts[f"{name} history"] = raw, history.text
@@ -218,7 +219,7 @@ def test_a_line_break_from_the_upstream_cannot_forge_a_log_line(start_server, ho
     for provider in PROVIDERS:
         for case in ("crlf-error", "crlf-model"):
             hostile.mode = case
-            _, events = _stream(server.url, provider, f"crlf-{provider}-{case}")
+            _, events = _stream(Visitor(server.url), provider)
             assert events[-1]["type"] == ("error" if case == "crlf-error" else "completion"), (provider, case, events)
     server.stop()
     lines = server.read_log().splitlines()  # splits on CR, LF, NEL, U+2028 ... too

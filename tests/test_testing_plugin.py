@@ -179,9 +179,10 @@ def test_the_scripted_mock_fails_inside_the_stream(engine, bupple_mock, script, 
 
 def test_the_scripted_mock_serves_the_http_route_and_the_reply_is_stored(client, bupple_mock) -> None:
     bupple_mock.script = Script(chunks=["Stored", " words"])
-    response = client.post("/api/stream", json={"message": "hi", "provider": "mock", "conversation_id": "c-1"})
+    response = client.post("/api/stream", json={"message": "hi", "provider": "mock"})
     assert '"content":"Stored"' in response.get_data(as_text=True).replace(" ", "")
-    stored = client.get("/api/conversations/c-1/messages").get_json()
+    conversation = response.headers["X-Bupple-Conversation-Id"]
+    stored = client.get(f"/api/conversations/{conversation}/messages").get_json()
     assert "Stored words" in json.dumps(stored)
 
 

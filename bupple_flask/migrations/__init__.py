@@ -4,6 +4,6 @@ Add :data:`VERSION_LOCATION` to ``version_locations`` in the app's ``migrations/
 the scripts form their own branch, labelled ``bupple``, beside the app's own history.
 """
 
-from .tables import BRANCH_LABEL, VERSION_LOCATION, memory_table_name
+from .tables import BRANCH_LABEL, VERSION_LOCATION, conversations_table_name, memory_table_name
 
-__all__ = ["BRANCH_LABEL", "VERSION_LOCATION", "memory_table_name"]
+__all__ = ["BRANCH_LABEL", "VERSION_LOCATION", "conversations_table_name", "memory_table_name"]

@@ -24,10 +24,19 @@ def memory_table_name() -> str:
     Under Flask-Migrate that is the current app's; under plain Alembic (no app) the
     environment's ``BUPPLE_MEMORY_TABLE``, else ``engine_memory``.
     """
-    key = next(key for key in ENGINE_KEYS if key.name == "BUPPLE_MEMORY_TABLE")
+    return _table_name("BUPPLE_MEMORY_TABLE", "table")
+
+
+def conversations_table_name() -> str:
+    """The conversations table a migration creates (``BUPPLE_CONVERSATIONS_TABLE``), found as the memory table's is."""
+    return _table_name("BUPPLE_CONVERSATIONS_TABLE", "conversations_table")
+
+
+def _table_name(setting: str, attribute: str) -> str:
+    key = next(key for key in ENGINE_KEYS if key.name == setting)
     if has_app_context():
         state = current_app.extensions.get("bupple")
         if state is not None:
-            return str(state.table.name)
+            return str(getattr(state, attribute).name)
         return str(resolve(current_app.config, key.name, key.fallbacks, key.default))
     return str(resolve({}, key.name, key.fallbacks, key.default))

@@ -1539,13 +1539,14 @@
     // --- a reply: the model in createReply, its bubble in the view, the bytes from a transport ---
     function startReply(text) {
       view.removeErrorRow();
-      if (!history.id) rememberConversation(uuid());
       var bubble = view.startReply();
       var reply = createReply(text, function (name, detail) {
         if (destroyed) return; // its DOM is gone
         if (name === 'status') {
           view.setStatus(detail.message || '');
           if (detail.stream_id) bubble.setStreamId(detail.stream_id);
+          // the server makes conversation ids: a new conversation's comes in the first event
+          if (detail.conversation_id && detail.conversation_id !== history.id) rememberConversation(detail.conversation_id);
           emit('status', detail);
         } else if (name === 'chunk') {
           if (reply.chunks === 1) view.setStatus('Replying…'); // the server's "Starting..." is over

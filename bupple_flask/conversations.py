@@ -1,0 +1,320 @@
+"""Conversations and who owns them: the ``bupple_conversations`` table and a store that sees one owner's rows.
+
+Each conversation's messages are memory rows with ``parent_class = "conversation"`` and
+``parent_id`` = its id, so the seed's memory API still reads them. Ids are made here
+(``secrets.token_urlsafe(24)``: 32 characters, 192 random bits), never chosen by a browser.
+Every query of :class:`ConversationStore` is filtered by its owner: a conversation that does
+not exist and one that is someone else's are the same :class:`ConversationNotFoundError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+
+from .database import bounded
+from .errors import ConversationNotFoundError, InvalidRequestError
+from .times import iso, now, utc
+
+PARENT_CLASS = "conversation"
+"""The memory rows' ``parent_class`` for a conversation's messages (``parent_id`` is its id)."""
+MAX_ID = 64
+MAX_TITLE = 200
+AUTO_TITLE = 80
+
+
+def conversations_table(metadata: MetaData, name: str = "bupple_conversations") -> Table:
+    """The conversations table (``BUPPLE_CONVERSATIONS_TABLE``) on ``metadata``; defined once per metadata."""
+    if name in metadata.tables:
+        return metadata.tables[name]
+    return Table(
+        name,
+        metadata,
+        Column("id", String(MAX_ID), primary_key=True),
+        Column("owner", String(255), nullable=False),
+        Column("title", String(MAX_TITLE), nullable=True),
+        Column("title_locked", Boolean, nullable=False, default=False),
+        Column("provider", String(64), nullable=True),
+        Column("model", String(200), nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Index(f"ix_{name}_owner_updated", "owner", "updated_at", "id"),
+    )
+
+
+def new_conversation_id() -> str:
+    """A server-made, unguessable conversation id: 32 URL-safe characters."""
+    return secrets.token_urlsafe(24)
+
+
+def auto_title(messages: Any) -> str | None:
+    """The first user message, white space collapsed, cut to 80 characters (and "…"): a new conversation's title."""
+    for message in messages:
+        if message.get("role") == "user":
+            text = " ".join(str(message.get("content", "")).split())
+            return (text[:AUTO_TITLE].rstrip() + "…") if len(text) > AUTO_TITLE else (text or None)
+    return None
+
+
+def check_title(title: Any) -> str:
+    """A title a user gave: trimmed, 1 to 200 printable characters, else ``InvalidRequestError`` (400)."""
+    if not isinstance(title, str):
+        raise InvalidRequestError("title must be a string")
+    text = title.strip()
+    if not 1 <= len(text) <= MAX_TITLE:
+        raise InvalidRequestError(f"title must be 1 to {MAX_TITLE} characters")
+    if not text.isprintable():
+        raise InvalidRequestError("title must not contain control characters or invalid Unicode")
+    return text
+
+
+def check_limit(value: Any, low: int, high: int, default: int) -> int:
+    """A page size from a query string or a caller: an integer in ``low..high`` (400 otherwise)."""
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidRequestError(f"limit must be an integer from {low} to {high}") from None
+    if isinstance(value, bool) or not low <= number <= high:
+        raise InvalidRequestError(f"limit must be an integer from {low} to {high}")
+    return number
+
+
+def encode_cursor(value: Any) -> str:
+    """An opaque page cursor (URL-safe); it only ever selects within the owner's own rows."""
+    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Any:
+    """What :func:`encode_cursor` wrapped; ``InvalidRequestError`` for anything else."""
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        raise InvalidRequestError("cursor is not valid") from None
+
+
+class ConversationStore:
+    """One owner's conversations (``engine.conversations(owner)``): list, get, create, rename, delete.
+
+    ``owner`` is an owner key (``"user:42"``, ``"anon:..."``) or an :class:`~bupple_flask.identity.Identity`.
+    Each call is one short transaction bounded by ``timeout`` (``BUPPLE_DB_TIMEOUT``).
+    """
+
+    def __init__(
+        self, sql_engine: Engine, table: Table, messages: Table, owner: Any, *, timeout: float | None = None
+    ) -> None:
+        key = getattr(owner, "key", owner)
+        if not isinstance(key, str) or not 1 <= len(key) <= 255:
+            raise ValueError("owner must be an owner key such as 'user:42' (1 to 255 characters)")
+        self.sql_engine = sql_engine
+        self.table = table
+        self.messages_table = messages
+        self.owner = key
+        self.timeout = timeout
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def list(self, limit: Any = 20, cursor: str | None = None) -> dict[str, Any]:
+        """``{"conversations": [...], "next_cursor"}``: newest updated first, ``limit`` (1..100) a page."""
+        size = check_limit(limit, 1, 100, 20)
+        t = self.table
+        query = select(*self._columns()).where(t.c.owner == self.owner)
+        if cursor:
+            after = decode_cursor(cursor)
+            try:
+                updated, last_id = datetime.fromisoformat(after[0]), str(after[1])
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise InvalidRequestError("cursor is not valid") from None
+            older = or_(t.c.updated_at < updated, and_(t.c.updated_at == updated, t.c.id < last_id))
+            query = query.where(older)
+        query = query.order_by(t.c.updated_at.desc(), t.c.id.desc()).limit(size + 1)
+        with bounded(self.timeout), self.sql_engine.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        next_cursor = None
+        if len(rows) > size:
+            last = rows[size - 1]
+            next_cursor = encode_cursor([utc(last["updated_at"]).isoformat(), last["id"]])
+        return {"conversations": [_as_json(row) for row in rows[:size]], "next_cursor": next_cursor}
+
+    def get(self, conversation_id: Any) -> dict[str, Any]:
+        """One conversation's JSON (with ``message_count``), or ``ConversationNotFoundError``."""
+        with bounded(self.timeout), self.sql_engine.connect() as connection:
+            return self._get(connection, conversation_id)
+
+    def owns(self, conversation_id: Any) -> bool:
+        """Whether this owner has that conversation: one primary-key lookup (on the first-token path)."""
+        if not _possible_id(conversation_id):
+            return False
+        t = self.table
+        query = select(t.c.id).where(t.c.id == conversation_id, t.c.owner == self.owner)
+        with bounded(self.timeout), self.sql_engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
+    def message_count(self, conversation_id: Any) -> int:
+        """How many messages the conversation has (``ConversationNotFoundError`` if it is not this owner's)."""
+        return int(self.get(conversation_id)["message_count"])
+
+    def messages(self, conversation_id: Any, limit: Any = 100, before: str | None = None) -> dict[str, Any]:
+        """The newest ``limit`` (1..500) messages before the cursor ``before``, oldest first, and ``next_cursor``."""
+        size = check_limit(limit, 1, 500, 100)
+        m = self.messages_table
+        columns = (m.c.id, m.c.message_id, m.c.role, m.c.content, m.c.type, m.c["metadata"], m.c.driver, m.c.created_at)
+        query = select(*columns).where(m.c.parent_class == PARENT_CLASS, m.c.parent_id == conversation_id)
+        if before:
+            position = decode_cursor(before)
+            if not isinstance(position, int) or isinstance(position, bool):
+                raise InvalidRequestError("cursor is not valid")
+            query = query.where(m.c.id < position)
+        query = query.order_by(m.c.id.desc()).limit(size + 1)
+        with bounded(self.timeout), self.sql_engine.connect() as connection:
+            self._require(connection, conversation_id)
+            rows = [dict(row._mapping) for row in connection.execute(query)]
+        next_cursor = encode_cursor(rows[size - 1]["id"]) if len(rows) > size else None
+        page = rows[:size]
+        page.reverse()
+        for row in page:
+            del row["id"]
+            row["created_at"] = iso(row["created_at"])
+        return {"conversation_id": conversation_id, "messages": page, "next_cursor": next_cursor}
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def create(self, title: Any = None, *, provider: str | None = None, model: str | None = None) -> dict[str, Any]:
+        """A new conversation of this owner (a given title counts as the user's: it is kept); its JSON."""
+        text = check_title(title) if title is not None else None
+        row = self._new_row(new_conversation_id(), text, provider, model, locked=text is not None)
+        with bounded(self.timeout), self.sql_engine.begin() as connection:
+            connection.execute(insert(self.table).values(**row))
+        return _as_json({**row, "message_count": 0})
+
+    def rename(self, conversation_id: Any, title: Any) -> dict[str, Any]:
+        """Set the title (1..200 characters after trimming); it is kept from now on. The conversation's JSON."""
+        text = check_title(title)
+        t = self.table
+        with bounded(self.timeout), self.sql_engine.begin() as connection:
+            if not _possible_id(conversation_id):
+                raise ConversationNotFoundError()
+            mine = and_(t.c.id == conversation_id, t.c.owner == self.owner)
+            result = connection.execute(update(t).where(mine).values(title=text, title_locked=True))
+            if not result.rowcount:
+                raise ConversationNotFoundError()
+            return self._get(connection, conversation_id)
+
+    def delete(self, conversation_id: Any) -> dict[str, Any]:
+        """Delete the conversation and its messages, in one transaction: ``{"conversation_id", "deleted": True}``."""
+        t, m = self.table, self.messages_table
+        with bounded(self.timeout), self.sql_engine.begin() as connection:
+            if not _possible_id(conversation_id):
+                raise ConversationNotFoundError()
+            result = connection.execute(delete(t).where(t.c.id == conversation_id, t.c.owner == self.owner))
+            if not result.rowcount:
+                raise ConversationNotFoundError()  # the transaction is rolled back: nothing deleted
+            connection.execute(delete(m).where(m.c.parent_class == PARENT_CLASS, m.c.parent_id == conversation_id))
+        return {"conversation_id": conversation_id, "deleted": True}
+
+    def start_turn(
+        self,
+        conversation_id: str,
+        question_rows: Sequence[dict[str, Any]],
+        *,
+        new: bool,
+        title: str | None,
+        provider: str | None,
+        model: str | None,
+    ) -> None:
+        """Store a turn's question and create or touch its conversation, in one transaction.
+
+        A new conversation is inserted with ``title``; an existing one gets ``updated_at`` bumped,
+        the provider and model of this turn, and ``title`` if it has none and was never renamed.
+        """
+        t = self.table
+        with bounded(self.timeout), self.sql_engine.begin() as connection:
+            if new:
+                connection.execute(insert(t).values(**self._new_row(conversation_id, title, provider, model)))
+            else:
+                untitled = and_(t.c.title.is_(None), t.c.title_locked.is_(False))
+                touched = {"updated_at": now(), "provider": provider, "model": model,
+                           "title": case((untitled, title), else_=t.c.title)}  # fmt: skip
+                mine = and_(t.c.id == conversation_id, t.c.owner == self.owner)
+                result = connection.execute(update(t).where(mine).values(**touched))
+                if not result.rowcount:
+                    raise ConversationNotFoundError()  # deleted meanwhile
+            if question_rows:
+                connection.execute(insert(self.messages_table), list(question_rows))
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _columns(self) -> tuple[Any, ...]:
+        t, m = self.table, self.messages_table
+        count = (
+            select(func.count())
+            .select_from(m)
+            .where(m.c.parent_class == PARENT_CLASS, m.c.parent_id == t.c.id)
+            .scalar_subquery()
+            .label("message_count")
+        )
+        return (t.c.id, t.c.title, t.c.provider, t.c.model, t.c.created_at, t.c.updated_at, count)
+
+    def _get(self, connection: Connection, conversation_id: Any) -> dict[str, Any]:
+        if not _possible_id(conversation_id):
+            raise ConversationNotFoundError()
+        t = self.table
+        query = select(*self._columns()).where(t.c.id == conversation_id, t.c.owner == self.owner)
+        row = connection.execute(query).first()
+        if row is None:
+            raise ConversationNotFoundError()
+        return _as_json(dict(row._mapping))
+
+    def _require(self, connection: Connection, conversation_id: Any) -> None:
+        t = self.table
+        query = select(t.c.id).where(t.c.id == conversation_id, t.c.owner == self.owner)
+        if not _possible_id(conversation_id) or connection.execute(query).first() is None:
+            raise ConversationNotFoundError()
+
+    def _new_row(
+        self, conversation_id: str, title: str | None, provider: str | None, model: str | None, *, locked: bool = False
+    ) -> dict[str, Any]:
+        moment = now()
+        return {"id": conversation_id, "owner": self.owner, "title": title, "title_locked": locked,
+                "provider": provider, "model": model, "created_at": moment, "updated_at": moment}  # fmt: skip
+
+
+def _possible_id(value: Any) -> bool:
+    """Could be a stored id: a short printable string (anything else is simply not found)."""
+    return isinstance(value, str) and 1 <= len(value) <= MAX_ID and value.isprintable()
+
+
+def _as_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "provider": row["provider"],
+        "model": row["model"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "message_count": int(row.get("message_count") or 0),
+    }
