@@ -17,7 +17,7 @@ from flask import Flask, redirect, url_for
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.wrappers import Response
 
-from .config import EngineSettings, StandaloneSettings, apply_defaults, standalone_settings
+from .config import EngineSettings, StandaloneSettings, apply_defaults, resolve, standalone_settings
 from .database import instance_sqlite_uri, statement_timeout_args
 from .engine import BuppleEngine
 
@@ -35,7 +35,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env(env.flask_config_prefix)  # e.g. BUPPLE_FLASK_SECRET_KEY
     if config:
         app.config.update(config)
-    app.config.setdefault("BUPPLE_ALLOW_ANONYMOUS", True)  # the demo: each browser gets its own conversations
+    # the demo: each browser gets its own conversations (unless configured off)
+    app.config["BUPPLE_ALLOW_ANONYMOUS"] = resolve(app.config, "BUPPLE_ALLOW_ANONYMOUS", default=True)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", env.database_url or instance_sqlite_uri(app))

@@ -245,9 +245,11 @@ def test_the_stored_reply_keeps_reasoning_only_when_configured(make_app, fake_an
     for store in (False, True):
         fake_anthropic.script = replay(name, "events")
         client = make_app(BUPPLE_STORE_REASONING=store).test_client()
-        body = {"message": QUESTION, "provider": "claude", "conversation_id": f"think-{store}"}
-        assert "completion" in client.post("/api/stream", json=body).get_data(as_text=True)
-        stored = client.get(f"/api/conversations/think-{store}/messages").get_json()["messages"][-1]
+        body = {"message": QUESTION, "provider": "claude"}  # a new conversation
+        response = client.post("/api/stream", json=body)
+        assert "completion" in response.get_data(as_text=True)
+        conversation = response.headers["X-Bupple-Conversation-Id"]
+        stored = client.get(f"/api/conversations/{conversation}/messages").get_json()["messages"][-1]
         assert stored["content"].startswith("The greatest common divisor")
         if store:
             assert stored["metadata"]["reasoning"] == reasoning
@@ -258,10 +260,10 @@ def test_the_stored_reply_keeps_reasoning_only_when_configured(make_app, fake_an
 
 def test_a_declined_reply_is_stored_as_declined(client, fake_gemini) -> None:
     fake_gemini.script = replay("gemini/prompt_blocked.sse", "events")
-    body = {"message": QUESTION, "provider": "gemini", "conversation_id": "blocked-1"}
+    body = {"message": QUESTION, "provider": "gemini"}
     events = sse_payloads(client.post("/api/stream", json=body).get_data(as_text=True))
     assert events[-1]["declined"] == {"reason": "SAFETY", "stage": "prompt"}
-    stored = client.get("/api/conversations/blocked-1/messages").get_json()["messages"][-1]
+    stored = client.get(f"/api/conversations/{events[0]['conversation_id']}/messages").get_json()["messages"][-1]
     assert stored["metadata"]["declined"] == {"reason": "SAFETY", "stage": "prompt"}
 
 

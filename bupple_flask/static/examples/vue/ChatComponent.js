@@ -61,10 +61,6 @@ export default {
       async () => { await nextTick(); const el = listEl.value; if (el) el.scrollTop = el.scrollHeight; },
     );
 
-    function newId() {
-      return globalThis.crypto && crypto.randomUUID ? crypto.randomUUID() : BuppleChat.uuid();
-    }
-
     async function loadHistory() {
       const url = BuppleChat.urls.history({ endpoint: props.endpoint }, conversationId.value);
       if (!url) return;
@@ -88,10 +84,6 @@ export default {
     }
 
     async function stream(text) {
-      if (!conversationId.value) {
-        conversationId.value = newId();
-        writeStorage(storageKey, conversationId.value);
-      }
       messages.value.push({ id: ++nextId, role: 'assistant', content: '', state: 'streaming', meta: '' });
       const reply = messages.value[messages.value.length - 1]; // the reactive proxy
       busy.value = true;
@@ -118,6 +110,10 @@ export default {
         const type = payload.type || evt.type;
         if (type === 'status') {
           status.value = payload.message || '';
+          if (payload.conversation_id && payload.conversation_id !== conversationId.value) {
+            conversationId.value = payload.conversation_id; // the server makes the ids: a new one comes first
+            writeStorage(storageKey, conversationId.value);
+          }
         } else if (type === 'chunk') {
           reply.content += payload.content || '';
           chunks += 1;
@@ -136,7 +132,8 @@ export default {
       });
 
       try {
-        const body = { ...props.extra, message: text, conversation_id: conversationId.value };
+        const body = { ...props.extra, message: text };
+        if (conversationId.value) body.conversation_id = conversationId.value;
         if (props.provider) body.provider = props.provider;
         if (props.model) body.model = props.model;
         const res = await fetch(props.endpoint, {
