@@ -4,11 +4,14 @@ import logging
 
 from .builder import ChatRequestBuilder
 from .chunks import TICK, Chunk, Ending, FinalChunk, Usage
+from .conversations import ConversationStore
 from .engine import BuppleEngine
 from .errors import (
     BadRequestError,
     BuppleError,
+    ConversationNotFoundError,
     EventTooLargeError,
+    ForbiddenError,
     InvalidRequestError,
     NotConfiguredError,
     PayloadTooLargeError,
@@ -18,10 +21,12 @@ from .errors import (
     ProviderUnavailableError,
     RateLimitError,
     StreamTimeoutError,
+    UnauthorizedError,
     UnknownProviderError,
     UnsupportedMediaTypeError,
 )
 from .events import EventEncoder, EventNames, StreamEvents
+from .identity import Identity, current_identity
 from .memory import ConversationMemory
 from .providers import ChatCall, HttpProvider, Provider, StreamState, Upstream, register_provider
 from .relay import StreamListener, StreamOutcome
@@ -41,13 +46,17 @@ __all__ = [
     "ChatStream",
     "Chunk",
     "ConversationMemory",
+    "ConversationNotFoundError",
+    "ConversationStore",
     "Deadline",
     "Ending",
     "EventEncoder",
     "EventNames",
     "EventTooLargeError",
     "FinalChunk",
+    "ForbiddenError",
     "HttpProvider",
+    "Identity",
     "InvalidRequestError",
     "NotConfiguredError",
     "PayloadTooLargeError",
@@ -64,11 +73,13 @@ __all__ = [
     "StreamOutcome",
     "StreamState",
     "StreamTimeoutError",
+    "UnauthorizedError",
     "UnknownProviderError",
     "UnsupportedMediaTypeError",
     "Upstream",
     "Usage",
     "__version__",
+    "current_identity",
     "encode_comment",
     "encode_event",
     "register_provider",

@@ -9,9 +9,6 @@ not exist and one that is someone else's are the same :class:`ConversationNotFou
 
 from __future__ import annotations
 
-import base64
-import json
-import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -35,15 +32,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
+from .conversation_values import (
+    MAX_TITLE,
+    auto_title,
+    check_limit,
+    check_title,
+    decode_cursor,
+    encode_cursor,
+    new_conversation_id,
+)
 from .database import bounded
 from .errors import ConversationNotFoundError, InvalidRequestError
 from .times import iso, now, utc
 
+__all__ = ["PARENT_CLASS", "ConversationStore", "auto_title", "conversations_table", "new_conversation_id"]
+
 PARENT_CLASS = "conversation"
 """The memory rows' ``parent_class`` for a conversation's messages (``parent_id`` is its id)."""
 MAX_ID = 64
-MAX_TITLE = 200
-AUTO_TITLE = 80
 
 
 def conversations_table(metadata: MetaData, name: str = "bupple_conversations") -> Table:
@@ -63,58 +69,6 @@ def conversations_table(metadata: MetaData, name: str = "bupple_conversations") 
         Column("updated_at", DateTime(timezone=True), nullable=False),
         Index(f"ix_{name}_owner_updated", "owner", "updated_at", "id"),
     )
-
-
-def new_conversation_id() -> str:
-    """A server-made, unguessable conversation id: 32 URL-safe characters."""
-    return secrets.token_urlsafe(24)
-
-
-def auto_title(messages: Any) -> str | None:
-    """The first user message, white space collapsed, cut to 80 characters (and "…"): a new conversation's title."""
-    for message in messages:
-        if message.get("role") == "user":
-            text = " ".join(str(message.get("content", "")).split())
-            return (text[:AUTO_TITLE].rstrip() + "…") if len(text) > AUTO_TITLE else (text or None)
-    return None
-
-
-def check_title(title: Any) -> str:
-    """A title a user gave: trimmed, 1 to 200 printable characters, else ``InvalidRequestError`` (400)."""
-    if not isinstance(title, str):
-        raise InvalidRequestError("title must be a string")
-    text = title.strip()
-    if not 1 <= len(text) <= MAX_TITLE:
-        raise InvalidRequestError(f"title must be 1 to {MAX_TITLE} characters")
-    if not text.isprintable():
-        raise InvalidRequestError("title must not contain control characters or invalid Unicode")
-    return text
-
-
-def check_limit(value: Any, low: int, high: int, default: int) -> int:
-    """A page size from a query string or a caller: an integer in ``low..high`` (400 otherwise)."""
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InvalidRequestError(f"limit must be an integer from {low} to {high}") from None
-    if isinstance(value, bool) or not low <= number <= high:
-        raise InvalidRequestError(f"limit must be an integer from {low} to {high}")
-    return number
-
-
-def encode_cursor(value: Any) -> str:
-    """An opaque page cursor (URL-safe); it only ever selects within the owner's own rows."""
-    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> Any:
-    """What :func:`encode_cursor` wrapped; ``InvalidRequestError`` for anything else."""
-    try:
-        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError):
-        raise InvalidRequestError("cursor is not valid") from None
 
 
 class ConversationStore:

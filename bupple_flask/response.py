@@ -18,7 +18,7 @@ from .builder import ChatRequestBuilder
 from .conversations import PARENT_CLASS
 from .events import StreamEvents
 from .memory import ConversationMemory
-from .messages import normalize_messages
+from .messages import Messages, normalize_messages
 from .relay import Relay, RelaySettings, StreamListener, StreamOutcome
 from .turns import ConversationTurn, OwnedConversation
 
@@ -44,19 +44,13 @@ def sse_response(
     before any response; every later failure (a bad key, a 429, a timeout) is the stream's error event.
     ``conversation`` (``/api/stream``'s own) is the caller's conversation the turn belongs to, or a new one.
     """
-    state = builder.state
-    settings = state.settings
+    settings = builder.state.settings
     to_send = normalize_messages(messages)
     turn = None
     if conversation is not None:
         conversation_id = conversation.id
     if conversation_id is not None:
-        # a new conversation waits for no table: the turn's write creates them if start-up could not
-        memory = state.memory() if conversation is None or not conversation.new else ConversationMemory(
-            state.sql_engine(), state.table, timeout=settings.db_timeout)  # fmt: skip
-        memory.set_parent(PARENT_CLASS, conversation_id).set_driver(builder.provider)
-        turn = ConversationTurn(memory, to_send, max_history_chars=settings.max_history_chars,
-                                store_reasoning=settings.store_reasoning, conversation=conversation)  # fmt: skip
+        turn = _turn(builder, to_send, conversation_id, conversation)
         to_send = turn.messages()
     stream_id = secrets.token_hex(16)
     relay_settings = RelaySettings(
@@ -77,6 +71,20 @@ def sse_response(
     if conversation is not None:
         response.headers["X-Bupple-Conversation-Id"] = conversation.id
     return response
+
+
+def _turn(
+    builder: ChatRequestBuilder, question: Messages, conversation_id: str, conversation: OwnedConversation | None
+) -> ConversationTurn:
+    """The listener that stores this turn under ``conversation_id`` (the caller's ``conversation`` when given)."""
+    state = builder.state
+    settings = state.settings
+    # a new conversation waits for no table: the turn's write creates them if start-up could not
+    memory = state.memory() if conversation is None or not conversation.new else ConversationMemory(
+        state.sql_engine(), state.table, timeout=settings.db_timeout)  # fmt: skip
+    memory.set_parent(PARENT_CLASS, conversation_id).set_driver(builder.provider)
+    return ConversationTurn(memory, question, max_history_chars=settings.max_history_chars,
+                            store_reasoning=settings.store_reasoning, conversation=conversation)  # fmt: skip
 
 
 def _both(first: StreamListener | None, second: StreamListener | None) -> StreamListener | None:
