@@ -29,6 +29,16 @@ class ChunkedDecoder:
 
     def feed(self, data: bytes) -> bytes:
         """Return the body bytes that ``data`` completes (possibly none)."""
+        if self._state == _SIZE and not self._buffer:
+            # Per relayed chunk: data is usually exactly one whole chunk ("<size>\r\n<bytes>\r\n").
+            newline = data.find(b"\n", 0, 18)
+            if newline > 0 and data[newline - 1] == 13:
+                try:
+                    size = int(data[: newline - 1], 16)
+                except ValueError:
+                    size = 0  # an extension or a bad line: the general path below decides
+                if size > 0 and len(data) == newline + size + 3 and data.endswith(b"\r\n"):
+                    return data[newline + 1 : newline + 1 + size]
         if self._buffer:
             data, self._buffer = self._buffer + data, b""
         out: list[bytes] = []

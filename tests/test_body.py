@@ -201,3 +201,26 @@ def test_a_compressed_body_is_left_to_requests() -> None:
         response.close()
     finally:
         server.close()
+
+
+def test_chunked_decoder_one_whole_chunk_per_read_gives_the_body_of_any_split() -> None:
+    """A read of exactly one chunk takes a shortcut; sizes in any case, extensions, CRLF checks as the general path."""
+    rng = random.Random(3)
+    frames = [b"5\r\nHello\r\n", b"A\r\n0123456789\r\n", b"a\r\nabcdefghij\r\n", b"3;x=y\r\nabc\r\n", b"01\r\n!\r\n",
+              b" 2\r\nhi\r\n", b"1\n?\r\n", b"2\r\n\r\n\r\n"]
+    for _ in range(500):
+        picked = [rng.choice(frames) for _ in range(rng.randint(1, 5))]
+        body = b"".join(picked) + b"0\r\n\r\n"
+        one_by_one = ChunkedDecoder()
+        whole = b"".join(one_by_one.feed(frame) for frame in [*picked, b"0\r\n\r\n"])
+        bytewise = ChunkedDecoder()
+        assert whole == b"".join(bytewise.feed(bytes([b])) for b in body)
+        assert one_by_one.done and bytewise.done
+
+
+@pytest.mark.parametrize("broken", [b"3\r\nabcd\r\n", b"3\r\nabc\rX", b"-3\r\nabc\r\n"])
+def test_chunked_decoder_shortcut_rejects_what_the_general_path_rejects(broken: bytes) -> None:
+    with pytest.raises(FramingError):
+        decoder = ChunkedDecoder()
+        decoder.feed(broken)
+        decoder.feed(b"0\r\n\r\n")
