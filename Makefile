@@ -5,8 +5,8 @@ BIN     = $(VENV)/bin
 HASH    = $(shell cksum < pyproject.toml | cut -d' ' -f1)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
-# What `make run` may use: PostgreSQL, BUPPLE_METRICS, BUPPLE_LOG_JSON.
-RUN_EXTRAS = postgres,metrics,jsonlogs
+# What `make run` may use: PostgreSQL, BUPPLE_METRICS, BUPPLE_LOG_JSON, orjson for the per-chunk JSON.
+RUN_EXTRAS = postgres,metrics,jsonlogs,fast
 
 .PHONY: run dev test test-py test-js lint system-deps bench clean
 
