@@ -70,6 +70,8 @@ class SUT:
     proc: procs.Proc | None = None
     port: int = 0
     worker: int = 0
+    workers: int = 1
+    worker_pids: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def target(self) -> dict[str, Any]:
@@ -108,12 +110,15 @@ class Harness:
         """(Re)start the SUT on a fresh port, warm it up and point the sampler at it."""
         self.stop_sut(sut)
         sut.port = procs.free_port()
-        sut.proc = sut.start({"PORT": str(sut.port), **(env or {})})
+        sut.proc = sut.start({"PORT": str(sut.port), "WORKERS": str(sut.workers), **(env or {})})
         if not procs.wait_http(sut.health_url, 90, sut.proc):
             raise RuntimeError(f"{sut.name} did not come up; see {sut.proc.log}")
-        sut.worker = sut.proc.worker_pid() if sut.forks else sut.proc.pid
+        sut.worker_pids = sut.proc.worker_pids(sut.workers) if sut.forks else [sut.proc.pid]
+        sut.worker = sut.worker_pids[0]
+        if sut.workers > 1:
+            procs.pin_workers(sut.worker_pids)
         self.sampler.pids["server"] = sut.worker
-        self.sampler.healthz_url = sut.health_url if sut.has_db else None
+        self.sampler.healthz_url = None  # polled during T10 only: a DB ping per poll is CPU the naive relay never spends
         self.client(sut.target(), [{"name": "warm", "count": 50, "n": 3, "iv": 20}])
         time.sleep(1.0)
 

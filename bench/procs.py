@@ -79,12 +79,13 @@ class Proc:
     core: int | None = None
     log: Path | None = None
     popen: subprocess.Popen | None = None
+    cwd: Path = REPO
 
     def start(self) -> Proc:
         env = dict(os.environ)
         env.update(self.env)
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.popen = subprocess.Popen(pinned(self.cmd, self.core), cwd=REPO, env=env,
+        self.popen = subprocess.Popen(pinned(self.cmd, self.core), cwd=self.cwd, env=env,
                                       stdout=out, stderr=subprocess.STDOUT,
                                       preexec_fn=raise_nofile, start_new_session=True)
         return self
@@ -96,13 +97,17 @@ class Proc:
 
     def worker_pid(self, timeout: float = 10.0) -> int:
         """The gunicorn worker (child of the master); the process itself otherwise."""
+        return self.worker_pids(1, timeout)[0]
+
+    def worker_pids(self, count: int, timeout: float = 10.0) -> list[int]:
+        """The first ``count`` gunicorn workers (children of the master); the process itself if none came."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             kids = children(self.pid)
-            if kids:
-                return kids[0]
+            if len(kids) >= count:
+                return sorted(kids)[:count]
             time.sleep(0.1)
-        return self.pid
+        return children(self.pid) or [self.pid]
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -126,14 +131,29 @@ def upstream_proc(port: int, logdir: Path, tls: tuple[Path, Path] | None = None)
                 log=logdir / f"upstream-{port}.log")
 
 
-def gunicorn_proc(name: str, app: str, port: int, env: dict[str, str], logdir: Path) -> Proc:
-    """``gunicorn -k gevent -w 1`` with the project's gunicorn.conf.py when present."""
+def gunicorn_proc(name: str, app: str, port: int, env: dict[str, str], logdir: Path,
+                  repo: Path = REPO, workers: int = 1) -> Proc:
+    """``gunicorn -k gevent -w 1`` with the checkout's gunicorn.conf.py when present.
+
+    ``repo``: another checkout of the project (``bench.cpu_cost --before``), served from its own
+    folder. More than one worker is not pinned here: :func:`pin_workers` gives each its own core.
+    """
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    conf = REPO / "gunicorn.conf.py"
+    conf = repo / "gunicorn.conf.py"
     cmd = [gunicorn]
     cmd += ["-c", str(conf)] if conf.exists() else ["-k", "gevent", "--worker-connections", "20000"]
-    cmd += [app, "--bind", f"127.0.0.1:{port}", "-w", "1"]
-    return Proc(name, cmd, env=env, core=SERVER_CORE, log=logdir / f"{name}.log")
+    cmd += [app, "--bind", f"127.0.0.1:{port}", "-w", str(workers)]
+    return Proc(name, cmd, env=env, core=SERVER_CORE if workers == 1 else None, log=logdir / f"{name}.log", cwd=repo)
+
+
+def pin_workers(pids: list[int]) -> None:
+    """Worker i on core i (mod the core count): two workers on a 2-core machine get a core each."""
+    cores = os.cpu_count() or 1
+    for i, pid in enumerate(pids):
+        try:
+            os.sched_setaffinity(pid, {i % cores})
+        except OSError:
+            pass
 
 
 def make_tls(d: Path) -> tuple[Path, Path, Path]:

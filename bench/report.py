@@ -209,6 +209,18 @@ def markdown(data: dict[str, Any]) -> str:
         out += [f"- {n}" for n in s.get("notes", [])] + ([""] if s.get("notes") else [])
     if len(data["systems"]) > 1:
         out += ["## Side by side", "", peers_table(data["systems"]), ""]
+    from bench.cpu_cost import budget_table
+    from bench.scale_out import render
+
+    for name, s in data["systems"].items():
+        t11 = (s.get("raw") or {}).get("T11")
+        if t11:
+            out += [f"## T11 scale-out ({name}): two workers against one", "", render(t11), ""]
+
+    budget = budget_table(data["systems"])
+    if budget:
+        out += ["## CPU budget", "", "Worker CPU (utime + stime) per relayed chunk in the steady state of each sweep level, "
+                "and per stream of the T5 burst; same run, same core.", "", budget, ""]
     out += ["Plots: `latency_vs_streams.png`, `rss_vs_streams.png`. Raw numbers: `latest.json`.", ""]
     return "\n".join(out)
 

@@ -20,13 +20,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import procs, report, scenarios
+from bench import procs, report, scale_out, scenarios
 from bench.harness import SUT, Harness, Sizes, env_base
 from bench.peers import litellm_peer
 from bench.profile import Profiler
 from bench.sampler import core_busy_seconds, tree_cpu_seconds
 
-ALL = ("T1", "T2", "T3", "T4", "T5", "T6", "T7", "T9", "T10")
+ALL = ("T1", "T2", "T3", "T4", "T5", "T6", "T7", "T9", "T10", "T11")
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -58,11 +58,16 @@ def pg_ok() -> bool:
     return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True).returncode == 0
 
 
-def make_sut(name: str, h: Harness) -> tuple[SUT | None, str | None]:
-    """Build the SUT, or return a reason it cannot be measured here."""
+def make_sut(name: str, h: Harness, repo: Path = procs.REPO, workers: int = 1,
+             label: str | None = None) -> tuple[SUT | None, str | None]:
+    """Build the SUT, or return a reason it cannot be measured here.
+
+    ``repo``: serve bupple from another checkout (A/B in one run); ``workers``: gunicorn workers,
+    each pinned to its own core when more than one.
+    """
     if name in ("bupple", "naive"):
         app = "wsgi:app" if name == "bupple" else "bench.peers.naive_relay:app"
-        if name == "bupple" and not (procs.REPO / "wsgi.py").exists():
+        if name == "bupple" and not (repo / "wsgi.py").exists():
             return None, "wsgi.py not found"
         extra = {"BUPPLE_SSE_HEARTBEAT": "5", "BUPPLE_INSTANCE_PATH": str(h.workdir / "instance")}
         notes = []
@@ -74,11 +79,13 @@ def make_sut(name: str, h: Harness) -> tuple[SUT | None, str | None]:
                 notes.append("PostgreSQL not reachable: SQLite in a temp instance folder")
 
         def start(env: dict[str, str]) -> procs.Proc:
-            port = int(env.pop("PORT"))
+            port, count = int(env.pop("PORT")), int(env.pop("WORKERS", workers))
             e = {**env_base(), "OPENAI_BASE_URL": h.upstream_base(), **extra, **env}
-            return procs.gunicorn_proc(name, app, port, e, h.logdir).start()
+            return procs.gunicorn_proc(label or name, app, port, e, h.logdir, repo if name == "bupple" else procs.REPO,
+                                       count).start()
 
-        return SUT(name, "bupple", "/api/stream", start, has_db=name == "bupple", notes=notes), None
+        return SUT(label or name, "bupple", "/api/stream", start, has_db=name == "bupple", notes=notes,
+                   workers=workers), None
     if name == "litellm":
         why = litellm_peer.ensure_installed(h.logdir / "litellm-install.log")
         if why:
@@ -87,6 +94,7 @@ def make_sut(name: str, h: Harness) -> tuple[SUT | None, str | None]:
 
         def start_ll(env: dict[str, str]) -> procs.Proc:
             port = int(env.pop("PORT"))
+            env.pop("WORKERS", None)
             base = env.pop("OPENAI_BASE_URL", h.upstream_base())
             return litellm_peer.make_proc(port, base, h.workdir, key, env).start()
 
@@ -138,6 +146,8 @@ def suite(h: Harness, sut: SUT, only: set[str], tls: tuple[int, str] | None,
     raw["foreign_load"] = {"wall_s": wall, "cpu_s": foreign, "pct": 100.0 * foreign / wall if wall else 0.0}
     if "T6" in only and tls:
         step("T6tls", scenarios.tls_memory, *tls)
+    if "T11" in only and sut.name == "bupple":
+        step("T11", scale_out.scale_out)
     return raw
 
 
@@ -150,9 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="interleaved direct/relay rounds per sweep level "
                     "(default: 2 for bupple, 1 for peers; quick: 1)")
     ap.add_argument("--profile", action="store_true", help="py-spy the worker during each scenario")
+    ap.add_argument("--before", metavar="PATH", help="also measure bupple served from another checkout (e.g. a "
+                    "worktree of main) as bupple@before, first, under the same conditions")
     args = ap.parse_args(argv)
     quick = args.quick or os.environ.get("QUICK", "") not in ("", "0")
     systems = (args.systems or ("bupple" if quick else "bupple,naive,litellm")).split(",")
+    if args.before:
+        systems.insert(0, "bupple@before")
     only = set((args.only or ",".join(ALL)).upper().split(","))
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {procs.LOAD_CORE})  # the sampler shares the load core
@@ -172,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
             tls_up = procs.upstream_proc(port, h.logdir, (cert, key)).start()
             tls = (port, str(ca))
         for name in systems:
-            sut, why = make_sut(name, h)
+            sut, why = (make_sut("bupple", h, repo=Path(args.before).resolve(), label=name) if name == "bupple@before"
+                        else make_sut(name, h))
             if sut is None:
                 print(f"  [{name}] skipped: {why}", flush=True)
                 data["systems"][name] = {"skipped": why}
                 continue
             entry: dict[str, Any] = {"has_db": sut.has_db, "notes": sut.notes}
-            sizes.rounds = args.rounds or (1 if quick or name != "bupple" else 2)
+            sizes.rounds = args.rounds or (1 if quick or not name.startswith("bupple") else 2)
             entry["rounds"] = sizes.rounds
             try:
                 entry["raw"] = suite(h, sut, only, tls, args.profile)
@@ -201,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         if tls_up:
             tls_up.stop()
         h.close()
+    from bench.cpu_cost import budget_table
+
+    print(f"CPU budget:\n{budget_table(data['systems'])}\n", flush=True)
     report.write(data, Path(args.out))
     print(f"wrote {args.out}/latest.json, latest.md, latency_vs_streams.png, rss_vs_streams.png")
     return 0

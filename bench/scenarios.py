@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.harness import SUT, Harness, errors, lat_ms, streams_of, summary
 from bench.procs import SERVER_CORE
-from bench.sampler import core_busy_seconds, count_sockets, tree_cpu_seconds
+from bench.sampler import core_busy_seconds, count_sockets, cpu_seconds, tree_cpu_seconds
 
 RUN = uuid.uuid4().hex[:8]  # keeps conversation ids and stream ids unique per run
 RAMP = 250  # new streams/s for "ramped start"; opening a stream costs far more than a chunk
@@ -110,10 +110,14 @@ def burst(h: Harness, sut: SUT) -> dict[str, Any]:
     out: dict[str, Any] = {"streams": n}
     for key, target in (("direct", h.direct), ("relay", sut.target())):
         g = {"name": f"t5{key[0]}", "count": n, "ramp_s": 0, "n": 3, "iv": 100}
+        cpu0 = sum(cpu_seconds(pid) for pid in sut.worker_pids)
         ss = streams_of(h.client(target, [g]), g["name"])
         ok = [s for s in ss if s["ok"] and s["t_first_chunk"]]
         span = (max(s["t_first_chunk"] for s in ok) - min(s["t_start"] for s in ss)) / 1e9 if ok else math.nan
         out[key] = {"rate": len(ok) / span if span else math.nan, "span_s": span, **errors(ss, n)}
+        if key == "relay":  # the worker's CPU for each stream's whole life: accept to close, 3 chunks
+            time.sleep(0.3)  # the last closes
+            out[key]["cpu_us_per_stream"] = (sum(cpu_seconds(pid) for pid in sut.worker_pids) - cpu0) / n * 1e6
     return out
 
 
@@ -197,7 +201,11 @@ def db_pool(h: Harness, sut: SUT) -> dict[str, Any]:
     g = {"name": "t10", "count": n, "ramp_s": ramp, "n": math.ceil(ramp / 0.2) + h.sizes.chunks,
          "iv": 200, "conv": f"t10-{RUN}-{{i}}"}
     log_at = sut.proc.log.stat().st_size if sut.proc and sut.proc.log else 0
-    res, t0, t1 = _timed(h, sut.target(), [g])
+    h.sampler.healthz_url = sut.health_url
+    try:
+        res, t0, t1 = _timed(h, sut.target(), [g])
+    finally:
+        h.sampler.healthz_url = None
     ss = streams_of(res, "t10")
     ok = [s for s in ss if s["ok"]]
     out: dict[str, Any] = {"streams": n, **errors(ss, n)}

@@ -247,3 +247,33 @@ def test_report_renders_a_minimal_run(tmp_path) -> None:
     md = report.markdown(data)
     assert "| T1 2000 streams x 5/s |" in md and "offline" in md
     assert "T5 burst of 1000" in report.table(rows)
+
+
+def test_report_prints_the_cpu_budget_and_the_scale_out_side_by_side() -> None:
+    from bench import report
+    lat = {"n": 1, "p50": 1.0, "p90": 1.0, "p99": 2.0, "max": 2.0}
+    pt = {"streams": 2000, "errors": 0, "direct_errors": 0, "relay": lat, "direct": lat, "all_relay": lat,
+          "all_direct": lat, "added_p50": 0.0, "added_p99": 0.0, "all_added_p99": 0.0, "rss": 2**27,
+          "up_rss": 2**26, "kib_per_stream": 40.0, "up_kib_per_stream": 20.0}
+
+    def raw(chunk_us: float, stream_us: float) -> dict:
+        return {"sweep": [dict(pt, streams=1), dict(pt, steady_cpu_us_per_chunk=chunk_us)],
+                "T5": {"streams": 1000, "relay": {"rate": 900.0, "errors": 0, "cpu_us_per_stream": stream_us},
+                       "direct": {"rate": 2000.0}}}
+
+    level = {"streams": 2000, "errors": 0, "added_p99": 3.0, "direct_p99": 1.0, "chunks_per_s": 9990.0,
+             "worker_cpu_pct": [70.0], "held": True}
+    t11 = {"target_added_p99_ms": 10.0, "ratio": 2.0,
+           "workers": {"1": {"levels": [level], "held": 2000},
+                       "2": {"levels": [dict(level, streams=4000, worker_cpu_pct=[60.0, 65.0])], "held": 4000}}}
+    bupple, naive = raw(61.0, 1500.0), raw(66.0, 2700.0)
+    bupple["T11"] = t11
+    meta = {k: "x" for k in ("date", "nproc", "cpu", "python", "gevent", "gunicorn", "flask", "kernel", "commit")}
+    data = {"meta": meta, "quick": False, "systems": {
+        "bupple": {"raw": bupple, "rows": report.verdicts(bupple, has_db=True)},
+        "naive": {"raw": naive, "rows": report.verdicts(naive, has_db=False)}}}
+    md = report.markdown(data)
+    assert "## CPU budget" in md
+    assert "| bupple | 61 | 1500 |" in md and "| naive | 66 | 2700 |" in md
+    assert "| 2 | 4000 | 0 | +3.0 ms (direct p99 1.0) | 9990 | 60% + 65% | yes |" in md
+    assert "one worker 2000, two workers 4000 (x2.00)" in md
