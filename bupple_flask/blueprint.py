@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from .conversation_api import add_conversation_routes, caller
 from .conversations import new_conversation_id
 from .engine import get_state
-from .errors import BuppleError, ConversationNotFoundError, InvalidRequestError
+from .errors import BuppleError, InvalidRequestError
 from .events import EventEncoder
 from .identity import guard_blueprint
 from .response import sse_response
@@ -107,9 +107,9 @@ def chat_page() -> str:
 def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
     """Check the request against the provider and the conversation against its owner, then stream.
 
-    A ``conversation_id`` must be the caller's (one indexed query; else 404, before any upstream
-    request); without one the turn starts a new conversation, whose id the first event and the
-    ``X-Bupple-Conversation-Id`` header carry.
+    A ``conversation_id`` must be the caller's (checked by the history's query, one indexed
+    lookup; else 404, before any upstream request); without one the turn starts a new
+    conversation, whose id the first event and the ``X-Bupple-Conversation-Id`` header carry.
     """
     builder = (
         engine.ai(spec.provider)
@@ -125,11 +125,8 @@ def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
     if spec.conversation_id is None:
         store = conversation_store(state, caller(), ensure_tables=False)  # no database work before the upstream
         conversation = OwnedConversation(store, new_conversation_id(), True, model, state.ensure_tables)
-    else:
-        store = conversation_store(state, caller())
-        if not store.owns(spec.conversation_id):
-            raise ConversationNotFoundError()
-        conversation = OwnedConversation(store, spec.conversation_id, False, model)
+    else:  # the caller's own only: the history is read with the owner check, else 404 before any upstream request
+        conversation = OwnedConversation(conversation_store(state, caller()), spec.conversation_id, False, model)
     events = ConversationEvents(spec.named_events, conversation.id)
     return sse_response(builder, spec.messages, events=events, conversation=conversation)
 

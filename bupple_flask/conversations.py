@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -119,14 +120,35 @@ class ConversationStore:
         with bounded(self.timeout), self.sql_engine.connect() as connection:
             return self._get(connection, conversation_id)
 
-    def owns(self, conversation_id: Any) -> bool:
-        """Whether this owner has that conversation: one primary-key lookup (on the first-token path)."""
+    def history(self, conversation_id: Any, max_chars: int | None = None) -> Sequence[dict[str, str]]:
+        """``[{"role", "content"}, ...]`` oldest first, read with the owner check in one query (the first-token path).
+
+        The conversation row is outer-joined to its messages: no row at all means it is not this
+        owner's (``ConversationNotFoundError``); a row without a message, that it has none yet.
+        ``max_chars`` keeps the newest messages whose contents add up to at most that many characters.
+        """
         if not _possible_id(conversation_id):
-            return False
-        t = self.table
-        query = select(t.c.id).where(t.c.id == conversation_id, t.c.owner == self.owner)
+            raise ConversationNotFoundError()
+        t, m = self.table, self.messages_table
+        mine = (m.c.parent_class == PARENT_CLASS, m.c.parent_id == conversation_id)
+        if max_chars:
+            running = func.sum(func.length(m.c.content)).over(order_by=m.c.id.desc()).label("running")
+            newest = select(m.c.id, m.c.role, m.c.content, running).where(*mine).subquery()
+            kept: Any = newest.c.running <= max_chars
+        else:
+            newest = select(m.c.id, m.c.role, m.c.content).where(*mine).subquery()
+            kept = true()
+        query = (
+            select(t.c.id, newest.c.role, newest.c.content)
+            .select_from(t.outerjoin(newest, kept))
+            .where(t.c.id == conversation_id, t.c.owner == self.owner)
+            .order_by(newest.c.id)
+        )
         with bounded(self.timeout), self.sql_engine.connect() as connection:
-            return connection.execute(query).first() is not None
+            rows = connection.execute(query).all()
+        if not rows:
+            raise ConversationNotFoundError()
+        return [{"role": role, "content": content} for _, role, content in rows if role is not None]
 
     def message_count(self, conversation_id: Any) -> int:
         """How many messages the conversation has (``ConversationNotFoundError`` if it is not this owner's)."""

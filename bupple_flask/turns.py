@@ -73,9 +73,14 @@ class ConversationTurn:
         """
         history: list[dict[str, str]] = []
         asked = False
-        if self.conversation is not None and self.conversation.new:
+        conversation, max_chars = self.conversation, self.max_history_chars or None
+        if conversation is not None and conversation.new:
             return Messages(list(self.question))  # nothing stored yet: no query on the first-token path
-        for message in self.memory.get_messages(max_chars=self.max_history_chars or None):
+        if conversation is not None:  # the caller's only: checked in the same query (else a 404, nothing asked)
+            stored = conversation.store.history(conversation.id, max_chars)
+        else:
+            stored = self.memory.get_messages(max_chars=max_chars)
+        for message in stored:
             if not message["content"] or (message["role"] == "assistant" and not asked):
                 continue
             asked = asked or message["role"] == "user"
