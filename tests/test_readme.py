@@ -149,6 +149,22 @@ def test_guard(readme_app, fake_openai) -> None:
     assert client.get("/ai/bupple/bupple-chat.js").status_code == 200
 
 
+def test_identity_loader(readme_app) -> None:
+    run(readme_app, "identity-loader")
+    client = readme_app["app"].test_client()
+    anonymous = client.get("/ai/api/me").get_json()
+    assert anonymous["anonymous"] is True  # app-setup allows anonymous use: nobody signed in
+    with client.session_transaction() as session:
+        session["user_id"] = 42
+    signed_in = client.get("/ai/api/me").get_json()
+    assert signed_in["anonymous"] is False and signed_in["identity"] != anonymous["identity"]
+    with readme_app["app"].app_context():
+        assert readme_app["engine"].conversations("user:42").list()["conversations"] == []
+    made = client.post("/ai/api/conversations", json={"title": "Mine"}).get_json()
+    with readme_app["app"].app_context():
+        assert readme_app["engine"].conversations("user:42").get(made["id"])["title"] == "Mine"
+
+
 def test_curl_examples_against_the_real_server(start_server, fake_openai, tmp_path) -> None:
     fake_openai.script = Script(chunks=["Snow ", "melts"])
     server = start_server()
@@ -170,7 +186,7 @@ def test_curl_examples_against_the_real_server(start_server, fake_openai, tmp_pa
 
 def test_all_marked_examples_are_covered() -> None:
     covered = {"app-setup", "basic-streaming", "each-provider", "error-handling", "reasoning", "memory", "custom-route",
-               "custom-provider", "guard", "testing-your-app",
+               "custom-provider", "guard", "testing-your-app", "identity-loader",
                "curl-stream", "curl-history"} | TESTED_ELSEWHERE
     assert set(readme_blocks()) == covered
 
