@@ -222,4 +222,7 @@ def streams_of(res: dict[str, Any], group: str) -> list[dict[str, Any]]:
 def env_base() -> dict[str, str]:
     """Environment shared by every relay process."""
     return {"OPENAI_API_KEY": "x", "BUPPLE_DEFAULT_ENGINE_DRIVER": "openai",
+            # Every stream comes from one address: the per-identity stream limit stays on (its cost is
+            # measured) but high enough never to refuse the load client.
+            "BUPPLE_MAX_STREAMS_PER_USER": "1000000",
             "GUNICORN_ACCESSLOG": os.environ.get("GUNICORN_ACCESSLOG", "-")}

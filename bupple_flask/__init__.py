@@ -28,7 +28,9 @@ from .errors import (
 from .events import EventEncoder, EventNames, StreamEvents
 from .identity import Identity, current_identity
 from .memory import ConversationMemory
+from .policy import ChatPolicy
 from .providers import ChatCall, HttpProvider, Provider, StreamState, Upstream, register_provider
+from .refusals import LimitExceededError, NotAllowedError, RefusedError
 from .relay import StreamListener, StreamOutcome
 from .sse import ServerSentEvent, SSEDecoder, encode_comment, encode_event
 from .stream import ChatStream, Deadline
@@ -42,6 +44,7 @@ __all__ = [
     "BuppleEngine",
     "BuppleError",
     "ChatCall",
+    "ChatPolicy",
     "ChatRequestBuilder",
     "ChatStream",
     "Chunk",
@@ -58,6 +61,8 @@ __all__ = [
     "HttpProvider",
     "Identity",
     "InvalidRequestError",
+    "LimitExceededError",
+    "NotAllowedError",
     "NotConfiguredError",
     "PayloadTooLargeError",
     "Provider",
@@ -66,6 +71,7 @@ __all__ = [
     "ProviderError",
     "ProviderUnavailableError",
     "RateLimitError",
+    "RefusedError",
     "SSEDecoder",
     "ServerSentEvent",
     "StreamEvents",

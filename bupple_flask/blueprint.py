@@ -12,20 +12,26 @@ Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.me``, ``bupple.list_
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import math
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Blueprint, Flask, Response, jsonify, render_template, request
+from flask.blueprints import BlueprintSetupState
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from .admission import admitted, enable_limits
 from .conversation_api import add_conversation_routes, caller
 from .conversations import new_conversation_id
+from .cross_site import check_get_stream, enable_cors
 from .engine import get_state
 from .errors import BuppleError, InvalidRequestError
 from .events import EventEncoder
 from .identity import guard_blueprint
+from .policy import ChatPolicy, decide
 from .response import sse_response
-from .stream_request import StreamRequest, parse_stream_request
+from .stream_request import parse_stream_request
+from .tickets import StreamTicket
 from .turns import OwnedConversation
 from .users import conversation_store
 
@@ -45,14 +51,20 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
     bp.register_error_handler(SQLAlchemyError, _database_error)
     bp.register_error_handler(HTTPException, _http_error)
     bp.before_request(guard_blueprint(engine.hooks))
+    bp.record_once(_on_register)
 
     def stream() -> Response:
-        if request.method == "GET" and request.headers.get("Last-Event-ID"):
-            # EventSource reconnecting after a finished reply: 204 stops it instead of paying twice.
-            return Response(status=204)
         settings = get_state().settings
+        if request.method == "GET":
+            check_get_stream(request, settings.policy)  # another site's <img> or EventSource: 403
+            if request.headers.get("Last-Event-ID"):
+                # EventSource reconnecting after a finished reply: 204 stops it instead of paying twice.
+                return Response(status=204)
         spec = parse_stream_request(request, settings.max_request_bytes, settings.body_timeout)
-        return start_stream(engine, spec)
+        chat = decide(get_state(), spec, engine.request_policies)
+        if isinstance(chat, Response):
+            return chat
+        return admitted(chat, lambda ticket: start_stream(engine, chat, ticket))
 
     bp.add_url_rule("/api/stream", "stream", stream, methods=["GET", "POST"])
     add_conversation_routes(bp)
@@ -65,6 +77,14 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
 
         bp.add_url_rule("/metrics", "metrics", metrics_view)
     return bp
+
+
+def _on_register(setup: BlueprintSetupState) -> None:
+    """CORS for the API paths (``BUPPLE_CORS_ORIGINS``) and the limits: both are app-wide extensions."""
+    app = cast(Flask, setup.app)
+    policy = get_state(app).settings.policy
+    enable_cors(app, setup.url_prefix or "", policy)
+    enable_limits(app, policy)
 
 
 def providers() -> Response:
@@ -104,18 +124,21 @@ def chat_page() -> str:
     return render_template("bupple/chat.html", provider=default, mock=default.is_mock)
 
 
-def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
+def start_stream(engine: BuppleEngine, spec: ChatPolicy, ticket: StreamTicket | None = None) -> Response:
     """Check the request against the provider and the conversation against its owner, then stream.
 
     A ``conversation_id`` must be the caller's (checked by the history's query, one indexed
     lookup; else 404, before any upstream request); without one the turn starts a new
     conversation, whose id the first event and the ``X-Bupple-Conversation-Id`` header carry.
+    ``ticket`` (the limits' admission, :func:`~bupple_flask.admission.admitted`) is the stream's listener.
     """
     builder = (
         engine.ai(spec.provider)
         .with_model(spec.model)
         .with_temperature(spec.temperature)
         .with_max_tokens(spec.max_tokens)
+        .with_system_prompt(spec.system_prompt)
+        .with_context_budget(spec.context_tokens)
         .require_configured()
     )
     if spec.reasoning is not None:
@@ -128,7 +151,7 @@ def start_stream(engine: BuppleEngine, spec: StreamRequest) -> Response:
     else:  # the caller's own only: the history is read with the owner check, else 404 before any upstream request
         conversation = OwnedConversation(conversation_store(state, caller()), spec.conversation_id, False, model)
     events = ConversationEvents(spec.named_events, conversation.id)
-    return sse_response(builder, spec.messages, events=events, conversation=conversation)
+    return sse_response(builder, spec.messages, events=events, conversation=conversation, listener=ticket)
 
 
 def allowed_reasoning(asked: bool) -> bool:
@@ -169,7 +192,10 @@ def _json_error(code: str, message: str, status: int, extra: dict[str, Any] | No
 
 def _bupple_error(exc: BuppleError) -> Response:
     error = exc.to_dict()
-    return _json_error(error.pop("code"), error.pop("message"), exc.status, error)
+    response = _json_error(error.pop("code"), error.pop("message"), exc.status, error)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(math.ceil(exc.retry_after))
+    return response
 
 
 def _database_error(exc: SQLAlchemyError) -> Response:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .messages import normalize_messages, validate_max_tokens, validate_temperature
+from .context_budget import fit_context
+from .messages import Messages, normalize_messages, validate_max_tokens, validate_temperature
 from .providers.base import ChatCall, Provider
 from .stream import ChatStream, Deadline
 
@@ -34,6 +35,8 @@ class ChatRequestBuilder:
     idle_timeout: float | None = None
     max_retries: int | None = None
     reasoning: bool | None = None
+    system_prompt: str | None = None
+    context_tokens: int | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def with_model(self, model: str | None) -> ChatRequestBuilder:
@@ -74,6 +77,14 @@ class ChatRequestBuilder:
         """
         return dataclasses.replace(self, reasoning=bool(on))
 
+    def with_system_prompt(self, prompt: str | None) -> ChatRequestBuilder:
+        """Send ``prompt`` as the first (system) message of every request (None: none added)."""
+        return dataclasses.replace(self, system_prompt=prompt or None)
+
+    def with_context_budget(self, tokens: int | None) -> ChatRequestBuilder:
+        """Trim the history to ``tokens`` estimated input tokens, oldest turns first (None: send it all)."""
+        return dataclasses.replace(self, context_tokens=tokens or None)
+
     def with_options(self, **options: Any) -> ChatRequestBuilder:
         """Extra provider body fields (``top_p``, ``stop``, ...), merged over earlier ones."""
         return dataclasses.replace(self, options=MappingProxyType({**self.options, **options}))
@@ -98,7 +109,7 @@ class ChatRequestBuilder:
         provider = self.get_provider()
         settings = self.state.settings
         call = ChatCall(
-            messages=normalize_messages(messages),
+            messages=self.prepare(messages),
             model=self.model or provider.model,
             temperature=self.temperature if self.temperature is not None else provider.settings.temperature,
             max_tokens=self.max_tokens if self.max_tokens is not None else provider.settings.max_tokens,
@@ -116,6 +127,13 @@ class ChatRequestBuilder:
         prompt_chars = sum(len(m["content"]) for m in call.messages)
         return ChatStream(upstream, provider=provider.name, deadline=deadline, mock=provider.is_mock,
                           reasoning=reasoning, prompt_chars=prompt_chars)  # fmt: skip
+
+    def prepare(self, messages: Any) -> Messages:
+        """The messages as sent: the system prompt first, then the history trimmed to the context budget."""
+        messages = normalize_messages(messages)
+        if self.system_prompt:
+            messages = Messages(({"role": "system", "content": self.system_prompt}, *messages))
+        return fit_context(messages, self.context_tokens)
 
     def send(self, messages: Any) -> dict[str, Any]:
         """Non-streaming convenience: the whole reply as ``{"role", "content", "model", "usage", "finish_reason"}``."""

@@ -17,20 +17,11 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .values import reasoning_mode, to_bool, to_number
+from .policy_settings import POLICY_KEYS, PolicySettings
+from .values import Key, reasoning_mode, to_bool, to_list, to_number
 
 if TYPE_CHECKING:
     from .providers.base import Provider
-
-
-@dataclass(frozen=True)
-class Key:
-    """One setting: its canonical name, default, fallback names, and what it does."""
-
-    name: str
-    default: Any
-    doc: str
-    fallbacks: tuple[str, ...] = ()
 
 
 ENGINE_KEYS: tuple[Key, ...] = (
@@ -61,6 +52,7 @@ ENGINE_KEYS: tuple[Key, ...] = (
     Key("BUPPLE_CONVERSATIONS_TABLE", "bupple_conversations", "the conversations table (id, owner, title, times)"),
     Key("BUPPLE_ALLOW_ANONYMOUS", False, "nobody signed in: an anonymous identity in a signed cookie; off: 401"),
     Key("BUPPLE_IDENTITY_LOADER", None, "'module:function' returning the current user's id (or None)"),
+    *POLICY_KEYS,
 )
 
 PROVIDER_FIELDS: tuple[tuple[str, str], ...] = (
@@ -69,6 +61,7 @@ PROVIDER_FIELDS: tuple[tuple[str, str], ...] = (
     ("MODEL", "default model"),
     ("TEMPERATURE", "default temperature"),
     ("MAX_TOKENS", "default max_tokens"),
+    ("MODELS", "models the browser may ask for besides the default (comma-separated; '*': any)"),
 )
 
 STANDALONE_KEYS: tuple[Key, ...] = (
@@ -123,6 +116,7 @@ class ProviderSettings:
     model: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    models: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # keys never reach logs, not even through a repr
@@ -154,6 +148,7 @@ def provider_settings(
         model=_text(values.pop("MODEL")),
         temperature=to_number(key + "TEMPERATURE", values.pop("TEMPERATURE"), float),
         max_tokens=to_number(key + "MAX_TOKENS", values.pop("MAX_TOKENS"), int),
+        models=to_list(values.pop("MODELS")),
         extra={k.lower(): v for k, v in values.items()},
     )
 
@@ -203,6 +198,8 @@ class EngineSettings:
     conversations_table: str = "bupple_conversations"
     allow_anonymous: bool = False
     identity_loader: str | None = None
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    """What the browser may ask for, and the limits (:mod:`bupple_flask.policy_settings`)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
@@ -238,6 +235,7 @@ class EngineSettings:
             conversations_table=str(config.get("BUPPLE_CONVERSATIONS_TABLE") or "bupple_conversations"),
             allow_anonymous=to_bool("BUPPLE_ALLOW_ANONYMOUS", config.get("BUPPLE_ALLOW_ANONYMOUS", False)),
             identity_loader=str(config["BUPPLE_IDENTITY_LOADER"]) if config.get("BUPPLE_IDENTITY_LOADER") else None,
+            policy=PolicySettings.from_config(config),
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 from flask import Flask, Response, current_app, has_app_context
@@ -36,16 +36,14 @@ from .events import StreamEvents
 from .identity import IdentityHooks, IdentityLoader
 from .memory import ConversationMemory, memory_table
 from .metrics import enable_metrics
+from .policy import RequestPolicies
 from .providers import Provider, canonical_name, provider_class, provider_classes, register_provider
 from .providers.registry import load_entry_points
 from .redact import Redactor
-from .relay import StreamListener
+from .relay import Relay, StreamListener
 from .response import sse_response
 from .transport import create_session
 from .users import EngineUsers, setup_users
-
-if TYPE_CHECKING:
-    from .relay import Relay, StreamListener
 
 EXTENSION_KEY = "bupple"
 log = logging.getLogger("bupple_flask")
@@ -162,7 +160,7 @@ class EngineState:
         ]
 
 
-class BuppleEngine(EngineUsers):
+class BuppleEngine(EngineUsers, RequestPolicies):
     """Stream chat replies from OpenAI, Claude, Gemini (or the offline mock) inside a Flask app.
 
     ``db`` is the app's Flask-SQLAlchemy instance (found in ``app.extensions`` when not
@@ -198,9 +196,13 @@ class BuppleEngine(EngineUsers):
         ``BUPPLE_DATABASE_URI``, ``BUPPLE_DB_TIMEOUT``, ``BUPPLE_URL_PREFIX``, ``BUPPLE_REGISTER_BLUEPRINT``,
         ``BUPPLE_STREAM_REASONING``, ``BUPPLE_STORE_REASONING``, ``BUPPLE_METRICS``, ``BUPPLE_METRICS_TOKEN``,
         ``BUPPLE_CONVERSATIONS_TABLE``, ``BUPPLE_ALLOW_ANONYMOUS``, ``BUPPLE_IDENTITY_LOADER``,
-        and for every registered provider ``BUPPLE_ENGINE_<NAME>_API_KEY``, ``_BASE_URL``, ``_MODEL``,
-        ``_TEMPERATURE``, ``_MAX_TOKENS`` (plus the provider's own extras). Provider settings are
-        checked now, so a bad value fails at start-up.
+        the policy and limits (README, Security): ``BUPPLE_SYSTEM_PROMPT``, ``BUPPLE_TRUST_CLIENT_MESSAGES``,
+        ``BUPPLE_CLIENT_PROVIDERS``, ``BUPPLE_MAX_OUTPUT_TOKENS``, ``BUPPLE_CONTEXT_TOKENS``, ``BUPPLE_REDIS_URL``,
+        ``BUPPLE_ALLOW_GET_STREAM``, ``BUPPLE_CORS_ORIGINS``, ``BUPPLE_RATE_LIMIT``, ``BUPPLE_REDIS_PREFIX``,
+        ``BUPPLE_MAX_STREAMS_PER_USER``, ``BUPPLE_MAX_STREAMS``, ``BUPPLE_STREAM_LEASE``, ``BUPPLE_TOKEN_BUDGET``;
+        for every registered provider ``BUPPLE_ENGINE_<NAME>_API_KEY``, ``_BASE_URL``, ``_MODEL``, ``_MODELS``,
+        ``_TEMPERATURE``, ``_MAX_TOKENS`` (plus its own extras). Provider settings are checked now, so a bad value
+        fails at start-up.
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("BuppleEngine is already initialised on this app; call init_app once per app")

@@ -12,9 +12,15 @@ here once, by status or by in-stream type, so provider modules never grow their 
     |   +-- UnsupportedMediaTypeError (415, unsupported_media_type)
     |   +-- UnknownProviderError (400, unknown_provider)
     |   +-- NotConfiguredError (400, not_configured)
+    |   +-- NotAllowedError (400, not_allowed)              a model, provider or reply size the policy refuses
     +-- UnauthorizedError (401, unauthorized)               no user, and anonymous use is off
     +-- ForbiddenError (403, forbidden)                     the app's authorize hook said no
     +-- ConversationNotFoundError (404, conversation_not_found)   missing and someone else's alike
+    +-- RefusedError (403, forbidden)                       a request_policy hook said no (any 4xx)
+    +-- LimitExceededError (429, rate_limit_exceeded, too_many_streams, budget_exhausted)
+
+(``NotAllowedError``, ``RefusedError`` and ``LimitExceededError``, the server's own refusals, are in
+:mod:`bupple_flask.refusals`.)
     +-- ProviderError (502, provider_error)                 the upstream's fault
         +-- ProviderAuthError (502, provider_auth)
         +-- BadRequestError (502, bad_request)

@@ -20,6 +20,7 @@ from .events import StreamEvents
 from .memory import ConversationMemory
 from .messages import Messages, normalize_messages
 from .relay import Relay, RelaySettings, StreamListener, StreamOutcome
+from .signals import signal_listener
 from .turns import ConversationTurn, OwnedConversation
 
 __all__ = ["PARENT_CLASS", "SSE_HEADERS", "sse_response"]
@@ -63,7 +64,7 @@ def sse_response(
         stream_id=stream_id,
         events=events,
         final_extra={"conversation_id": conversation_id} if conversation_id is not None else None,
-        listener=_both(turn, listener),
+        listener=_both(_both(turn, listener), signal_listener(builder, to_send, stream_id, conversation_id)),
         client_socket=request.environ.get("gunicorn.socket") if has_request_context() else None,
     )
     response = Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)

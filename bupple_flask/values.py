@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its canonical name, default, fallback names, and what it does."""
+
+    name: str
+    default: Any
+    doc: str
+    fallbacks: tuple[str, ...] = ()
+
+
+def to_list(value: Any) -> tuple[str, ...]:
+    """A comma-separated setting (or a list in ``app.config``) as a tuple of stripped, non-empty names."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(text for text in (str(item).strip() for item in items) if text)
 
 
 def to_number(name: str, value: Any, cast: Callable[[Any], Any]) -> Any:

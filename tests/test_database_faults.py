@@ -295,7 +295,7 @@ def test_the_server_starts_without_its_database_and_creates_the_table_when_it_an
 
 
 def test_a_user_message_with_nul_is_refused_before_the_upstream(database, start_server, fake_openai) -> None:
-    server = _start(start_server, database)
+    server = _start(start_server, database, BUPPLE_TRUST_CLIENT_MESSAGES="true")  # a client history, too
     visitor = Visitor(server.url)
     conversation = visitor.new_conversation()
     for body in (

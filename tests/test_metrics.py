@@ -184,7 +184,7 @@ def worker_pids(server: GunicornServer) -> list[int]:
 def test_two_workers_add_up(two_workers, fake_openai) -> None:
     """Ten streams held open at once, at most six per worker: only the sum of both workers says ten."""
     fake_openai.script = Script(chunks=["one ", "two"], gated=True)
-    server = two_workers(GUNICORN_WORKER_CONNECTIONS="6")
+    server = two_workers(GUNICORN_WORKER_CONNECTIONS="6", BUPPLE_MAX_STREAMS_PER_USER="0")  # one client, ten streams
     assert requests.get(server.url + "/metrics", timeout=10).status_code == 401  # the token holds under gunicorn
     clients = [RawStream(server.url, {"message": "Hi", "provider": "openai"}) for _ in range(10)]
     streams = [client.events() for client in clients]

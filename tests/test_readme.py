@@ -20,6 +20,8 @@ TESTED_ELSEWHERE = {
     "cli",  # run as real flask processes by tests/test_cli.py
     "migrations-app", "migrations-ini", "migrations-steps",  # run with Flask-Migrate by tests/test_migrations.py
     "host-app",  # served by gunicorn with Flask-Login by tests/test_users_host.py
+    "request-policy",  # run by tests/test_policy.py
+    "signals",  # run by tests/test_signals.py
 }
 
 

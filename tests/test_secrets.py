@@ -116,6 +116,10 @@ def _html(message: str) -> bytes:
     return f"<html><head><title>500</title></head><body>{padding}<pre>{message}</pre></body></html>".encode()
 
 
+# The hostile upstreams are asked for model "m-1": the browser may pick any model on these servers.
+ANY_MODEL = {f"BUPPLE_ENGINE_{name}_MODELS": "*" for name in ("OPENAI", "CLAUDE", "GEMINI")}
+
+
 def _stream_with_error(wire: str, message: str, model: str = "m-1") -> bytes:
     if wire == "openai":
         first = {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}], "model": model}
@@ -191,7 +195,7 @@ def _stream(visitor: Visitor, provider: str) -> tuple[str, list[dict]]:
 
 def test_provider_error_text_never_carries_a_key_to_sse_history_or_log(start_server, hostile) -> None:
     """15 cases (5 error shapes x 3 providers): the SSE body, the stored reply and the log are redacted."""
-    server = start_server(**hostile.config(), BUPPLE_LOG_LEVEL="INFO", GUNICORN_ACCESSLOG="-")
+    server = start_server(**hostile.config(), **ANY_MODEL, BUPPLE_LOG_LEVEL="INFO", GUNICORN_ACCESSLOG="-")
     texts: dict[str, str] = {}
     for provider in PROVIDERS:
         for case in CASES:
@@ -215,7 +219,7 @@ def test_provider_error_text_never_carries_a_key_to_sse_history_or_log(start_ser
 
 def test_a_line_break_from_the_upstream_cannot_forge_a_log_line(start_server, hostile) -> None:
     """An upstream that echoes a model name with CR/LF, in its error text or as the model that answered."""
-    server = start_server(**hostile.config(), BUPPLE_LOG_LEVEL="INFO")
+    server = start_server(**hostile.config(), **ANY_MODEL, BUPPLE_LOG_LEVEL="INFO")
     for provider in PROVIDERS:
         for case in ("crlf-error", "crlf-model"):
             hostile.mode = case

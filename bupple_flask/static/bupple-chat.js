@@ -703,13 +703,14 @@
     return endpoint + sep + parts.join('&') + hash;
   }
   /** Readable message from a non-2xx response body ({"error":{"code","message"}} or text). */
-  function describeHttpError(status, bodyText) {
+  function describeHttpError(status, bodyText, retryAfterHeader) {
     var message = '';
     var code = 'http_' + status;
+    var retryAfter = status === 429 ? parseFloat(retryAfterHeader) || null : null; // a limit's Retry-After
     try {
       var json = JSON.parse(bodyText);
       var e = json && json.error;
-      if (e && typeof e === 'object') { message = e.message || ''; code = e.code || code; }
+      if (e && typeof e === 'object') { message = e.message || ''; code = e.code || code; retryAfter = retryAfter || (status === 429 && e.retry_after) || null; }
       else if (typeof e === 'string') { message = e; code = json.code || code; }
       else if (json && typeof json.message === 'string') message = json.message;
     } catch (_) { /* not JSON */ }
@@ -720,7 +721,9 @@
       else if (status >= 500) message = 'The chat server had a problem (HTTP ' + status + '). Please try again.';
       else message = 'The request failed (HTTP ' + status + ').';
     }
-    return { type: 'error', error: String(message), code: String(code), status: status, done: true };
+    var error = { type: 'error', error: String(message), code: String(code), status: status, done: true };
+    if (retryAfter) error.retry_after = retryAfter;
+    return error;
   }
 
   function uuid() {
@@ -835,9 +838,14 @@
       meta: meta.join(' · '),
       tokens: keep ? reply.tokens : null,
       status: result === 'stopped' ? 'Stopped.' : '',
-      error: result !== 'error' ? null
-        : { message: payload.error || 'Something went wrong.', code: payload.code || 'error', retry: payload.retryable !== false }
+      error: result !== 'error' ? null : withWait(
+        { message: payload.error || 'Something went wrong.', code: payload.code || 'error', retry: payload.retryable !== false }, payload)
     };
+  }
+  /** A 429 from the server's limits carries the seconds to wait (shown counting down). */
+  function withWait(error, payload) {
+    if (payload.status === 429 && payload.retry_after) error.retryAfter = payload.retry_after;
+    return error;
   }
 
   /** The fields sent with a message (POST body, or query string for EventSource). */
@@ -894,7 +902,8 @@
     }).then(function (res) {
       if (!res || reply.finished) return null;
       if (!res.ok) {
-        return res.text().then(function (t) { reply.fail(describeHttpError(res.status, t)); }, function () { reply.fail(describeHttpError(res.status, '')); });
+        var retryAfter = res.headers.get('Retry-After');
+        return res.text().then(function (t) { reply.fail(describeHttpError(res.status, t, retryAfter)); }, function () { reply.fail(describeHttpError(res.status, '', retryAfter)); });
       }
       var ctype = (res.headers.get('content-type') || '').toLowerCase();
       if (ctype.indexOf('text/event-stream') === -1) {
@@ -1439,8 +1448,23 @@
         children.push(retry);
       }
       errorRow = h(doc, 'div', { 'class': 'row err', 'data-role': 'error' }, [h(doc, 'div', { 'class': 'box' }, children)]);
+      if (error.retryAfter > 0) countDown(errorRow, msg, children[2], Math.ceil(error.retryAfter));
       list.appendChild(errorRow);
       scrollToBottom();
+    }
+    /** The server's 429 (a limit): "Try again in N s", counting down; Retry waits for it. */
+    function countDown(row, msg, retry, seconds) {
+      var wait = h(doc, 'span', { 'class': 'wait', 'data-testid': 'retry-countdown' });
+      msg.appendChild(wait);
+      if (retry) retry.disabled = true;
+      function tick() {
+        if (row !== errorRow) return; // replaced by another error, or removed
+        wait.textContent = seconds > 0 ? ' Try again in ' + seconds + ' s.' : ' You can try again now.';
+        if (seconds <= 0) { if (retry) retry.disabled = false; return; }
+        seconds--;
+        setTimeout(tick, 1000);
+      }
+      tick();
     }
     function removeErrorRow() {
       if (errorRow && errorRow.parentNode) errorRow.parentNode.removeChild(errorRow);
@@ -1590,7 +1614,7 @@
       if (active === reply) active = null;
       view.setState(outcome.state);
       if (outcome.error) {
-        view.showError({ message: outcome.error.message, code: outcome.error.code, retry: outcome.error.retry && lastUserText != null });
+        view.showError({ message: outcome.error.message, code: outcome.error.code, retry: outcome.error.retry && lastUserText != null, retryAfter: outcome.error.retryAfter });
       }
       if (hadFocus) view.focusInput();
     }
