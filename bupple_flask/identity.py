@@ -169,6 +169,8 @@ def guard_blueprint(hooks: IdentityHooks) -> Callable[[], BaseResponse | None]:
     """The blueprint's ``before_request``: 401 without an identity, then the app's ``authorize`` hooks."""
 
     def guard() -> BaseResponse | None:
+        if request.method == "OPTIONS":
+            return None  # a CORS preflight carries no cookies; Flask-Cors answers it (BUPPLE_CORS_ORIGINS)
         endpoint = request.endpoint or ""
         is_open = endpoint.rpartition(".")[2] in OPEN_ENDPOINTS
         identity = current_identity(create_anonymous=endpoint.endswith(".chat_page") or not is_open)

@@ -17,10 +17,10 @@ from flask import Response
 
 from .context_budget import input_budget, messages_tokens
 from .errors import InvalidRequestError
+from .identity import current_identity
 from .messages import Messages
 from .providers import canonical_name
 from .refusals import NotAllowedError
-from .requester import current_identity
 
 if TYPE_CHECKING:
     from .engine import EngineState

@@ -1,4 +1,4 @@
-"""Who is asking: the request's identity (issue 9's ``bupple_flask.identity``) and the key limits count under.
+"""Who is asking, as the limits count it: the request's identity (:mod:`bupple_flask.identity`) or its address.
 
 Signed-in users are counted by their identity key; anonymous visitors and requests without an
 identity by their client address (``request.remote_addr``: behind a proxy, wrap the app in
@@ -7,21 +7,11 @@ Werkzeug's ``ProxyFix`` so it is the visitor's, and only then).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from flask import has_request_context, request
 
-
-def current_identity() -> Any:
-    """The request's ``Identity`` (``key``, ``anonymous``), or None (no identity, or no identity module)."""
-    if not has_request_context():
-        return None
-    try:
-        module = importlib.import_module("bupple_flask.identity")
-    except ImportError:
-        return None
-    return module.current_identity()
+from .identity import current_identity
 
 
 def limit_key(identity: Any = None) -> str:

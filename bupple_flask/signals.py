@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from blinker import Namespace
 
 from .context_budget import estimate_tokens, messages_tokens
-from .requester import current_identity
+from .identity import current_identity
 
 if TYPE_CHECKING:
     from .builder import ChatRequestBuilder

@@ -10,7 +10,7 @@ from bupple_flask import BuppleEngine
 from bupple_flask.context_budget import estimate_tokens, fit_context, input_budget, messages_tokens
 from bupple_flask.messages import Messages
 from bupple_flask.testing import Script
-from tests.server import stream_json
+from tests.server import Visitor
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "provider-streams"
 # Recorded streams whose reported output tokens count exactly the visible text. Left out: replies with
@@ -75,12 +75,14 @@ def test_the_default_budget_is_the_models_window_less_the_reply() -> None:
 
 def test_a_300_turn_conversation_is_trimmed_to_the_budget(start_server, make_app, tmp_path, fake_openai) -> None:
     history = _conversation(300)
+    server = start_server(BUPPLE_CONTEXT_TOKENS="2000", BUPPLE_SYSTEM_PROMPT="Be brief.")
+    visitor = Visitor(server.url)
+    conversation = visitor.new_conversation()
     seed = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'server.sqlite3'}")
     with seed.app_context():
-        seed.extensions["bupple"].memory().set_parent("conversation", "long-1").add_messages(history)
-    server = start_server(BUPPLE_CONTEXT_TOKENS="2000", BUPPLE_SYSTEM_PROMPT="Be brief.")
+        seed.extensions["bupple"].memory().set_parent("conversation", conversation).add_messages(history)
     fake_openai.script = Script(chunks=["ok"])
-    events = stream_json(server.url, {"message": "And now?", "provider": "openai", "conversation_id": "long-1"})
+    events = visitor.stream({"message": "And now?", "provider": "openai", "conversation_id": conversation})
     assert events[-1]["type"] == "completion"
     sent = fake_openai.requests[0].json["messages"]
     assert sent[0] == {"role": "system", "content": "Be brief."}

@@ -6,11 +6,9 @@ import json
 import time
 from pathlib import Path
 
-import requests
-
 from bupple_flask.signals import stream_finished
 from bupple_flask.testing import Script
-from tests.server import RawStream, stream_json
+from tests.server import RawStream, Visitor
 from tests.test_readme import readme_app, readme_blocks  # noqa: F401  (the README's app, as a fixture)
 
 HOST_APP = '''
@@ -55,16 +53,18 @@ def test_signals_carry_the_real_usage_and_the_usage_is_stored(start_server, tmp_
     log = tmp_path / "signals.jsonl"
     server = start_server(app="host_app:app", pythonpath=folder, SIGNAL_LOG=str(log))
     fake_openai.script = Script(chunks=["Hello ", "there"], input_tokens=123, output_tokens=45)
-    events = stream_json(server.url, {"message": "hi", "provider": "openai", "conversation_id": "sig-1"})
+    visitor = Visitor(server.url)
+    events = visitor.stream({"message": "hi", "provider": "openai"})
     assert events[-1]["type"] == "completion"
+    conversation = events[0]["conversation_id"]
     started, finished = _records(log, 2)  # written after the reply was stored (the turn's listener goes first)
-    stored = requests.get(server.url + "/api/conversations/sig-1/messages", timeout=10).json()["messages"]
+    stored = visitor.messages(conversation)
     assert stored[-1]["metadata"]["usage"] == {"input_tokens": 123, "output_tokens": 45}
     assert started["signal"] == "started" and finished["signal"] == "finished"
     for record in (started, finished):
-        assert record["conversation_id"] == "sig-1" and record["provider"] == "openai"
+        assert record["conversation_id"] == conversation and record["provider"] == "openai"
         assert record["model"] == "gpt-4o-mini" and record["stream_id"] == events[0]["stream_id"]
-        assert record["identity"] is None  # no identity on this app
+        assert record["identity"].startswith("Identity(key='anon:")  # the standalone app's anonymous visitor
     assert finished["usage"] == {"input_tokens": 123, "output_tokens": 45, "estimated": False}
     assert finished["ending"] == "complete" and finished["ttft"] > 0 and finished["duration"] >= finished["ttft"]
 
@@ -98,4 +98,5 @@ def test_the_readme_signals_example(readme_app, fake_openai) -> None:  # noqa: F
         assert b'"completion"' in response.data
     finally:
         stream_finished.disconnect(readme_app["record_spend"])
-    assert spend == [(None, "gpt-4o-mini", 9, False, "complete")]
+    ((identity, *rest),) = spend
+    assert identity.anonymous and rest == ["gpt-4o-mini", 9, False, "complete"]
