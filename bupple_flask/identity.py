@@ -68,7 +68,7 @@ def current_identity(*, create_anonymous: bool = True) -> Identity | None:
         return cached
     if cached is None and not create_anonymous:
         return None
-    identity = _resolve(create_anonymous and request.path.startswith(cookie_path()))
+    identity = _resolve(create_anonymous and _under_the_blueprint())
     if identity is not None or create_anonymous:
         g._bupple_identity = identity
     return identity
@@ -130,6 +130,14 @@ def cookie_path() -> str:
     from .engine import get_state
 
     return (request.script_root + get_state().settings.url_prefix) or "/"
+
+
+def _under_the_blueprint() -> bool:
+    """Whether this request's path is one the anonymous cookie is sent back to (its path, minus the mount point)."""
+    from .engine import get_state
+
+    prefix = get_state().settings.url_prefix
+    return not prefix or request.path == prefix or request.path.startswith(prefix + "/")
 
 
 def _signer() -> Signer:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .conversations import ConversationStore, auto_title
@@ -24,6 +25,7 @@ from .green import Task, spawn
 from .memory import ConversationMemory, check_content, without_nul
 from .messages import Messages
 from .relay import StreamOutcome
+from .times import now
 
 log = logging.getLogger("bupple_flask")
 
@@ -62,6 +64,7 @@ class ConversationTurn:
         self.store_reasoning = store_reasoning
         self.conversation = conversation
         self._storing_question: Task | None = None
+        self._asked_at: datetime | None = None
         self._question_stored = False
 
     def messages(self) -> Messages:
@@ -88,8 +91,14 @@ class ConversationTurn:
         return Messages(history + list(self.question))  # stored history is canonical already
 
     def started(self) -> None:
-        """Store the question in the background while the upstream request is in flight."""
-        self._storing_question = spawn(self._store_question)
+        """Store the question in the background while the upstream request is in flight.
+
+        A new conversation is written whole when its first reply ends instead: the conversation,
+        the question and the reply in one transaction, so a stream pays for one write, not two.
+        """
+        self._asked_at = now()
+        if self.conversation is None or not self.conversation.new:
+            self._storing_question = spawn(self._store_question)
 
     def _store_question(self) -> None:
         try:
@@ -109,8 +118,12 @@ class ConversationTurn:
 
     def ended(self, outcome: StreamOutcome) -> None:
         """Store the reply (after the question: the order is the conversation's)."""
-        if self._storing_question is None:
+        if self._asked_at is None:
             return  # the upstream was never asked (the browser left at once): nothing to store
+        if self.conversation is not None and self.conversation.new:
+            self._store_new_conversation(outcome)
+            return
+        assert self._storing_question is not None
         self._storing_question.join()
         if not self._question_stored:
             log.warning(
@@ -118,6 +131,27 @@ class ConversationTurn:
                 self.memory.parent_id, outcome.ending,
             )  # fmt: skip
             return
+        self.memory.add_assistant_message(
+            without_nul(outcome.content), metadata=self._reply_metadata(outcome), driver=outcome.provider
+        )
+
+    def _store_new_conversation(self, outcome: StreamOutcome) -> None:
+        conversation = self.conversation
+        assert conversation is not None
+        try:
+            if conversation.prepare is not None:
+                conversation.prepare()
+            rows = self.memory.message_rows([*self.question, {"role": "assistant", "content": ""}])
+            for row in rows[:-1]:
+                row["created_at"] = row["updated_at"] = self._asked_at
+            rows[-1].update(content=without_nul(outcome.content), metadata=self._reply_metadata(outcome),
+                            driver=outcome.provider)  # fmt: skip
+            conversation.store.start_turn(conversation.id, rows, new=True, title=auto_title(self.question),
+                                          provider=self.memory.driver, model=conversation.model)  # fmt: skip
+        except Exception:
+            log.exception("storing the new conversation %s failed (%s)", conversation.id, outcome.ending)
+
+    def _reply_metadata(self, outcome: StreamOutcome) -> Any:
         metadata: dict[str, Any] = {
             "ending": outcome.ending,
             "provider": outcome.provider,
@@ -133,6 +167,4 @@ class ConversationTurn:
             metadata["reasoning"] = outcome.reasoning
             if outcome.reasoning_signature:
                 metadata["reasoning_signature"] = outcome.reasoning_signature
-        self.memory.add_assistant_message(
-            without_nul(outcome.content), metadata=without_nul(metadata), driver=outcome.provider
-        )
+        return without_nul(metadata)

@@ -232,3 +232,17 @@ def test_database_outage_is_a_clear_503_not_a_crash(make_app, fake_openai) -> No
     assert fake_openai.requests == []
     # A new conversation still streams (its turn cannot be stored).
     assert events(client.post("/api/stream", json={"message": "Hi"}))[-1]["type"] == "completion"
+
+
+def test_the_anonymous_identity_under_a_mount_point_and_a_prefix(make_app, fake_openai) -> None:
+    """An app mounted at /site (SCRIPT_NAME) with the blueprint at /ai: the cookie's path is /site/ai."""
+    client = make_app(BUPPLE_URL_PREFIX="/ai").test_client()
+    me = client.get("/ai/api/me", base_url="http://localhost/site")
+    assert me.status_code == 200 and me.get_json()["anonymous"] is True
+    cookie = me.headers["Set-Cookie"]
+    assert "Path=/site/ai" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    made = client.post("/ai/api/conversations", json={}, base_url="http://localhost/site").get_json()
+    listed = client.get("/ai/api/conversations", base_url="http://localhost/site").get_json()["conversations"]
+    assert [c["id"] for c in listed] == [made["id"]]  # the same identity on the next request
+    page = client.get("/ai/chat", base_url="http://localhost/site").get_data(as_text=True)
+    assert 'data-endpoint="/site/ai/api/stream"' in page and 'src="/site/ai/bupple/bupple-chat.js"' in page
