@@ -203,6 +203,9 @@ def test_two_workers_add_up(two_workers, fake_openai) -> None:
     assert sample(text, "bupple_streams_started_total", provider="openai") == 10
     assert sample(text, "bupple_output_tokens_total", provider="openai") == 20
     assert sample(text, "bupple_time_to_first_token_seconds_count", provider="openai") == 10
+    # The gauge and the counters are separate files per worker: a scrape can read one before a worker's
+    # last update and the other after it, so the gauge is polled too.
+    text = wait_for_metric(server.url, "bupple_streams_open", 0, provider="openai")
     assert sample(text, "bupple_streams_open") == 0
 
 

@@ -291,3 +291,22 @@ def test_title_from_the_first_question_until_renamed_and_times_with_an_offset(
     messages = call(visitor, "GET", f"/api/conversations/{conversation}/messages").json()["messages"]
     stamps += [m["created_at"] for m in messages]
     assert stamps and all(ISO_UTC.match(stamp) for stamp in stamps), stamps
+
+
+def test_the_standalone_app_keeps_a_generated_secret_key_in_its_instance_folder(tmp_path, monkeypatch) -> None:
+    import os
+    import stat
+
+    from bupple_flask.app import create_app
+
+    monkeypatch.setenv("BUPPLE_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'app.sqlite3'}")
+    first, again = create_app().config["SECRET_KEY"], create_app().config["SECRET_KEY"]
+    assert first == again and len(first) >= 64  # made once, read by every worker and restart
+    assert stat.S_IMODE(os.stat(tmp_path / "instance" / "secret_key").st_mode) == 0o600
+    assert create_app().config["BUPPLE_ALLOW_ANONYMOUS"] is True
+    monkeypatch.setenv("BUPPLE_FLASK_SECRET_KEY", "configured")
+    monkeypatch.setenv("BUPPLE_ALLOW_ANONYMOUS", "false")
+    configured = create_app()
+    assert configured.config["SECRET_KEY"] == "configured"
+    assert configured.extensions["bupple"].settings.allow_anonymous is False
