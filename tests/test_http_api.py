@@ -246,3 +246,44 @@ def test_the_anonymous_identity_under_a_mount_point_and_a_prefix(make_app, fake_
     assert [c["id"] for c in listed] == [made["id"]]  # the same identity on the next request
     page = client.get("/ai/chat", base_url="http://localhost/site").get_data(as_text=True)
     assert 'data-endpoint="/site/ai/api/stream"' in page and 'src="/site/ai/bupple/bupple-chat.js"' in page
+
+
+def header_user() -> str | None:
+    """An app's identity loader named by BUPPLE_IDENTITY_LOADER: the user a trusted proxy put in a header."""
+    from flask import request
+
+    return request.headers.get("X-User")
+
+
+def test_the_configured_identity_loader_and_an_authorize_hook_that_answers_itself(tmp_path, fakes) -> None:
+    from flask import Flask, redirect
+
+    from bupple_flask import BuppleEngine
+    from tests.conftest import provider_config
+
+    app = Flask("loader", instance_path=str(tmp_path / "instance"))
+    app.config.update(SECRET_KEY="test", BUPPLE_IDENTITY_LOADER="tests.test_http_api:header_user",
+                      BUPPLE_MOCK_DELAY=0, **provider_config(fakes))  # fmt: skip
+    engine = BuppleEngine(app)
+    with app.app_context():
+        engine.create_tables()
+    seen: list[tuple[str | None, str]] = []
+
+    @engine.authorize
+    def send_providers_elsewhere(identity, endpoint):
+        seen.append((identity.key if identity else None, endpoint))
+        if endpoint == "bupple.providers":
+            return redirect("/elsewhere")  # a response of the app's own, sent as it is
+        return True
+
+    client = app.test_client()
+    assert client.get("/api/conversations").get_json()["error"]["code"] == "unauthorized"  # no header, no one
+    ada, bob = {"X-User": "ada"}, {"X-User": "bob"}
+    made = client.post("/api/conversations", json={"title": "Ada's"}, headers=ada).get_json()
+    assert client.get(f"/api/conversations/{made['id']}", headers=bob).status_code == 404
+    assert client.get("/api/me", headers=ada).get_json()["anonymous"] is False
+    response = client.get("/api/providers", headers=ada)
+    assert response.status_code == 302 and response.headers["Location"] == "/elsewhere"
+    assert ("user:ada", "bupple.create_conversation") in seen and ("user:ada", "bupple.providers") in seen
+    with app.app_context():
+        assert engine.conversations("user:ada").get(made["id"])["title"] == "Ada's"
