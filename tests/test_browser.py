@@ -253,3 +253,42 @@ def test_vue_example(page: Page, fake_openai, artifacts: Path) -> None:
     expect(reply).to_have_text("Reactive <b>and</b> safe")
     assert reply.locator("b").count() == 0
     page.screenshot(path=str(artifacts / "vue-example.png"))
+
+
+def test_reasoning_shows_collapsed_under_thinking_apart_from_the_reply(browser: Browser, start_server, fake_openai,
+                                                                        artifacts: Path) -> None:
+    server = start_server(BUPPLE_DEFAULT_ENGINE_DRIVER="openai", BUPPLE_STREAM_REASONING="on")
+    page = browser.new_page(base_url=server.url)
+    thoughts = ["The user asks about rivers. ", "Keep it short."]
+    fake_openai.script = Script(reasoning=thoughts, chunks=["Rivers ", "flow."], gated=True)
+    page.goto("/chat")
+    send(page, "Rivers?")
+    section = page.get_by_test_id("reasoning")
+    # The thinking arrives before the answer (the fake holds the answer): a status, and a closed section.
+    expect(page.get_by_test_id("status")).to_have_text("Thinking…")
+    expect(page.get_by_test_id("reasoning-summary")).to_have_text("Thinking…")
+    expect(section).not_to_have_attribute("open", "")
+    expect(page.get_by_test_id("reasoning-text")).to_be_hidden()
+    page.get_by_test_id("reasoning-summary").click()
+    expect(page.get_by_test_id("reasoning-text")).to_have_text("".join(thoughts))
+    page.screenshot(path=str(artifacts / "widget-thinking.png"))
+    fake_openai.release(2)
+    expect(assistant(page)).to_have_text("Rivers flow.")
+    expect(page.get_by_test_id("reasoning-summary")).to_have_text("Thoughts")
+    expect(page.get_by_test_id("reasoning-text")).to_have_text("".join(thoughts))
+    assert page.get_by_test_id("reasoning").count() == 1
+    page.close()
+
+
+def test_a_refusal_says_the_provider_declined(page: Page, fake_openai, artifacts: Path) -> None:
+    recording = Path(__file__).resolve().parents[2] / "shared/fixtures/provider-streams/openai/refusal.sse"
+    if not recording.exists():
+        pytest.skip(f"the shared provider recordings are not on this machine ({recording.parent})")
+    fake_openai.script = Script(replay=recording)
+    page.goto("/chat")
+    send(page, "Something it will refuse")
+    expect(assistant(page)).to_have_text("I'm sorry, I can't assist with that request.")
+    expect(page.get_by_test_id("declined")).to_have_text("The provider declined to continue this reply (refusal).")
+    expect(page.get_by_test_id("message-meta").last).to_contain_text("stopped: refusal")
+    assert page.get_by_test_id("reasoning").count() == 0
+    page.screenshot(path=str(artifacts / "widget-declined.png"))

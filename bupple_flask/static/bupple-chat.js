@@ -30,6 +30,8 @@
  *   title, placeholder, welcome       texts
  *   headers           object or function returning one (or a Promise): e.g. auth header
  *   extra             object or function: extra fields merged into the POST body
+ *                     ({"reasoning": true} asks for the model's reasoning where the server allows it:
+ *                     shown collapsed under "Thinking...", never mixed into the reply)
  *   provider, model   sent with each message when set
  *   transport         'auto' (fetch streaming) | 'fetch' | 'eventsource' (GET; no custom headers)
  *   markdown          false; true renders safe Markdown (links: http/https/mailto only)
@@ -46,7 +48,7 @@
  *
  * mount() returns {send(text), retry(), stop(), clear(), destroy(), conversationId, state, busy,
  * ready, element, shadowRoot}; the element gets .buppleChat = that object and receives
- * bubbling DOM events: bupple:send, bupple:status, bupple:chunk, bupple:done, bupple:error,
+ * bubbling DOM events: bupple:send, bupple:status, bupple:chunk, bupple:reasoning, bupple:done, bupple:error,
  * bupple:stop, bupple:clear, bupple:history, bupple:mock (event.detail = the payload).
  * Colours: CSS custom properties --bupple-accent, --bupple-accent-fg, --bupple-bg, --bupple-fg,
  * --bupple-muted, --bupple-border, --bupple-surface, --bupple-user-bg, --bupple-user-fg,
@@ -748,7 +750,7 @@
 
   /**
    * createReply(text, listener?) -> reply
-   *   reply.handle(payload, sseType)  applies one parsed server event (status | chunk | completion | error)
+   *   reply.handle(payload, sseType)  applies one parsed server event (status | chunk | reasoning | completion | error)
    *   reply.fail(err)                 ends it as 'error' ({error, code, ...}): transport failures
    *   reply.stop()                    ends it as 'stopped', keeping the partial text, and aborts the transport
    *   reply.promise                   resolves once with {status: 'done'|'error'|'stopped', content, payload}
@@ -762,6 +764,8 @@
     var reply = {
       text: text,
       content: '',
+      reasoning: '',    // the model's thinking, when the server streams it: never part of content
+      declined: null,   // {reason, stage} when the provider refused or blocked the reply
       tokens: 0,
       chunks: 0,
       gotEvent: false,  // decides between "could not connect" and "connection lost"
@@ -786,7 +790,11 @@
         reply.chunks++;
         reply.tokens = typeof payload.tokens === 'number' ? payload.tokens : reply.chunks;
         notify('chunk', payload, reply);
+      } else if (type === 'reasoning') {
+        if (typeof payload.content === 'string') reply.reasoning += payload.content;
+        notify('reasoning', payload, reply);
       } else if (type === 'completion') {
+        if (payload.declined && typeof payload.declined === 'object') reply.declined = payload.declined;
         if (typeof payload.content === 'string' && payload.content) reply.content += payload.content;
         var usage = payload.usage || {};
         if (typeof usage.output_tokens === 'number') reply.tokens = usage.output_tokens;
@@ -824,6 +832,15 @@
     return parts;
   }
 
+  /** The notice under a reply the provider declined ({reason, stage}), or null. */
+  function declinedText(declined) {
+    if (!declined || typeof declined !== 'object') return null;
+    var reason = declined.reason ? ' (' + String(declined.reason) + ')' : '';
+    return declined.stage === 'prompt'
+      ? 'The provider declined to answer this message' + reason + '.'
+      : 'The provider declined to continue this reply' + reason + '.';
+  }
+
   /** What the view shows for a finished reply (pure, so tests can check what the user sees). */
   function replyOutcome(reply) {
     var result = reply.result;
@@ -838,6 +855,7 @@
       meta: meta.join(' · '),
       tokens: keep ? reply.tokens : null,
       status: result === 'stopped' ? 'Stopped.' : '',
+      declined: result === 'done' ? declinedText(reply.declined) : null,
       error: result !== 'error' ? null : withWait(
         { message: payload.error || 'Something went wrong.', code: payload.code || 'error', retry: payload.retryable !== false }, payload)
     };
@@ -950,7 +968,7 @@
     reply.onClose = function () { es.close(); };
     var handler = sseHandler(reply);
     es.onmessage = handler;
-    ['status', 'chunk', 'completion'].forEach(function (name) { es.addEventListener(name, handler); });
+    ['status', 'chunk', 'reasoning', 'completion'].forEach(function (name) { es.addEventListener(name, handler); });
     es.addEventListener('error', function (evt) {
       if (reply.finished) return;
       if (typeof evt.data === 'string') { handler(evt); return; } // a server "event: error"
@@ -1045,6 +1063,11 @@
     '.bar{display:flex;align-items:center;gap:8px;min-height:22px;padding:2px 16px;font-size:12px;color:var(--_muted)}',
     '.status{flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}',
     '.tokens{font-variant-numeric:tabular-nums;white-space:nowrap}',
+    // reasoning ("Thinking...") and a declined reply
+    '.think{max-width:min(92%,680px);margin:0 0 4px;font-size:13px;color:var(--_muted)}',
+    '.think summary{cursor:pointer;user-select:none}',
+    '.think-text{white-space:pre-wrap;margin:4px 0 0;padding:6px 10px;border-left:3px solid var(--_border);overflow-wrap:anywhere}',
+    '.declined{max-width:min(92%,680px);margin-top:4px;font-size:13px;color:var(--_err)}',
     // composer
     '.composer{display:flex;align-items:flex-end;gap:8px;padding:8px 10px 10px;border-top:1px solid var(--_border);background:var(--_bg)}',
     'textarea{flex:1;min-width:0;resize:none;border:1px solid var(--_border);border-radius:14px;padding:10px 14px;background:var(--_surface);',
@@ -1317,7 +1340,23 @@
       var meta = h(doc, 'div', { 'class': 'meta', 'data-testid': 'message-meta', hidden: true });
       var row = h(doc, 'div', { 'class': 'row assistant', 'data-role': 'assistant' }, [h(doc, 'span', { 'class': 'sr', text: 'Assistant said:' }), bubble, meta]);
       list.insertBefore(row, before || null);
-      return { row: row, bubble: bubble, meta: meta, textNode: null, deco: null };
+      return { row: row, bubble: bubble, meta: meta, textNode: null, deco: null, think: null };
+    }
+    /** The collapsed "Thinking..." section above a reply: the model's reasoning, expandable, apart from the text. */
+    function setReasoning(rv, text, thinking) {
+      if (!rv.think) {
+        var body = h(doc, 'div', { 'class': 'think-text', 'data-testid': 'reasoning-text' });
+        var summary = h(doc, 'summary', { 'data-testid': 'reasoning-summary' });
+        rv.think = h(doc, 'details', { 'class': 'think', 'data-testid': 'reasoning' }, [summary, body]);
+        rv.row.insertBefore(rv.think, rv.bubble);
+      }
+      rv.think.firstChild.textContent = thinking ? 'Thinking…' : 'Thoughts';
+      if (rv.think.lastChild.textContent !== text) rv.think.lastChild.textContent = text;
+    }
+    function setDeclined(rv, text) {
+      if (!text) return;
+      var note = h(doc, 'div', { 'class': 'declined', 'data-testid': 'declined', role: 'note', text: text });
+      rv.row.insertBefore(note, rv.meta);
     }
     function setMeta(rv, text) {
       rv.meta.textContent = text;
@@ -1390,6 +1429,7 @@
       }
       return {
         setStreamId: function (id) { rv.row.setAttribute('data-stream-id', id); },
+        reason: function (reply) { if (!ended) setReasoning(rv, reply.reasoning, true); },
         // At most one paint per animation frame. Markdown re-parses the whole reply on each
         // paint, so for very long replies the paints are spaced out to keep the page responsive.
         update: function (reply) {
@@ -1410,6 +1450,8 @@
             return;
           }
           paint(reply, false);
+          if (reply.reasoning) setReasoning(rv, reply.reasoning, false);
+          setDeclined(rv, outcome.declined);
           rv.bubble.setAttribute('aria-busy', 'false');
           if (outcome.incomplete) rv.bubble.setAttribute('data-incomplete', 'true');
           setMeta(rv, outcome.meta);
@@ -1429,6 +1471,8 @@
           var rv = addAssistantRow(anchor);
           renderContent(rv, m.content, false);
           rv.bubble.setAttribute('aria-live', 'off');
+          if (m.metadata && typeof m.metadata.reasoning === 'string' && m.metadata.reasoning) setReasoning(rv, m.metadata.reasoning, false);
+          setDeclined(rv, declinedText(m.metadata && m.metadata.declined));
           setMeta(rv, metaParts(m.metadata || {}).join(' · '));
           rv.row.setAttribute('data-history', 'true');
           shown++;
@@ -1576,6 +1620,10 @@
           if (reply.chunks === 1) view.setStatus('Replying…'); // the server's "Starting..." is over
           bubble.update(reply);
           emit('chunk', detail);
+        } else if (name === 'reasoning') {
+          if (!reply.chunks) view.setStatus('Thinking…'); // the model thinks before it answers
+          bubble.reason(reply);
+          emit('reasoning', detail);
         } else if (name === 'completion') {
           if (detail.conversation_id && detail.conversation_id !== history.id) rememberConversation(detail.conversation_id);
         } else if (name === 'end') {

@@ -332,3 +332,28 @@ test('EventSource: a connection error closes the source (no automatic re-send) a
   FakeEventSource.last.dispatch('error', { type: 'error', error: 'Upstream timed out', code: 'upstream_timeout', done: true });
   assert.deepEqual(replyOutcome(second).error, { message: 'Upstream timed out', code: 'upstream_timeout', retry: true });
 });
+
+test('reasoning events build reply.reasoning, never the reply text', () => {
+  const seen = [];
+  const reply = createReply('q', (name) => seen.push(name));
+  reply.handle({ type: 'reasoning', content: 'Think ', tokens: 1 });
+  reply.handle({ type: 'reasoning', content: 'twice.', tokens: 2 });
+  reply.handle(chunk('Answer', 3));
+  reply.handle(completion());
+  assert.equal(reply.reasoning, 'Think twice.');
+  assert.equal(reply.content, 'Answer');
+  assert.deepEqual(seen.slice(0, 3), ['reasoning', 'reasoning', 'chunk']);
+  assert.equal(replyOutcome(reply).declined, null);
+});
+
+test('a declined completion is told to the user, for the prompt and for the reply', () => {
+  const blocked = createReply('q');
+  blocked.handle(completion({ finish_reason: 'SAFETY', declined: { reason: 'SAFETY', stage: 'prompt' } }));
+  assert.equal(replyOutcome(blocked).declined, 'The provider declined to answer this message (SAFETY).');
+  assert.equal(replyOutcome(blocked).keepBubble, true);
+  const refused = createReply('q');
+  refused.handle(chunk("I can't help with that.", 1));
+  refused.handle(completion({ finish_reason: 'refusal', declined: { reason: 'refusal', stage: 'response' } }));
+  assert.equal(replyOutcome(refused).declined, 'The provider declined to continue this reply (refusal).');
+  assert.match(replyOutcome(refused).meta, /stopped: refusal/);
+});
