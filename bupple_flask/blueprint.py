@@ -1,6 +1,6 @@
-"""The HTTP API: ``/api/stream`` (SSE), conversations, providers, health, the ``/chat`` page and the widget.
+"""The HTTP API: ``/api/stream`` (SSE), ``/api/chat`` (``useChat``), conversations, providers, health, the page.
 
-Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.me``, ``bupple.list_conversations``,
+Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.chat``, ``bupple.me``, ``bupple.list_conversations``,
 ``bupple.create_conversation``, ``bupple.get_conversation``, ``bupple.rename_conversation``,
 ``bupple.delete_conversation``, ``bupple.conversation_messages``, ``bupple.providers``,
 ``bupple.healthz`` (readiness: each dependency checked), ``bupple.livez`` (liveness: no I/O),
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from flask import Blueprint, Flask, Response, jsonify, render_template, request
@@ -21,18 +22,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .admission import admitted, enable_limits
+from .chat_request import parse_chat_request
 from .conversation_api import add_conversation_routes, caller
 from .conversations import new_conversation_id
 from .cross_site import check_get_stream, enable_cors
 from .engine import get_state
 from .errors import BuppleError, InvalidRequestError
-from .events import EventEncoder
+from .events import EventEncoder, StreamEvents
 from .identity import guard_blueprint
 from .policy import ChatPolicy, decide
 from .response import sse_response
 from .stream_request import parse_stream_request
 from .tickets import StreamTicket
 from .turns import OwnedConversation
+from .ui_stream import PROTOCOL_HEADER, UIMessageStream
 from .users import conversation_store
 
 if TYPE_CHECKING:
@@ -66,7 +69,18 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
             return chat
         return admitted(chat, lambda ticket: start_stream(engine, chat, ticket))
 
+    def chat() -> Response:
+        settings = get_state().settings
+        spec, new_id = parse_chat_request(request, settings.max_request_bytes, settings.body_timeout)
+        chat = decide(get_state(), spec, engine.request_policies)
+        if isinstance(chat, Response):
+            return chat
+        response = admitted(chat, lambda ticket: start_stream(engine, chat, ticket, UIMessageStream, new_id))
+        response.headers.set(*PROTOCOL_HEADER)
+        return response
+
     bp.add_url_rule("/api/stream", "stream", stream, methods=["GET", "POST"])
+    bp.add_url_rule("/api/chat", "chat", chat, methods=["POST"])
     add_conversation_routes(bp)
     bp.add_url_rule("/api/providers", "providers", providers)
     bp.add_url_rule("/healthz", "healthz", healthz)
@@ -124,13 +138,18 @@ def chat_page() -> str:
     return render_template("bupple/chat.html", provider=default, mock=default.is_mock)
 
 
-def start_stream(engine: BuppleEngine, spec: ChatPolicy, ticket: StreamTicket | None = None) -> Response:
+def start_stream(
+    engine: BuppleEngine, spec: ChatPolicy, ticket: StreamTicket | None = None,
+    encoder: Callable[[bool, str], StreamEvents] | None = None, new_id: str | None = None,
+) -> Response:
     """Check the request against the provider and the conversation against its owner, then stream.
 
     A ``conversation_id`` must be the caller's (checked by the history's query, one indexed
     lookup; else 404, before any upstream request); without one the turn starts a new
     conversation, whose id the first event and the ``X-Bupple-Conversation-Id`` header carry.
     ``ticket`` (the limits' admission, :func:`~bupple_flask.admission.admitted`) is the stream's listener.
+    ``encoder(named, conversation_id)`` writes the events (``/api/chat``: the AI SDK's UI message
+    stream; default: ours); ``new_id`` is the id a new conversation gets (``useChat``'s chat id).
     """
     builder = (
         engine.ai(spec.provider)
@@ -147,10 +166,10 @@ def start_stream(engine: BuppleEngine, spec: ChatPolicy, ticket: StreamTicket | 
     model = spec.model or builder.get_provider().model
     if spec.conversation_id is None:
         store = conversation_store(state, caller(), ensure_tables=False)  # no database work before the upstream
-        conversation = OwnedConversation(store, new_conversation_id(), True, model, state.ensure_tables)
+        conversation = OwnedConversation(store, new_id or new_conversation_id(), True, model, state.ensure_tables)
     else:  # the caller's own only: the history is read with the owner check, else 404 before any upstream request
         conversation = OwnedConversation(conversation_store(state, caller()), spec.conversation_id, False, model)
-    events = ConversationEvents(spec.named_events, conversation.id)
+    events = (encoder or ConversationEvents)(spec.named_events, conversation.id)
     return sse_response(builder, spec.messages, events=events, conversation=conversation, listener=ticket)
 
 

@@ -1,0 +1,131 @@
+"""``POST /api/chat`` read by the AI SDK's own client code, as ``useChat`` reads it.
+
+The ``ai`` npm package (installed into the ignored ``tests/.vendor`` by scripts/install-system-deps.sh)
+runs in Node: ``DefaultChatTransport`` posts the body ``useChat`` sends and validates every chunk
+against the SDK's schema, ``readUIMessageStream`` builds the UI message from them. The server is
+gunicorn + gevent on loopback; the providers are the loopback fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bupple_flask.testing import Script
+from tests.server import Visitor
+
+VENDOR = Path(__file__).parent / ".vendor" / "node_modules"
+CLIENT = Path(__file__).parent / "js" / "ai_sdk_client.mjs"
+NODE = shutil.which("node") or "node"
+QUESTION = "Why is the sky blue?"
+
+
+@pytest.fixture
+def server(start_server):
+    assert (VENDOR / "ai" / "dist" / "index.js").exists(), (
+        "run scripts/install-system-deps.sh (make test does) to install the ai npm package"
+    )
+    return start_server(BUPPLE_DEFAULT_ENGINE_DRIVER="openai", BUPPLE_STREAM_REASONING="request",
+                        BUPPLE_SSE_HEARTBEAT="1")  # fmt: skip
+
+
+@pytest.fixture
+def visitor(server) -> Visitor:
+    """One browser's identity (the anonymous cookie), made by a first request."""
+    visitor = Visitor(server.url)
+    assert visitor.http.get(server.url + "/api/me", timeout=30).status_code == 200
+    assert visitor.cookie
+    return visitor
+
+
+def read_chat(visitor: Visitor, chat_id: str, mode: str = "read", earlier: list | None = None,
+              **body: Any) -> dict[str, Any]:  # fmt: skip
+    """What the AI SDK's client saw: the validated chunks, the UI message built from them, an error."""
+    command = [NODE, str(CLIENT), visitor.url, chat_id, mode, json.dumps(body), json.dumps(earlier or [])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                            env={"PATH": os.environ.get("PATH", ""), "CHAT_COOKIE": visitor.cookie})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def parts(seen: dict[str, Any], kind: str) -> list[str]:
+    return [p["text"] for p in seen["message"]["parts"] if p["type"] == kind]
+
+
+def test_text_streams_into_a_ui_message_with_the_reply_figures(visitor, fake_openai) -> None:
+    fake_openai.script = Script(chunks=["Rayleigh", " scattering."], input_tokens=12, output_tokens=3)
+    seen = read_chat(visitor, "chat-text")
+    assert seen["error"] is None
+    assert [c["type"] for c in seen["chunks"]] == [
+        "start", "text-start", "text-delta", "text-delta", "text-end", "finish"]  # fmt: skip
+    assert parts(seen, "text") == ["Rayleigh scattering."]
+    metadata = seen["message"]["metadata"]
+    assert metadata["usage"] == {"input_tokens": 12, "output_tokens": 3}
+    assert (metadata["provider"], metadata["conversation_id"]) == ("openai", "chat-text")
+    assert [m["content"] for m in visitor.messages("chat-text")] == [QUESTION, "Rayleigh scattering."]
+    assert seen["chunks"][-1]["finishReason"] == "stop"
+
+
+def test_the_chat_id_is_the_conversation_its_history_is_sent_and_stored(visitor, fake_openai) -> None:
+    fake_openai.script = Script(chunks=["Blue ", "light scatters."])
+    first = read_chat(visitor, "chat-history")
+    fake_openai.script = Script(chunks=["Sunsets ", "are red."])
+    earlier = [{"id": "u0", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}, first["message"]]
+    seen = read_chat(visitor, "chat-history", earlier=earlier)
+    assert parts(seen, "text") == ["Sunsets are red."]
+    sent = fake_openai.requests[-1].json["messages"]
+    assert [m["content"] for m in sent if m["role"] != "system"] == [QUESTION, "Blue light scatters.", QUESTION]
+    stored = [(m["role"], m["content"]) for m in visitor.messages("chat-history")]
+    assert stored == [("user", QUESTION), ("assistant", "Blue light scatters."),
+                      ("user", QUESTION), ("assistant", "Sunsets are red.")]  # fmt: skip
+
+
+def test_another_visitor_cannot_continue_the_chat(visitor, fake_openai) -> None:
+    fake_openai.script = Script(chunks=["Mine."])
+    first = read_chat(visitor, "chat-owned")
+    stranger = Visitor(visitor.url)
+    assert stranger.http.get(visitor.url + "/api/me", timeout=30).status_code == 200
+    earlier = [{"id": "u0", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}, first["message"]]
+    seen = read_chat(stranger, "chat-owned", earlier=earlier)
+    assert seen["chunks"] == [] and "conversation_not_found" in seen["error"]
+    assert len(fake_openai.requests) == 1
+
+
+def test_reasoning_streams_as_a_reasoning_part_before_the_text(visitor, fake_openai) -> None:
+    fake_openai.script = Script(reasoning=["Light ", "scatters."], chunks=["Because of Rayleigh."])
+    seen = read_chat(visitor, "chat-reasoning", reasoning=True)
+    assert seen["error"] is None
+    assert [p["type"] for p in seen["message"]["parts"]] == ["reasoning", "text"]
+    assert parts(seen, "reasoning") == ["Light scatters."] and parts(seen, "text") == ["Because of Rayleigh."]
+    assert [c["type"] for c in seen["chunks"]][:5] == [
+        "start", "reasoning-start", "reasoning-delta", "reasoning-delta", "reasoning-end"]  # fmt: skip
+
+
+def test_a_failure_inside_the_stream_is_an_error_chunk_after_the_text_so_far(visitor, fake_openai) -> None:
+    fake_openai.script = Script(chunks=["Partial", " more"], fail_mid_after=1)
+    seen = read_chat(visitor, "chat-error")
+    assert parts(seen, "text") == ["Partial"]
+    error = seen["chunks"][-1]
+    assert error["type"] == "error" and error["errorCode"] == "provider_error"
+    assert seen["error"] == error["errorText"] and "OpenAI" in error["errorText"]
+
+
+def test_a_request_refused_before_the_stream_is_an_error_the_client_reads(visitor, fake_openai) -> None:
+    seen = read_chat(visitor, "chat-bad", provider="no-such-provider")
+    assert seen["chunks"] == [] and "no-such-provider" in seen["error"]
+    assert fake_openai.requests == []
+
+
+def test_abort_closes_the_upstream(visitor, fake_openai) -> None:
+    fake_openai.script = Script(chunks=[f"word{i} " for i in range(400)], interval=0.05)
+    seen = read_chat(visitor, "chat-abort", mode="abort")
+    assert seen["aborted"] is True
+    record = fake_openai.wait_for_client_close(timeout=15)
+    assert record is not None and record.client_closed_early
+    assert record.chunks_sent < 200  # generous: 10 s of chunks after the first
