@@ -18,7 +18,9 @@ def host(request, tmp_path, postgres_url):
     url = f"sqlite:///{tmp_path / 'host.sqlite3'}" if request.param == "sqlite" else postgres_url
     table = f"memory_{uuid.uuid4().hex[:8]}"
     app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI=url, BUPPLE_MEMORY_DB_TABLE_NAME=table)
+    # tables of this test's own: drop_all() below drops every table on the metadata, ours included
+    app.config.update(SQLALCHEMY_DATABASE_URI=url, BUPPLE_MEMORY_DB_TABLE_NAME=table,
+                      BUPPLE_CONVERSATIONS_TABLE=f"conversations_{table}")
     db = SQLAlchemy(app)
 
     class Note(db.Model):
