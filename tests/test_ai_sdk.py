@@ -129,3 +129,44 @@ def test_abort_closes_the_upstream(visitor, fake_openai) -> None:
     record = fake_openai.wait_for_client_close(timeout=15)
     assert record is not None and record.client_closed_early
     assert record.chunks_sent < 200  # generous: 10 s of chunks after the first
+
+
+# -- a useChat page in Chromium ---------------------------------------------------------------------
+
+PAGE = Path(__file__).parent / "js" / "usechat" / "page.jsx"
+
+
+def test_a_usechat_page_streams_a_reply_and_stops_one(visitor, fake_openai, tmp_path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    bundle = tmp_path / "usechat.js"  # built offline from the npm packages in tests/.vendor
+    subprocess.run([str(VENDOR / ".bin" / "esbuild"), str(PAGE), "--bundle", "--jsx=automatic",
+                    '--define:process.env.NODE_ENV="production"', f"--outfile={bundle}", "--log-level=warning"],
+                   env={"PATH": os.environ.get("PATH", ""), "NODE_PATH": str(VENDOR)}, check=True, timeout=120)  # fmt: skip
+    html = '<!doctype html><meta charset="utf-8"><div id="root"></div><script src="/usechat/page.js"></script>'
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(base_url=visitor.url)
+        page.route("**/usechat/index.html", lambda route: route.fulfill(body=html, content_type="text/html"))
+        page.route("**/usechat/page.js", lambda route: route.fulfill(path=str(bundle), content_type="text/javascript"))
+        page.goto("/usechat/index.html")
+        fake_openai.script = Script(chunks=["Rivers ", "reach ", "the sea."], gated=True)
+        page.get_by_test_id("input").fill("Where do rivers go?")
+        page.get_by_test_id("input").press("Enter")
+        for text in ["Rivers", "Rivers reach", "Rivers reach the sea."]:
+            fake_openai.release()
+            expect(page.get_by_test_id("message-assistant").last).to_have_text(text)
+        expect(page.get_by_test_id("status")).to_have_text("ready")
+        fake_openai.script = Script(chunks=[f"word{i} " for i in range(400)], interval=0.05)
+        page.get_by_test_id("input").fill("Go on forever")
+        page.get_by_test_id("input").press("Enter")
+        expect(page.get_by_test_id("message-assistant").last).to_contain_text("word2")
+        page.get_by_test_id("stop").click()
+        record = fake_openai.wait_for_client_close(timeout=15)
+        assert record is not None and record.client_closed_early
+        expect(page.get_by_test_id("status")).to_have_text("ready")
+        assert page.get_by_test_id("error").count() == 0
+        assert "word2" in page.get_by_test_id("message-assistant").last.text_content()  # the partial reply stays
+        browser.close()
