@@ -71,7 +71,7 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
 
     def chat() -> Response:
         settings = get_state().settings
-        spec, new_id = parse_chat_request(request, settings.max_request_bytes, settings.body_timeout)
+        spec, new_id = parse_chat_request(request, caller().key, settings.max_request_bytes, settings.body_timeout)
         chat = decide(get_state(), spec, engine.request_policies)
         if isinstance(chat, Response):
             return chat

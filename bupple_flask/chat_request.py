@@ -2,18 +2,22 @@
 
 ``useChat`` (AI SDK UI, ``DefaultChatTransport``) posts ``{"id", "messages": [{"id", "role",
 "parts": [{"type": "text", "text"}, ...]}, ...], "trigger", "messageId"}`` plus the fields of its
-``body`` option. The chat ``id`` is the conversation: a chat whose messages hold no reply yet
-starts a conversation of the caller's under that id; a later turn continues it, the caller's
-own only (else 404), with the stored history (as ``/api/stream`` with a ``conversation_id``).
+``body`` option. The chat ``id`` names the conversation: its id is made by the server from the
+caller and that id (:func:`conversation_for_chat`), so a chat whose messages hold no reply yet
+starts a conversation of the caller's, and a later turn continues it, the caller's own only (else
+404), with the stored history (as ``/api/stream`` with a ``conversation_id``).
 The new question is the text of the last user message; the rest is validated as ``/api/stream``.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 from typing import Any
 
-from flask import Request
+from flask import Request, current_app
 
 from .client_socket import body_read_timeout
 from .errors import InvalidRequestError
@@ -24,8 +28,12 @@ PASSED_ON = ("provider", "model", "temperature", "max_tokens", "reasoning")
 """Fields of ``useChat``'s ``body`` option that are read, as ``/api/stream`` reads them."""
 
 
-def parse_chat_request(request: Request, max_bytes: int, body_timeout: float = 0.0) -> tuple[StreamRequest, str | None]:
+def parse_chat_request(
+    request: Request, owner: str, max_bytes: int, body_timeout: float = 0.0
+) -> tuple[StreamRequest, str | None]:
     """The ``useChat`` body as a stream request, and the id of the conversation it starts (None: it continues one).
+
+    ``owner`` is the caller's identity key: the conversation is :func:`conversation_for_chat` of it and the chat id.
 
     A body that is not ``useChat``'s gets a 4xx :class:`~bupple_flask.errors.BuppleError`.
     """
@@ -41,10 +49,23 @@ def parse_chat_request(request: Request, max_bytes: int, body_timeout: float = 0
     fields["message"] = last_user_text(body.get("messages"))
     fields["conversation_id"] = chat_id
     spec = _build(fields, None)  # the chat id checked as any conversation id
+    conversation_id = conversation_for_chat(owner, chat_id)
     messages = body["messages"]
     if trigger != "submit-message" or any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
-        return spec, None
-    return dataclasses.replace(spec, conversation_id=None), chat_id
+        return dataclasses.replace(spec, conversation_id=conversation_id), None
+    return dataclasses.replace(spec, conversation_id=None), conversation_id
+
+
+def conversation_for_chat(owner: str, chat_id: str) -> str:
+    """The id of the conversation a ``useChat`` chat id stands for, for ``owner``.
+
+    ``useChat`` makes chat ids in the browser; conversation ids are the server's: an HMAC (the
+    app's ``SECRET_KEY``) of the owner and the chat id, 32 URL-safe characters. Two users' chats
+    with the same id are two conversations, and a chat id alone reaches nobody's conversation.
+    """
+    secret = str(current_app.secret_key or "").encode()
+    digest = hmac.new(secret, f"{owner}\x00{chat_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
 
 
 def last_user_text(messages: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ VENDOR = Path(__file__).parent / ".vendor" / "node_modules"
 CLIENT = Path(__file__).parent / "js" / "ai_sdk_client.mjs"
 NODE = shutil.which("node") or "node"
 QUESTION = "Why is the sky blue?"
+URL_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
 
 
 @pytest.fixture
@@ -67,8 +69,9 @@ def test_text_streams_into_a_ui_message_with_the_reply_figures(visitor, fake_ope
     assert parts(seen, "text") == ["Rayleigh scattering."]
     metadata = seen["message"]["metadata"]
     assert metadata["usage"] == {"input_tokens": 12, "output_tokens": 3}
-    assert (metadata["provider"], metadata["conversation_id"]) == ("openai", "chat-text")
-    assert [m["content"] for m in visitor.messages("chat-text")] == [QUESTION, "Rayleigh scattering."]
+    conversation_id = metadata["conversation_id"]
+    assert metadata["provider"] == "openai" and URL_SAFE_ID.match(conversation_id), metadata
+    assert [m["content"] for m in visitor.messages(conversation_id)] == [QUESTION, "Rayleigh scattering."]
     assert seen["chunks"][-1]["finishReason"] == "stop"
 
 
@@ -81,7 +84,8 @@ def test_the_chat_id_is_the_conversation_its_history_is_sent_and_stored(visitor,
     assert parts(seen, "text") == ["Sunsets are red."]
     sent = fake_openai.requests[-1].json["messages"]
     assert [m["content"] for m in sent if m["role"] != "system"] == [QUESTION, "Blue light scatters.", QUESTION]
-    stored = [(m["role"], m["content"]) for m in visitor.messages("chat-history")]
+    assert seen["message"]["metadata"]["conversation_id"] == first["message"]["metadata"]["conversation_id"]
+    stored = [(m["role"], m["content"]) for m in visitor.messages(seen["message"]["metadata"]["conversation_id"])]
     assert stored == [("user", QUESTION), ("assistant", "Blue light scatters."),
                       ("user", QUESTION), ("assistant", "Sunsets are red.")]  # fmt: skip
 
@@ -95,6 +99,22 @@ def test_another_visitor_cannot_continue_the_chat(visitor, fake_openai) -> None:
     seen = read_chat(stranger, "chat-owned", earlier=earlier)
     assert seen["chunks"] == [] and "conversation_not_found" in seen["error"]
     assert len(fake_openai.requests) == 1
+
+
+def test_the_conversation_id_is_the_servers_and_two_visitors_with_one_chat_id_have_two(visitor, fake_openai) -> None:
+    """useChat makes chat ids in the browser: the conversation's id is made by the server from the caller and it."""
+    fake_openai.script = Script(chunks=["Mine."])
+    mine = read_chat(visitor, "chat-shared")["message"]["metadata"]["conversation_id"]
+    stranger = Visitor(visitor.url)
+    assert stranger.http.get(visitor.url + "/api/me", timeout=30).status_code == 200
+    fake_openai.script = Script(chunks=["Theirs."])
+    theirs = read_chat(stranger, "chat-shared")["message"]["metadata"]["conversation_id"]
+    assert mine != theirs and "chat-shared" not in (mine, theirs)
+    assert [m["content"] for m in visitor.messages(mine)] == [QUESTION, "Mine."]
+    assert [m["content"] for m in stranger.messages(theirs)] == [QUESTION, "Theirs."]
+    listed = stranger.http.get(visitor.url + "/api/conversations", timeout=30).json()["conversations"]
+    assert [c["id"] for c in listed] == [theirs]
+    assert stranger.http.get(visitor.url + f"/api/conversations/{mine}", timeout=30).status_code == 404
 
 
 def test_reasoning_streams_as_a_reasoning_part_before_the_text(visitor, fake_openai) -> None:
