@@ -118,6 +118,22 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
+@pytest.fixture
+def empty_postgres(postgres_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database with a unique name, dropped after the test."""
+    import psycopg
+
+    name = f"bupple_test_{uuid.uuid4().hex[:12]}"
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 # -- the real server -------------------------------------------------------------------------------
 
 
@@ -125,12 +141,15 @@ def postgres_url() -> str:
 def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., GunicornServer]]:
     """``start_server(**env)``: gunicorn + gevent on loopback with providers on the fakes.
 
-    ``app="module:app"`` (with ``pythonpath``, the folder it is in) serves another app than ``wsgi:app``.
+    ``app="module:app"`` (with ``pythonpath``, the folder it is in) serves another app than ``wsgi:app``;
+    ``live_path`` is its liveness URL (``/<prefix>/livez`` for a host app with ``BUPPLE_URL_PREFIX``).
     """
     servers: list[GunicornServer] = []
     pg_tables: list[str] = []
 
-    def start(*, app: str = "wsgi:app", pythonpath: Path | None = None, **env: str) -> GunicornServer:
+    def start(
+        *, app: str = "wsgi:app", pythonpath: Path | None = None, live_path: str = "/livez", **env: str
+    ) -> GunicornServer:
         merged = {
             "DATABASE_URL": f"sqlite:///{tmp_path / 'server.sqlite3'}",
             "BUPPLE_INSTANCE_PATH": str(tmp_path / "instance"),
@@ -142,7 +161,8 @@ def start_server(tmp_path: Path, fakes: dict) -> Iterator[Callable[..., Gunicorn
             # the shared database: a conversations table of this test's own, dropped after it
             merged["BUPPLE_CONVERSATIONS_TABLE"] = f"conversations_{uuid.uuid4().hex[:10]}"
             pg_tables.append(merged["BUPPLE_CONVERSATIONS_TABLE"])
-        server = GunicornServer(merged, tmp_path / f"gunicorn-{len(servers)}.log", app=app, pythonpath=pythonpath)
+        log = tmp_path / f"gunicorn-{len(servers)}.log"
+        server = GunicornServer(merged, log, app=app, pythonpath=pythonpath, live_path=live_path)
         servers.append(server)
         return server.start()
 

@@ -37,7 +37,8 @@ class GunicornServer:
     """One gunicorn master with gevent worker(s); ``url`` is ready once started.
 
     ``app`` is the WSGI app to serve (``module:variable``), ``wsgi:app`` by default; a module of
-    a test's own (a user's app written in ``tmp_path``) is found through ``pythonpath``.
+    a test's own (a user's app written in ``tmp_path``) is found through ``pythonpath``. ``live_path``
+    is the liveness URL polled at start (the blueprint's ``/livez``, under its prefix in a host app).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class GunicornServer:
         workers: int = 1,
         app: str = "wsgi:app",
         pythonpath: Path | None = None,
+        live_path: str = "/livez",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,6 +57,7 @@ class GunicornServer:
         self.workers = workers
         self.app = app
         self.pythonpath = pythonpath
+        self.live_path = live_path
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> GunicornServer:
@@ -77,7 +80,7 @@ class GunicornServer:
                 raise RuntimeError(f"gunicorn exited early:\n{self.read_log()}")
             try:
                 # Liveness, not readiness: a server whose database is down must still start.
-                if requests.get(self.url + "/livez", timeout=1).status_code == 200:
+                if requests.get(self.url + self.live_path, timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

@@ -13,11 +13,8 @@ import os
 import shlex
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import MetaData, create_engine, inspect
 from sqlalchemy.engine import Engine
@@ -34,20 +31,6 @@ CONVENTION = (
     'db = SQLAlchemy(app, metadata=MetaData(naming_convention={"ix": "ix_%(column_0_label)s", '
     '"uq": "uq_%(table_name)s_%(column_0_name)s", "pk": "pk_%(table_name)s"}))'
 )
-
-
-@pytest.fixture
-def empty_postgres(postgres_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database with a unique name, dropped after the test."""
-    name = f"bupple_migrations_{uuid.uuid4().hex[:12]}"
-    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class HostApp:

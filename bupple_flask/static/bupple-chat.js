@@ -2,29 +2,41 @@
  * bupple-chat.js - embeddable streaming chat widget for bupple_flask.
  * One file, no build step, no dependencies. MIT licence.
  *
- * Embed:
+ * Embed (in a Flask template, with the URLs for the blueprint's prefix, the identity and the CSRF token):
+ *   {{ bupple_widget(title="Assistant") }}
+ * or by hand:
  *   <div id="chat"></div>
  *   <script src="/bupple/bupple-chat.js" data-endpoint="/api/stream" data-target="#chat"></script>
  * or:
  *   <script src="/bupple/bupple-chat.js"></script>
  *   <script>BuppleChat.mount(document.querySelector('#chat'), {endpoint: '/api/stream'})</script>
  *
- * The same file also loads in Node (no DOM needed) so the SSE parser, the
- * Markdown tokenizer and the streaming parts (createReply, streamWithFetch,
- * streamWithEventSource, replyOutcome) can be tested with `node --test`:
+ * The same file also loads in Node (no DOM needed) so the SSE parser, the Markdown tokenizer,
+ * the streaming parts (createReply, streamWithFetch, streamWithEventSource, replyOutcome) and
+ * the conversation list's state (createConversationList) can be tested with `node --test`:
  *   const { createSSEParser, parseMarkdown } = require('./static/bupple-chat.js')
  *
  * Inside: the reply being built (createReply) is fed by one of two transports
  * (streamWithFetch: POST + streamed body; streamWithEventSource: GET fallback);
- * createView owns the DOM, createHistory the conversation id and past messages,
- * and mount() wires them together.
+ * createView owns the DOM (createDrawer the conversation list panel), createHistory the
+ * current conversation id and past messages, createConversationList the caller's conversations,
+ * and mount() wires them together through short functions that share the widget's state.
  *
  * Model output is never inserted with innerHTML: plain text goes into text nodes,
  * and the optional Markdown renderer builds DOM nodes from a small token tree.
  *
+ * Conversations: the server makes a conversation's id on its first message and says it in the
+ * first status event (and the X-Bupple-Conversation-Id header); the widget keeps the current id in
+ * localStorage under 'bupple-chat:conversation:' + endpoint URL + ':' + identity, where identity is
+ * the server's opaque hash of who is asking (the identity option, else GET meEndpoint), so a
+ * browser shared by two users never opens the other's conversation.
+ *
  * Options (script tag: data-endpoint, data-target, data-title, data-placeholder,
  * data-welcome, data-provider, data-model, data-transport, data-theme, data-markdown,
- * data-show-mock-notice, data-persist, data-autofocus, data-history-endpoint,
+ * data-show-mock-notice, data-persist, data-autofocus, data-history-endpoint, data-delete-endpoint,
+ * data-providers-endpoint, data-conversations-endpoint, data-me-endpoint, data-identity,
+ * data-csrf-token, data-conversation-list, data-conversation-page-size, data-client-conversation-ids,
+ * data-delete-on-clear, data-storage-key, data-credentials,
  * data-headers='{"Authorization":"Bearer ..."}', data-extra='{"temperature":0.2}'):
  *   endpoint          '/api/stream'   POST JSON here (GET with query string for EventSource)
  *   title, placeholder, welcome       texts
@@ -34,22 +46,36 @@
  *                     shown collapsed under "Thinking...", never mixed into the reply)
  *   provider, model   sent with each message when set
  *   transport         'auto' (fetch streaming) | 'fetch' | 'eventsource' (GET; no custom headers)
- *   markdown          false; true renders safe Markdown (links: http/https/mailto only)
+ *   markdown          false; true renders safe Markdown (links: http/https/mailto only) with a
+ *                     Copy button on code blocks (the Jinja helper and the /chat page turn it on)
  *   showMockNotice    true: asks GET <api>/providers and shows a "Demo mode" badge for the mock provider
- *   historyEndpoint   default: endpoint with /stream -> /conversations/{id}/messages;
+ *   conversationList  false; true shows a conversation list (header button): switch, rename, delete, New chat
+ *   conversationPageSize 20          conversations per page of the list ("Load more" asks for the next)
+ *   conversationsEndpoint default: endpoint with /stream -> /conversations; or false
+ *   meEndpoint        default: endpoint with /stream -> /me (asked once when identity is not given); or false
+ *   identity          the server's identity hash (the Jinja helper writes it); keys the stored conversation
+ *   csrfToken         sent as X-CSRFToken on every POST/PATCH/DELETE; default <meta name="csrf-token" content>
+ *   historyEndpoint   default: <conversations>/{id}/messages;
  *                     a template with {id}, a base path, a function(id), or false
- *   deleteEndpoint    default: the history URL without /messages; template, function or false
+ *   deleteEndpoint    default: <conversations>/{id}; template, function or false
  *   providersEndpoint default: endpoint with /stream -> /providers; or false
- *   conversationId    force a conversation id; persist (true) keeps it in localStorage;
- *   storageKey        default 'bupple-chat:conversation:' + absolute endpoint URL
+ *   conversationId    force a conversation id; persist (true) keeps the current one in localStorage
+ *   clientConversationIds false; true: the widget makes new ids itself (a custom route that takes any id)
+ *   storageKey        default 'bupple-chat:conversation:' + absolute endpoint URL (+ ':' + identity)
  *   credentials       fetch credentials, default 'same-origin' ('include' also sets EventSource withCredentials)
  *   theme             'light' | 'dark' | 'auto'
- *   deleteOnClear     true: New chat sends DELETE for the old conversation
+ *   deleteOnClear     New chat sends DELETE for the old conversation; default true without the list, false with it
  *
- * mount() returns {send(text), retry(), stop(), clear(), destroy(), conversationId, state, busy,
- * ready, element, shadowRoot}; the element gets .buppleChat = that object and receives
- * bubbling DOM events: bupple:send, bupple:status, bupple:chunk, bupple:reasoning, bupple:done, bupple:error,
- * bupple:stop, bupple:clear, bupple:history, bupple:mock (event.detail = the payload).
+ * Errors are shown in plain words: 401 "Please sign in to chat.", 403 (and Flask-WTF's 400 for a
+ * missing or expired CSRF token) "You are not allowed to do that (or the page expired: reload it).",
+ * 404 "This conversation is not available." (the widget then forgets that id and starts afresh).
+ *
+ * mount() returns {send(text), retry(), stop(), clear(), openConversation(id), refreshConversations(),
+ * destroy(), conversationId, conversations, state, busy, ready, element, shadowRoot}; the element gets
+ * .buppleChat = that object and receives bubbling DOM events: bupple:send, bupple:status, bupple:chunk,
+ * bupple:reasoning, bupple:done, bupple:error, bupple:stop, bupple:clear, bupple:history, bupple:mock, and
+ * bupple:conversation ({conversation_id, created}), bupple:switch, bupple:rename, bupple:delete
+ * (event.detail = the payload).
  * Colours: CSS custom properties --bupple-accent, --bupple-accent-fg, --bupple-bg, --bupple-fg,
  * --bupple-muted, --bupple-border, --bupple-surface, --bupple-user-bg, --bupple-user-fg,
  * --bupple-assistant-bg, --bupple-assistant-fg, --bupple-error, --bupple-error-bg,
@@ -670,7 +696,8 @@
   function historyUrl(opts, id) {
     if (!id || opts.historyEndpoint === false) return null;
     if (opts.historyEndpoint) return fromTemplate(opts.historyEndpoint, id);
-    return siblingUrl(opts.endpoint, '/conversations/' + encodeURIComponent(id) + '/messages');
+    var one = conversationUrl(opts, id);
+    return one ? one + '/messages' : null;
   }
   function deleteUrl(opts, id) {
     if (!id || opts.deleteEndpoint === false) return null;
@@ -680,8 +707,34 @@
       var tpl = opts.deleteEndpoint;
       return tpl.indexOf('{id}') !== -1 ? tpl.split('{id}').join(enc) : tpl.replace(/\/+$/, '') + '/' + enc;
     }
-    var h = historyUrl(opts, id);
-    return h ? splitQuery(h)[0].replace(/\/messages\/?$/, '') : null;
+    if (opts.historyEndpoint) {
+      var h = historyUrl(opts, id);
+      return h ? splitQuery(h)[0].replace(/\/messages\/?$/, '') : null;
+    }
+    return conversationUrl(opts, id);
+  }
+  /** The conversation list: option conversationsEndpoint, else endpoint with /stream -> /conversations. */
+  function conversationsUrl(opts) {
+    if (opts.conversationsEndpoint === false) return null;
+    if (opts.conversationsEndpoint) return splitQuery(String(opts.conversationsEndpoint))[0].replace(/\/+$/, '');
+    return siblingUrl(opts.endpoint, '/conversations');
+  }
+  /** One conversation (GET, PATCH, DELETE): the list URL + '/' + id. */
+  function conversationUrl(opts, id) {
+    var base = conversationsUrl(opts);
+    return base && id ? base + '/' + encodeURIComponent(id) : null;
+  }
+  /** Who is asking (the identity hash that keys the stored conversation): meEndpoint, else /stream -> /me. */
+  function meUrl(opts) {
+    if (opts.meEndpoint === false) return null;
+    return opts.meEndpoint || siblingUrl(opts.endpoint, '/me');
+  }
+  /** url + ?k=v&... for the set values. */
+  function withQuery(url, params) {
+    var parts = [];
+    for (var k in params) if (params[k] != null && params[k] !== '') parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(String(params[k])));
+    if (!parts.length) return url;
+    return url + (url.indexOf('?') === -1 ? '?' : '&') + parts.join('&');
   }
   function providersUrl(opts) {
     if (opts.providersEndpoint === false) return null;
@@ -704,28 +757,50 @@
     var sep = endpoint.indexOf('?') === -1 ? '?' : (/[?&]$/.test(endpoint) ? '' : '&');
     return endpoint + sep + parts.join('&') + hash;
   }
-  /** Readable message from a non-2xx response body ({"error":{"code","message"}} or text). */
-  function describeHttpError(status, bodyText, retryAfterHeader) {
-    var message = '';
-    var code = 'http_' + status;
-    var retryAfter = status === 429 ? parseFloat(retryAfterHeader) || null : null; // a limit's Retry-After
+  var SIGN_IN = 'Please sign in to chat.';
+  var FORBIDDEN = 'You are not allowed to do that (or the page expired: reload it).';
+  var NOT_AVAILABLE = 'This conversation is not available.';
+
+  /** {code, message} from an error body ({"error":{"code","message"}}, {"error": "text"}, {"message"}) or null. */
+  function errorBody(bodyText) {
     try {
       var json = JSON.parse(bodyText);
       var e = json && json.error;
-      if (e && typeof e === 'object') { message = e.message || ''; code = e.code || code; retryAfter = retryAfter || (status === 429 && e.retry_after) || null; }
-      else if (typeof e === 'string') { message = e; code = json.code || code; }
-      else if (json && typeof json.message === 'string') message = json.message;
+      if (e && typeof e === 'object') return { message: e.message || '', code: e.code || '', retryAfter: e.retry_after };
+      if (typeof e === 'string') return { message: e, code: json.code || '' };
+      if (json && typeof json.message === 'string') return { message: json.message, code: '' };
     } catch (_) { /* not JSON */ }
+    return null;
+  }
+
+  /**
+   * Readable message from a non-2xx response body. 401, 403 (and Flask-WTF's 400 for a missing or
+   * expired CSRF token) and a conversation's 404 get the widget's own words; context 'conversation'
+   * says the URL was a conversation's, so its 404 means "not yours or gone". A 429 (a limit) carries
+   * retry_after from the Retry-After header or the body.
+   */
+  function describeHttpError(status, bodyText, context, retryAfterHeader) {
+    var body = errorBody(bodyText) || { message: '', code: '' };
+    var message = body.message;
+    var code = body.code || 'http_' + status;
+    var retryable = true;
+    if (status === 401) { message = SIGN_IN; code = body.code || 'unauthorized'; retryable = false; }
+    else if (status === 403 || (status === 400 && /csrf/i.test(message))) {
+      message = FORBIDDEN; code = status === 403 ? (body.code || 'forbidden') : 'csrf_failed'; retryable = false;
+    } else if (status === 404 && (code === 'conversation_not_found' || context === 'conversation')) {
+      message = NOT_AVAILABLE; code = 'conversation_not_found';
+    }
     if (!message) {
-      if (status === 401 || status === 403) message = 'You are not allowed to use this chat (HTTP ' + status + ').';
-      else if (status === 404) message = 'The chat endpoint was not found (HTTP 404).';
+      if (status === 404) message = 'The chat endpoint was not found (HTTP 404).';
       else if (status === 429) message = 'Too many requests. Please wait a moment and try again.';
       else if (status >= 500) message = 'The chat server had a problem (HTTP ' + status + '). Please try again.';
       else message = 'The request failed (HTTP ' + status + ').';
     }
-    var error = { type: 'error', error: String(message), code: String(code), status: status, done: true };
-    if (retryAfter) error.retry_after = retryAfter;
-    return error;
+    var out = { type: 'error', error: String(message), code: String(code), status: status, done: true };
+    if (!retryable) out.retryable = false;
+    var retryAfter = status === 429 ? parseFloat(retryAfterHeader) || body.retryAfter || null : null; // a limit's Retry-After
+    if (retryAfter) out.retry_after = retryAfter;
+    return out;
   }
 
   function uuid() {
@@ -744,6 +819,212 @@
   }
 
   // ---------------------------------------------------------------------------
+  // Behind a login, DOM-free: CSRF header, who is asking, the stored conversation's key,
+  // JSON requests that never throw, and the conversation list's state.
+  // ---------------------------------------------------------------------------
+
+  var WRITE_METHODS = /^(POST|PUT|PATCH|DELETE)$/i;
+
+  /** The CSRF token: option csrfToken, else <meta name="csrf-token" content="..."> (Flask-WTF's convention). */
+  function csrfToken(opts, doc) {
+    if (opts.csrfToken) return String(opts.csrfToken);
+    var meta = doc && typeof doc.querySelector === 'function' ? doc.querySelector('meta[name="csrf-token"]') : null;
+    var value = meta && meta.getAttribute('content');
+    return value || null;
+  }
+  /** Adds X-CSRFToken to the headers of a write (POST, PUT, PATCH, DELETE) unless the caller set one. */
+  function withCsrf(headers, method, token) {
+    if (!token || !WRITE_METHODS.test(method || 'GET')) return headers;
+    for (var k in headers) if (k.toLowerCase() === 'x-csrftoken') return headers;
+    headers['X-CSRFToken'] = token;
+    return headers;
+  }
+
+  /**
+   * Where the current conversation id is kept: 'bupple-chat:conversation:' + endpoint URL + ':' + identity,
+   * so that one browser shared by two users never opens the other's conversation. Without an
+   * identity (a server without /me), the key without it (as before identities existed).
+   */
+  function storageKeyFor(opts, identity) {
+    var base = opts.storageKey || ('bupple-chat:conversation:' + splitQuery(absoluteUrl(opts.endpoint))[0]);
+    return identity ? base + ':' + identity : base;
+  }
+
+  /**
+   * fetchJSON(request, url, init, context) -> Promise of {ok, status, data, error}; never rejects.
+   * error is describeHttpError's payload (or a network error); an aborted request has aborted: true.
+   */
+  function fetchJSON(request, url, init, context) {
+    return Promise.resolve().then(function () { return request(url, init || {}); }).then(function (res) {
+      return res.text().then(function (text) {
+        if (!res.ok) return { ok: false, status: res.status, data: null, error: describeHttpError(res.status, text, context) };
+        try { return { ok: true, status: res.status, data: text ? JSON.parse(text) : null, error: null }; }
+        catch (_) { return { ok: false, status: res.status, data: null, error: { type: 'error', error: 'The server did not answer with JSON.', code: 'bad_response' } }; }
+      });
+    }, function (err) {
+      var aborted = !!(err && err.name === 'AbortError');
+      return { ok: false, status: 0, data: null, aborted: aborted,
+        error: aborted ? null : { type: 'error', error: 'Network error: could not reach the chat server.', code: 'network_error' } };
+    });
+  }
+
+  /**
+   * resolveIdentity(opts, request) -> Promise of {identity, error, known}.
+   * The identity option (the Jinja helper writes it), else GET meEndpoint. known is false when
+   * there is no /me to ask (an older or custom server): the widget then keys storage without one.
+   * A 401 or any other failure: identity null, known true, so no stored conversation is opened.
+   */
+  function resolveIdentity(opts, request) {
+    if (opts.identity) return Promise.resolve({ identity: String(opts.identity), error: null, known: true });
+    var url = meUrl(opts);
+    if (!url || typeof request !== 'function') return Promise.resolve({ identity: null, error: null, known: false });
+    return fetchJSON(request, url, { cache: 'no-store' }).then(function (r) {
+      if (r.ok && r.data && r.data.identity) return { identity: String(r.data.identity), error: null, known: true };
+      if (r.status === 404) return { identity: null, error: null, known: false };
+      return { identity: null, error: r.error, known: true };
+    });
+  }
+
+  function validConversation(c) { return !!(c && typeof c === 'object' && typeof c.id === 'string' && c.id); }
+  /** The list after a later page: appended, without ids already shown. */
+  function mergeConversations(items, page) {
+    var seen = {};
+    var out = items.slice();
+    items.forEach(function (c) { seen[c.id] = true; });
+    page.forEach(function (c) { if (validConversation(c) && !seen[c.id]) { seen[c.id] = true; out.push(c); } });
+    return out;
+  }
+  /** What the list shows for a conversation's title. */
+  function conversationTitle(c) {
+    var t = c && typeof c.title === 'string' ? c.title.replace(/\s+/g, ' ').trim() : '';
+    return t || 'New conversation';
+  }
+  /** '14:05' today, else 'Nov 30' (or with the year when not this year). */
+  function conversationWhen(iso, now) {
+    var d = new Date(iso);
+    if (!iso || isNaN(d.getTime())) return '';
+    now = now || new Date();
+    var sameDay = d.toDateString() === now.toDateString();
+    try {
+      if (sameDay) return d.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
+      var o = { month: 'short', day: 'numeric' };
+      if (d.getFullYear() !== now.getFullYear()) o.year = 'numeric';
+      return d.toLocaleDateString(undefined, o);
+    } catch (_) { return d.toISOString().slice(0, 10); }
+  }
+
+  /**
+   * createConversationList(opts, request, onChange) -> the caller's conversations, newest first:
+   *   {items, nextCursor, loading, loaded, error, refresh(), loadMore(), rename(id, title), remove(id), drop(id), find(id)}
+   * refresh() loads the first page again, loadMore() the next (next_cursor); rename and remove
+   * resolve with {ok, error}. onChange(list) is called after every change, for the view to draw it.
+   */
+  function createConversationList(opts, request, onChange) {
+    var seq = 0;
+    var list = { items: [], nextCursor: null, loading: false, loaded: false, error: null };
+    function changed() { if (onChange) onChange(list); }
+    function load(cursor) {
+      var mine = ++seq; // a refresh wins over an older page still on its way
+      list.loading = true;
+      changed();
+      var url = withQuery(conversationsUrl(opts), { limit: opts.conversationPageSize, cursor: cursor });
+      return fetchJSON(request, url, { cache: 'no-store' }).then(function (r) {
+        if (mine !== seq) return list;
+        list.loading = false;
+        list.error = r.ok ? null : r.error;
+        if (r.ok) {
+          var page = r.data && Array.isArray(r.data.conversations) ? r.data.conversations : [];
+          list.items = mergeConversations(cursor ? list.items : [], page);
+          list.nextCursor = (r.data && r.data.next_cursor) || null;
+          list.loaded = true;
+        }
+        changed();
+        return list;
+      });
+    }
+    list.refresh = function () { return load(null); };
+    list.loadMore = function () { return list.nextCursor && !list.loading ? load(list.nextCursor) : Promise.resolve(list); };
+    list.find = function (id) { for (var i = 0; i < list.items.length; i++) if (list.items[i].id === id) return list.items[i]; return null; };
+    list.drop = function (id) {
+      var before = list.items.length;
+      list.items = list.items.filter(function (c) { return c.id !== id; });
+      if (list.items.length !== before) changed();
+    };
+    list.rename = function (id, title) { return renameConversation(list, opts, request, id, title, changed); };
+    list.remove = function (id) {
+      return fetchJSON(request, conversationUrl(opts, id), { method: 'DELETE' }, 'conversation').then(function (r) {
+        if (r.ok || (r.error && r.error.code === 'conversation_not_found')) list.drop(id); // gone either way
+        return { ok: r.ok, error: r.error };
+      });
+    };
+    return list;
+  }
+
+  /** PATCH the title (1..200 characters after trimming); the list shows the server's answer. */
+  function renameConversation(list, opts, request, id, title, changed) {
+    title = String(title == null ? '' : title).trim();
+    if (!title || title.length > 200) {
+      return Promise.resolve({ ok: false, error: { type: 'error', error: 'A title has 1 to 200 characters.', code: 'invalid_title' } });
+    }
+    var init = { method: 'PATCH', body: JSON.stringify({ title: title }) };
+    return fetchJSON(request, conversationUrl(opts, id), init, 'conversation').then(function (r) {
+      if (r.ok && validConversation(r.data)) {
+        list.items = list.items.map(function (c) { return c.id === id ? r.data : c; });
+        changed();
+      } else if (r.error && r.error.code === 'conversation_not_found') {
+        list.drop(id);
+      }
+      return { ok: r.ok, error: r.error };
+    });
+  }
+
+  /** Copy text: the async clipboard API, else a hidden textarea and execCommand('copy'). Resolves true or false. */
+  function copyText(text, env) {
+    env = env || root;
+    var clip = env.navigator && env.navigator.clipboard;
+    var fallback = function () { return copyWithSelection(text, env.document); };
+    if (clip && typeof clip.writeText === 'function') {
+      try { return clip.writeText(text).then(function () { return true; }, fallback); } catch (_) { /* fall back */ }
+    }
+    return Promise.resolve().then(fallback);
+  }
+  function copyWithSelection(text, doc) {
+    if (!doc || !doc.body || typeof doc.execCommand !== 'function') return false;
+    var area = doc.createElement('textarea');
+    area.value = text;
+    area.setAttribute('readonly', '');
+    area.setAttribute('style', 'position:fixed;top:0;left:0;opacity:0;pointer-events:none');
+    doc.body.appendChild(area);
+    var ok = false;
+    try { area.select(); ok = !!doc.execCommand('copy'); } catch (_) { ok = false; }
+    doc.body.removeChild(area);
+    return ok;
+  }
+  /** A Copy button on each code block in `container`; its label is CSS (data-label), so textContent stays the reply. */
+  function addCopyButtons(container, doc, env) {
+    var pres = container.querySelectorAll('pre');
+    for (var i = 0; i < pres.length; i++) {
+      if (pres[i].querySelector('button.copy')) continue;
+      pres[i].appendChild(copyButton(pres[i], doc, env));
+    }
+  }
+  function copyButton(pre, doc, env) {
+    var btn = h(doc, 'button', { type: 'button', 'class': 'copy', 'data-testid': 'copy-code', 'data-label': 'Copy', 'aria-label': 'Copy code' });
+    btn.addEventListener('click', function () {
+      var code = pre.querySelector('code');
+      var scope = typeof btn.getRootNode === 'function' ? btn.getRootNode() : doc;
+      var focused = scope && scope.activeElement === btn; // the fallback's textarea takes the focus
+      copyText(code ? code.textContent : '', env).then(function (ok) {
+        btn.setAttribute('data-label', ok ? 'Copied' : 'Copy failed');
+        btn.setAttribute('aria-label', ok ? 'Code copied' : 'Copy failed');
+        if (focused && typeof btn.focus === 'function') try { btn.focus(); } catch (_) { /* ignore */ }
+        setTimeout(function () { btn.setAttribute('data-label', 'Copy'); btn.setAttribute('aria-label', 'Copy code'); }, 1500);
+      });
+    });
+    return btn;
+  }
+
+  // ---------------------------------------------------------------------------
   // Streaming, DOM-free: the reply being built and the two transports that feed it.
   // mount() wires them to the view; Node tests drive them with a fake fetch.
   // ---------------------------------------------------------------------------
@@ -755,8 +1036,10 @@
    *   reply.stop()                    ends it as 'stopped', keeping the partial text, and aborts the transport
    *   reply.promise                   resolves once with {status: 'done'|'error'|'stopped', content, payload}
    *   reply.onClose(result)           set by the transport: called first when the reply ends
-   * listener(name, detail, reply) is told 'status', 'chunk', 'completion' (before the end), 'end' (the
-   * reply is final), then 'done' | 'error' | 'stop', so that DOM listeners of those see the final view.
+   *   reply.learnConversation(id)     the server said which conversation this is (status event, header, completion)
+   * listener(name, detail, reply) is told 'conversation' ({conversation_id}, once per new id), 'status', 'chunk',
+   * 'completion' (before the end), 'end' (the reply is final), then 'done' | 'error' | 'stop', so that DOM
+   * listeners of those see the final view.
    */
   function createReply(text, listener) {
     var notify = listener || function () {};
@@ -772,18 +1055,27 @@
       finished: false,
       result: null,
       payload: null,    // the completion or error payload
+      conversationId: null,
       onClose: null,
       promise: new Promise(function (r) { resolve = r; }),
       handle: handle,
       fail: fail,
-      stop: stop
+      stop: stop,
+      learnConversation: learnConversation
     };
+
+    function learnConversation(id) {
+      if (reply.finished || typeof id !== 'string' || !id || id === reply.conversationId) return;
+      reply.conversationId = id;
+      notify('conversation', { conversation_id: id }, reply);
+    }
 
     function handle(payload, sseType) {
       if (reply.finished || !payload || typeof payload !== 'object') return;
       var type = payload.type || (sseType !== 'message' ? sseType : null);
       reply.gotEvent = true;
       if (type === 'status') {
+        learnConversation(payload.conversation_id);
         notify('status', payload, reply);
       } else if (type === 'chunk') {
         if (typeof payload.content === 'string') reply.content += payload.content;
@@ -798,6 +1090,7 @@
         if (typeof payload.content === 'string' && payload.content) reply.content += payload.content;
         var usage = payload.usage || {};
         if (typeof usage.output_tokens === 'number') reply.tokens = usage.output_tokens;
+        learnConversation(payload.conversation_id);
         notify('completion', payload, reply);
         end('done', payload, 'done', payload);
       } else if (type === 'error') {
@@ -872,7 +1165,7 @@
     var extra = typeof opts.extra === 'function' ? opts.extra() : opts.extra;
     if (extra) for (var k in extra) body[k] = extra[k];
     body.message = text;
-    body.conversation_id = conversationId;
+    if (conversationId) body.conversation_id = conversationId; // none: the server starts a conversation
     if (opts.provider) body.provider = opts.provider;
     if (opts.model) body.model = opts.model;
     return body;
@@ -921,8 +1214,9 @@
       if (!res || reply.finished) return null;
       if (!res.ok) {
         var retryAfter = res.headers.get('Retry-After');
-        return res.text().then(function (t) { reply.fail(describeHttpError(res.status, t, retryAfter)); }, function () { reply.fail(describeHttpError(res.status, '', retryAfter)); });
+        return res.text().then(function (t) { reply.fail(describeHttpError(res.status, t, null, retryAfter)); }, function () { reply.fail(describeHttpError(res.status, '', null, retryAfter)); });
       }
+      reply.learnConversation(res.headers.get('x-bupple-conversation-id'));
       var ctype = (res.headers.get('content-type') || '').toLowerCase();
       if (ctype.indexOf('text/event-stream') === -1) {
         return res.text().then(function (t) {
@@ -1079,11 +1373,35 @@
     '.icon svg{width:20px;height:20px}',
     '.send{background:var(--_accent);color:var(--_accent-fg)}',
     '.stop{background:var(--_fg);color:var(--_bg)}',
+    // the conversation list: an overlay panel over the messages, 360 px wide widgets included
+    '.main{position:relative;flex:1;min-height:0;display:flex;flex-direction:column}',
+    '.tog{padding:6px 9px}',
+    '.scrim{position:absolute;inset:0;background:rgba(15,23,42,.28);z-index:2}',
+    '.drawer{position:absolute;top:0;bottom:0;left:0;z-index:3;width:min(320px,calc(100% - 40px));display:flex;flex-direction:column;',
+    'background:var(--_bg);border-right:1px solid var(--_border);box-shadow:4px 0 18px rgba(15,23,42,.12);animation:bc-slide .16s ease-out}',
+    '.dh{display:flex;align-items:center;gap:6px;padding:10px 10px 8px 14px;border-bottom:1px solid var(--_border)}',
+    '.dh h3{margin:0;font-size:14px;font-weight:650}',
+    '.dstatus{margin:0;padding:0 14px;font-size:13px;color:var(--_muted)}.dstatus:not(:empty){padding:8px 14px}',
+    '.convs{list-style:none;margin:0;padding:4px 6px;overflow-y:auto;flex:1;min-height:0}',
+    '.conv{display:flex;align-items:center;gap:2px;border-radius:10px;min-height:44px;padding:2px}',
+    '.conv:hover,.conv:focus-within{background:var(--_surface)}',
+    '.conv.current{background:color-mix(in srgb,var(--_accent) 12%,transparent)}',
+    '.pick{flex:1;min-width:0;display:flex;flex-direction:column;align-items:flex-start;border:0;background:none;text-align:left;padding:5px 8px;border-radius:8px}',
+    '.ct{max-width:100%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-size:14px}',
+    '.cw{font-size:11.5px;color:var(--_muted)}',
+    '.mini{flex:none;width:32px;height:32px;display:inline-flex;align-items:center;justify-content:center;border:0;background:none;border-radius:8px;color:var(--_muted)}',
+    '.mini:hover{background:var(--_border);color:var(--_fg)}.mini svg{width:16px;height:16px}',
+    '.ren{flex:1;min-width:0;font:inherit;font-size:14px;padding:7px 9px;border:1px solid var(--_accent);border-radius:8px;background:var(--_bg);color:var(--_fg)}',
+    '.conv .q{flex:1;min-width:0;font-size:13px;padding:0 6px;overflow-wrap:anywhere}',
+    '.danger{border:0;border-radius:999px;padding:5px 12px;font-size:13px;font-weight:600;background:var(--_err);color:#fff;min-height:32px}',
+    '.more{margin:6px auto 10px}',
+    '@keyframes bc-slide{from{transform:translateX(-12px);opacity:0}to{transform:none;opacity:1}}',
+    '@media (hover:none){.copy{opacity:1}.md pre[data-lang]::before{display:none}}',
     '[hidden]{display:none!important}',
     '@keyframes bc-blink{0%,80%,100%{opacity:.25;transform:translateY(0)}40%{opacity:.8;transform:translateY(-2px)}}',
     '@keyframes bc-caret{to{opacity:0}}',
     '@keyframes bc-in{from{opacity:0;transform:translateY(4px)}to{opacity:1;transform:none}}',
-    '@media (prefers-reduced-motion:reduce){.row,.typing i,.caret{animation:none}}',
+    '@media (prefers-reduced-motion:reduce){.row,.typing i,.caret,.drawer{animation:none}}',
     '@media (max-width:420px){.hd{padding:8px 10px 8px 12px}.msgs{padding:12px 10px 6px}.bubble{max-width:90%}.bar{padding:2px 12px}',
     '.composer{padding:6px 8px 8px}.ghost .lbl{display:none}.ghost{padding:6px 9px}.badge{order:3}}'
   ].join('\n');
@@ -1092,7 +1410,11 @@
   var ICONS = {
     send: { d: 'M4.4 19.6 20.5 12.6a.7.7 0 0 0 0-1.2L4.4 4.4a.7.7 0 0 0-1 .8L5.6 12l-2.2 6.8a.7.7 0 0 0 1 .8ZM5.6 12H12', stroke: true },
     stop: { d: 'M7 7h10v10H7z', fill: true },
-    plus: { d: 'M12 5v14M5 12h14', stroke: true }
+    plus: { d: 'M12 5v14M5 12h14', stroke: true },
+    list: { d: 'M4 6h16M4 12h16M4 18h10', stroke: true },
+    edit: { d: 'M4 20h4L19 9l-4-4L4 16v4ZM13 7l4 4', stroke: true },
+    trash: { d: 'M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13M10 11v6M14 11v6', stroke: true },
+    close: { d: 'M6 6l12 12M18 6 6 18', stroke: true }
   };
 
   function icon(doc, name) {
@@ -1146,12 +1468,19 @@
     historyEndpoint: null,      // template with {id}, base path, function(id) or false
     deleteEndpoint: null,
     providersEndpoint: null,
+    conversationsEndpoint: null, // default: endpoint with /stream -> /conversations
+    meEndpoint: null,           // default: endpoint with /stream -> /me
+    identity: null,             // the server's identity hash; unset: GET meEndpoint
+    csrfToken: null,            // unset: <meta name="csrf-token">
+    conversationList: false,    // the conversation list panel
+    conversationPageSize: 20,
     conversationId: null,       // force a conversation id
-    persist: true,              // keep conversation_id in localStorage
+    clientConversationIds: false, // true: the widget makes new conversation ids (custom routes that take any id)
+    persist: true,              // keep conversation_id in localStorage (per identity)
     storageKey: null,
     credentials: 'same-origin', // fetch credentials; EventSource uses withCredentials when 'include'
     theme: 'light',             // 'light' | 'dark' | 'auto'
-    deleteOnClear: true,
+    deleteOnClear: null,        // New chat deletes the old conversation; default: true without the list
     autofocus: false
   };
 
@@ -1172,48 +1501,53 @@
   }
 
   /**
-   * createHistory(opts, request) -> {id, remember(id), forget(), load(), abort()}
-   * The conversation: its id (kept in localStorage when opts.persist), its past messages
-   * (GET the history URL) and deleting it on the server on New chat.
+   * createHistory(opts, request) -> {id, restore(key, legacyKey), remember(id), forget(deleteOnServer), load(), abort()}
+   * The current conversation: its id (kept in localStorage under a key per identity when opts.persist;
+   * restore() reads it once the identity is known), its past messages (GET the history URL) and, when
+   * asked, deleting it on the server (New chat with deleteOnClear).
    * request(url, init) is fetch with the widget's headers and credentials.
    */
   function createHistory(opts, request) {
-    var storageKey = opts.storageKey || ('bupple-chat:conversation:' + splitQuery(absoluteUrl(opts.endpoint))[0]);
+    var storageKey = null;
     var pending = null; // AbortController of the history request
     var history = {
-      id: opts.conversationId || (opts.persist ? readStorage(storageKey) : null) || null,
+      id: opts.conversationId || null,
+      /** key: where this identity's conversation is kept (null: keep nothing); legacyKey: a key to clear. */
+      restore: function (key, legacyKey) {
+        storageKey = opts.persist ? key : null;
+        if (opts.persist && legacyKey && legacyKey !== key) writeStorage(legacyKey, null); // whoever's it was
+        if (!history.id && storageKey) history.id = readStorage(storageKey) || null;
+        return history.id;
+      },
       remember: function (id) {
         history.id = id;
-        if (opts.persist) writeStorage(storageKey, id);
+        if (storageKey) writeStorage(storageKey, id);
       },
-      /** null when there is nothing to load, else a Promise of the past messages (null on any failure). */
+      /** null when there is nothing to load, else a Promise of {messages, error, stale} (never rejects). */
       load: function () {
         var url = historyUrl(opts, history.id);
         if (!url || typeof root.fetch !== 'function') return null;
         var controller = typeof root.AbortController === 'function' ? new root.AbortController() : null;
         pending = controller;
         var forId = history.id;
-        return request(url, { cache: 'no-store', signal: controller ? controller.signal : undefined }).then(function (res) {
-          return res.ok ? res.json() : null;
-        }).then(function (data) {
-          if (forId !== history.id || !data) return null; // a New chat came in between
-          var msgs = Array.isArray(data) ? data : data.messages;
-          return Array.isArray(msgs) ? msgs : null;
-        }).catch(function () { return null; }).then(function (msgs) {
+        var init = { cache: 'no-store', signal: controller ? controller.signal : undefined };
+        return fetchJSON(request, url, init, 'conversation').then(function (r) {
           if (pending === controller) pending = null;
-          return msgs;
+          if (forId !== history.id || r.aborted) return { messages: null, error: null, stale: true }; // switched meanwhile
+          var msgs = Array.isArray(r.data) ? r.data : r.data && r.data.messages;
+          return { messages: Array.isArray(msgs) ? msgs : null, error: r.error, stale: false };
         });
       },
       abort: function () { if (pending) try { pending.abort(); } catch (_) { /* ignore */ } },
-      /** New chat: forget the id and delete the old conversation on the server (best effort). */
-      forget: function () {
+      /** Forget the id (New chat); with deleteOnServer, also DELETE the conversation (best effort). */
+      forget: function (deleteOnServer) {
         var old = history.id;
-        var url = old && opts.deleteOnClear ? deleteUrl(opts, old) : null;
+        var url = old && deleteOnServer ? deleteUrl(opts, old) : null;
         if (url && typeof root.fetch === 'function') {
           request(url, { method: 'DELETE', keepalive: true }).catch(function () { /* best effort */ });
         }
         history.id = null;
-        if (opts.persist) writeStorage(storageKey, null);
+        if (storageKey) writeStorage(storageKey, null);
         return old;
       }
     };
@@ -1221,8 +1555,178 @@
   }
 
   /**
+   * createDrawer(doc, uid, actions) -> the conversation list panel, an overlay over the messages:
+   *   {panel, scrim, toggle, render(list, currentId), open(), close(), isOpen()}
+   * actions: openConversation(id), renameConversation(id, title) and deleteConversation(id) (Promises of
+   * {ok, error}), moreConversations(), listShown(), clear(). Titles are user text: text nodes only.
+   */
+  function createDrawer(doc, uid, actions) {
+    var ui = { list: null, currentId: null, editing: null, confirming: null, focus: null, note: '' };
+    var toggle = h(doc, 'button', { type: 'button', 'class': 'ghost tog', 'data-testid': 'conversations-toggle', 'aria-expanded': 'false', 'aria-controls': uid + '-convs', 'aria-label': 'Conversations', title: 'Your conversations' }, [icon(doc, 'list')]);
+    var newBtn = h(doc, 'button', { type: 'button', 'class': 'ghost', 'data-testid': 'conversation-new' }, [icon(doc, 'plus'), h(doc, 'span', { text: 'New chat' })]);
+    var closeBtn = h(doc, 'button', { type: 'button', 'class': 'mini', 'data-testid': 'conversations-close', 'aria-label': 'Close the conversation list', title: 'Close (Esc)' }, [icon(doc, 'close')]);
+    var status = h(doc, 'p', { 'class': 'dstatus', 'data-testid': 'conversations-status', role: 'status', 'aria-live': 'polite' });
+    var ul = h(doc, 'ul', { 'class': 'convs', 'data-testid': 'conversations', 'aria-labelledby': uid + '-convs-title' });
+    var more = h(doc, 'button', { type: 'button', 'class': 'ghost more', 'data-testid': 'conversations-more', hidden: true, text: 'Load more' });
+    var head = h(doc, 'div', { 'class': 'dh' }, [h(doc, 'h3', { id: uid + '-convs-title', text: 'Conversations' }), h(doc, 'span', { 'class': 'spacer' }), newBtn, closeBtn]);
+    var panel = h(doc, 'aside', { 'class': 'drawer', id: uid + '-convs', 'data-testid': 'conversation-panel', 'aria-labelledby': uid + '-convs-title', hidden: true }, [head, status, ul, more]);
+    var scrim = h(doc, 'div', { 'class': 'scrim', 'aria-hidden': 'true', hidden: true });
+    var drawer = {
+      panel: panel, scrim: scrim, toggle: toggle,
+      isOpen: function () { return !panel.hidden; },
+      open: function () { setOpen(true); actions.listShown(); focusFirst(); },
+      close: function (refocus) { setOpen(false); if (refocus) toggle.focus(); },
+      render: function (list, currentId) { ui.list = list; ui.currentId = currentId; draw(); }
+    };
+    var rows = { doc: doc, ui: ui, actions: actions, redraw: function () { draw(); }, drawer: drawer };
+
+    function setOpen(on) {
+      panel.hidden = !on;
+      scrim.hidden = !on;
+      toggle.setAttribute('aria-expanded', on ? 'true' : 'false');
+      if (!on) { ui.editing = null; ui.confirming = null; }
+      var behind = panel.parentNode ? panel.parentNode.children : [];
+      for (var i = 0; i < behind.length; i++) { // what the panel covers is out of the tab order meanwhile
+        if (behind[i] === panel || behind[i] === scrim) continue;
+        if (on) behind[i].setAttribute('inert', ''); else behind[i].removeAttribute('inert');
+      }
+    }
+    function focusFirst() {
+      var current = ul.querySelector('[aria-current="true"]') || ul.querySelector('.pick');
+      (current || newBtn).focus();
+    }
+    function draw() {
+      while (ul.firstChild) ul.removeChild(ul.firstChild);
+      var list = ui.list || { items: [] };
+      list.items.forEach(function (c) { ul.appendChild(conversationRow(rows, c)); });
+      status.textContent = ui.note || listStatus(list);
+      ul.setAttribute('aria-busy', list.loading ? 'true' : 'false');
+      more.hidden = !list.nextCursor;
+      more.disabled = !!list.loading;
+      applyFocus(ul, ui);
+    }
+    toggle.addEventListener('click', function () { if (drawer.isOpen()) drawer.close(true); else drawer.open(); });
+    closeBtn.addEventListener('click', function () { drawer.close(true); });
+    scrim.addEventListener('click', function () { drawer.close(false); });
+    newBtn.addEventListener('click', function () { drawer.close(false); actions.clear(); });
+    more.addEventListener('click', function () { actions.moreConversations(); });
+    panel.addEventListener('keydown', function (e) { drawerKey(e, drawer, ul); });
+    return drawer;
+  }
+
+  function listStatus(list) {
+    if (list.error) return list.error.error;
+    if (list.loading && !list.items.length) return 'Loading…';
+    if (list.loaded && !list.items.length) return 'No conversations yet.';
+    return '';
+  }
+  /** Escape closes the panel; the arrow keys move between conversations. */
+  function drawerKey(e, drawer, ul) {
+    if (e.key === 'Escape') { e.preventDefault(); drawer.close(true); return; }
+    if (e.key !== 'ArrowDown' && e.key !== 'ArrowUp') return;
+    var picks = Array.prototype.slice.call(ul.querySelectorAll('.pick'));
+    var at = picks.indexOf(e.target);
+    if (at === -1) return;
+    e.preventDefault();
+    var next = picks[at + (e.key === 'ArrowDown' ? 1 : -1)];
+    if (next) next.focus();
+  }
+  /** After a redraw, focus goes where the user's action left it (ui.focus = {id, testid}). */
+  function applyFocus(ul, ui) {
+    var want = ui.focus;
+    ui.focus = null;
+    if (!want) return;
+    var items = ul.querySelectorAll('li');
+    for (var i = 0; i < items.length; i++) {
+      if (items[i].getAttribute('data-conversation-id') !== want.id) continue;
+      var el = items[i].querySelector('[data-testid="' + want.testid + '"]');
+      if (el) { el.focus(); if (el.select) el.select(); }
+      return;
+    }
+  }
+
+  /** One conversation: open / rename / delete buttons, or the rename input, or the delete confirmation. */
+  function conversationRow(rows, c) {
+    var doc = rows.doc;
+    var ui = rows.ui;
+    var current = c.id === ui.currentId;
+    var li = h(doc, 'li', { 'class': 'conv' + (current ? ' current' : ''), 'data-testid': 'conversation', 'data-conversation-id': c.id });
+    if (ui.editing === c.id) li.appendChild(renameInput(rows, c));
+    else if (ui.confirming === c.id) confirmDelete(rows, c).forEach(function (e) { li.appendChild(e); });
+    else plainRow(rows, c, current).forEach(function (e) { li.appendChild(e); });
+    return li;
+  }
+  function plainRow(rows, c, current) {
+    var doc = rows.doc;
+    var title = conversationTitle(c);
+    var pick = h(doc, 'button', { type: 'button', 'class': 'pick', 'data-testid': 'conversation-open', 'aria-current': current ? 'true' : null },
+      [h(doc, 'span', { 'class': 'ct', 'data-testid': 'conversation-title', text: title }), h(doc, 'span', { 'class': 'cw', text: conversationWhen(c.updated_at) })]);
+    var rename = h(doc, 'button', { type: 'button', 'class': 'mini', 'data-testid': 'conversation-rename', 'aria-label': 'Rename: ' + title, title: 'Rename' }, [icon(doc, 'edit')]);
+    var del = h(doc, 'button', { type: 'button', 'class': 'mini', 'data-testid': 'conversation-delete', 'aria-label': 'Delete: ' + title, title: 'Delete' }, [icon(doc, 'trash')]);
+    pick.addEventListener('click', function () { rows.actions.openConversation(c.id); rows.drawer.close(false); });
+    rename.addEventListener('click', function () { setMode(rows, 'editing', c.id, 'conversation-title-input'); });
+    del.addEventListener('click', function () { setMode(rows, 'confirming', c.id, 'conversation-delete-confirm'); });
+    return [pick, rename, del];
+  }
+  function setMode(rows, mode, id, focusTestId) {
+    rows.ui.editing = mode === 'editing' ? id : null;
+    rows.ui.confirming = mode === 'confirming' ? id : null;
+    rows.ui.note = '';
+    rows.ui.focus = { id: id, testid: focusTestId };
+    rows.redraw();
+  }
+  function renameInput(rows, c) {
+    var doc = rows.doc;
+    var input = h(doc, 'input', { type: 'text', 'class': 'ren', 'data-testid': 'conversation-title-input', maxlength: '200', 'aria-label': 'New title for: ' + conversationTitle(c) });
+    input.value = c.title || '';
+    var done = false;
+    function finish(save) {
+      if (done) return;
+      done = true;
+      var title = input.value.trim();
+      if (!save || !title || title === (c.title || '')) { setMode(rows, 'plain', c.id, 'conversation-rename'); return; }
+      input.disabled = true;
+      rows.actions.renameConversation(c.id, title).then(function (r) {
+        rows.ui.editing = null;
+        rows.ui.note = r.ok ? '' : r.error.error;
+        rows.ui.focus = { id: c.id, testid: 'conversation-rename' };
+        rows.redraw();
+      });
+    }
+    input.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter') { e.preventDefault(); finish(true); }
+      else if (e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); finish(false); }
+    });
+    input.addEventListener('blur', function () { finish(true); });
+    return input;
+  }
+  function confirmDelete(rows, c) {
+    var doc = rows.doc;
+    var question = h(doc, 'span', { 'class': 'q', text: 'Delete “' + conversationTitle(c) + '”?' });
+    var yes = h(doc, 'button', { type: 'button', 'class': 'danger', 'data-testid': 'conversation-delete-confirm', text: 'Delete' });
+    var no = h(doc, 'button', { type: 'button', 'class': 'ghost', 'data-testid': 'conversation-delete-cancel', text: 'Cancel' });
+    no.addEventListener('click', function () { setMode(rows, 'plain', c.id, 'conversation-delete'); });
+    yes.addEventListener('click', function () {
+      yes.disabled = true;
+      rows.actions.deleteConversation(c.id).then(function (r) {
+        rows.ui.confirming = null;
+        rows.ui.note = r.ok ? '' : r.error.error;
+        if (!r.ok) rows.ui.focus = { id: c.id, testid: 'conversation-delete' };
+        rows.redraw();
+        if (r.ok) focusAfterDelete(rows);
+      });
+    });
+    return [question, yes, no];
+  }
+  function focusAfterDelete(rows) {
+    var pick = rows.drawer.panel.querySelector('.pick') || rows.drawer.panel.querySelector('[data-testid="conversation-new"]');
+    if (pick) pick.focus();
+  }
+
+  /**
    * createView(doc, target, opts, actions) -> the widget's DOM and everything that touches it.
-   * actions: {send(text), stop(), clear(), retry()}, called from the composer and the buttons.
+   * actions: {send(text), stop(), clear(), retry()}, called from the composer and the buttons, and with
+   * opts.conversationList the drawer's (see createDrawer); view.drawer is then the conversation list panel.
    */
   function createView(doc, target, opts, actions) {
     var shadow = target.shadowRoot || (target.attachShadow ? target.attachShadow({ mode: 'open' }) : null);
@@ -1242,7 +1746,8 @@
     var titleEl = h(doc, 'h2', { 'class': 'title', id: uid + '-title' }, [h(doc, 'span', { 'class': 'dot', 'aria-hidden': 'true' }), h(doc, 'span', { text: opts.title })]);
     var badge = h(doc, 'span', { 'class': 'badge', 'data-testid': 'mock-notice', hidden: true, title: 'Replies come from the built-in offline mock provider, not from a real model.', text: 'Demo mode: offline mock provider' });
     var newBtn = h(doc, 'button', { type: 'button', 'class': 'ghost', 'data-testid': 'new-chat', 'aria-label': 'New chat', title: 'Start a new conversation' }, [icon(doc, 'plus'), h(doc, 'span', { 'class': 'lbl', text: 'New chat' })]);
-    var header = h(doc, 'div', { 'class': 'hd' }, [titleEl, badge, h(doc, 'span', { 'class': 'spacer' }), newBtn]);
+    var drawer = opts.conversationList ? createDrawer(doc, uid, actions) : null;
+    var header = h(doc, 'div', { 'class': 'hd' }, [drawer && drawer.toggle, titleEl, badge, h(doc, 'span', { 'class': 'spacer' }), newBtn]);
 
     var emptyEl = h(doc, 'div', { 'class': 'empty' }, [h(doc, 'strong', { text: opts.title }), h(doc, 'span', { text: opts.welcome })]);
     var list = h(doc, 'div', { 'class': 'msgs', 'data-testid': 'messages', role: 'log', 'aria-live': 'off', 'aria-label': 'Conversation', tabindex: '0' }, [emptyEl]);
@@ -1258,7 +1763,8 @@
     var sendBtn = h(doc, 'button', { type: 'submit', 'class': 'icon send', 'data-testid': 'send', 'aria-label': 'Send message', title: 'Send (Enter)', disabled: true }, [icon(doc, 'send')]);
     var form = h(doc, 'form', { 'class': 'composer', novalidate: true }, [inputLabel, hint, input, stopBtn, sendBtn]);
 
-    var rootEl = h(doc, 'div', { 'class': 'bc', part: 'container', 'data-state': 'idle', 'data-theme': opts.theme, role: 'region', 'aria-labelledby': uid + '-title' }, [header, list, bar, form]);
+    var main = h(doc, 'div', { 'class': 'main' }, [list, bar, form, drawer && drawer.scrim, drawer && drawer.panel]);
+    var rootEl = h(doc, 'div', { 'class': 'bc', part: 'container', 'data-state': 'idle', 'data-theme': opts.theme, role: 'region', 'aria-labelledby': uid + '-title' }, [header, main]);
     host.appendChild(rootEl);
 
     var errorRow = null;
@@ -1270,6 +1776,7 @@
       destroyed: false,
       shadow: shadow,
       badge: badge,
+      drawer: drawer,
       setState: function (s) {
         view.state = s;
         rootEl.setAttribute('data-state', s);
@@ -1369,7 +1876,7 @@
       if (opts.markdown) {
         while (b.firstChild) b.removeChild(b.firstChild);
         b.appendChild(renderMarkdown(content, doc));
-        if (!streaming) addCopyButtons(b);
+        if (!streaming) addCopyButtons(b, doc, root);
       } else {
         if (!rv.textNode || rv.textNode.parentNode !== b) {
           while (b.firstChild) b.removeChild(b.firstChild);
@@ -1390,25 +1897,6 @@
         } else b.appendChild(caret);
       }
     }
-    function addCopyButtons(bubble) {
-      if (!root.navigator || !root.navigator.clipboard) return;
-      var pres = bubble.querySelectorAll('pre');
-      for (var i = 0; i < pres.length; i++) {
-        (function (pre) {
-          // The visible label comes from CSS (data-label) so that the bubble's textContent stays the reply text.
-          var btn = h(doc, 'button', { type: 'button', 'class': 'copy', 'data-label': 'Copy', 'aria-label': 'Copy code' });
-          btn.addEventListener('click', function () {
-            var code = pre.querySelector('code');
-            root.navigator.clipboard.writeText(code ? code.textContent : '').then(function () {
-              btn.setAttribute('data-label', 'Copied');
-              setTimeout(function () { btn.setAttribute('data-label', 'Copy'); }, 1500);
-            }, function () { btn.setAttribute('data-label', 'Failed'); });
-          });
-          pre.appendChild(btn);
-        })(pres[i]);
-      }
-    }
-
     /** The bubble of a streaming reply: typing dots, then the text as it grows, then the outcome. */
     function startReply() {
       var rv = addAssistantRow();
@@ -1549,222 +2037,344 @@
     return view;
   }
 
+  // ---------------------------------------------------------------------------
+  // mount(): the widget's state `w` ({doc, target, opts, history, view, list, active, ...}),
+  // shared by the short functions below.
+  // ---------------------------------------------------------------------------
+
+  function mergeOptions(userOptions) {
+    var opts = {};
+    var key;
+    for (key in DEFAULTS) opts[key] = DEFAULTS[key];
+    if (userOptions) for (key in userOptions) if (userOptions[key] !== undefined) opts[key] = userOptions[key];
+    if (!opts.endpoint) opts.endpoint = DEFAULTS.endpoint;
+    if (opts.conversationList && !conversationsUrl(opts)) opts.conversationList = false;
+    if (opts.deleteOnClear == null) opts.deleteOnClear = !opts.conversationList; // the list keeps old conversations
+    return opts;
+  }
+
   function mount(target, userOptions) {
     if (!root.document) throw new Error('BuppleChat.mount needs a browser DOM');
     var doc = root.document;
     if (typeof target === 'string') target = doc.querySelector(target);
     if (!target || target.nodeType !== 1) throw new TypeError('BuppleChat.mount: a target element is required');
     if (target.buppleChat && typeof target.buppleChat.destroy === 'function') target.buppleChat.destroy();
-
-    var opts = {};
-    var key;
-    for (key in DEFAULTS) opts[key] = DEFAULTS[key];
-    if (userOptions) for (key in userOptions) if (userOptions[key] !== undefined) opts[key] = userOptions[key];
-    if (!opts.endpoint) opts.endpoint = DEFAULTS.endpoint;
-
-    var destroyed = false;
-    var active = null;       // the reply being streamed
-    var lastUserText = null; // what Retry sends again
-    var history = createHistory(opts, request);
-    var view = createView(doc, target, opts, {
-      send: function (text) { api.send(text); },
-      stop: function () { api.stop(); },
-      clear: function () { api.clear(); },
-      retry: function () { api.retry(); }
-    });
+    var opts = mergeOptions(userOptions);
+    var w = { doc: doc, target: target, opts: opts, destroyed: false, active: null, lastUserText: null,
+      restored: false, identityReady: null, list: null, api: null };
+    w.request = function (url, init) { return widgetRequest(w, url, init); };
+    w.history = createHistory(opts, w.request);
+    w.view = createView(doc, target, opts, viewActions(w));
+    if (opts.conversationList) w.list = createConversationList(opts, w.request, function () { drawList(w); });
     target.setAttribute('data-bupple-chat', '');
-
-    function emit(name, detail) {
-      if (destroyed) return;
-      var ev;
-      try { ev = new root.CustomEvent('bupple:' + name, { detail: detail, bubbles: true, composed: true }); }
-      catch (_) { ev = doc.createEvent('CustomEvent'); ev.initCustomEvent('bupple:' + name, true, false, detail); }
-      target.dispatchEvent(ev);
-    }
-    function getHeaders(base) {
-      var out = {};
-      var k;
-      for (k in base) out[k] = base[k];
-      var extraHeaders = typeof opts.headers === 'function' ? opts.headers() : opts.headers;
-      return Promise.resolve(extraHeaders).then(function (hs) {
-        if (hs) for (k in hs) if (hs[k] != null) out[k] = String(hs[k]);
-        return out;
-      });
-    }
-    /** fetch for the JSON side requests (history, delete, providers). */
-    function request(url, init) {
-      return getHeaders({ Accept: 'application/json' }).then(function (headers) {
-        init.headers = headers;
-        init.credentials = opts.credentials;
-        return root.fetch(url, init);
-      });
-    }
-    function rememberConversation(id) {
-      history.remember(id);
-      target.setAttribute('data-conversation-id', id);
-    }
-
-    // --- a reply: the model in createReply, its bubble in the view, the bytes from a transport ---
-    function startReply(text) {
-      view.removeErrorRow();
-      var bubble = view.startReply();
-      var reply = createReply(text, function (name, detail) {
-        if (destroyed) return; // its DOM is gone
-        if (name === 'status') {
-          view.setStatus(detail.message || '');
-          if (detail.stream_id) bubble.setStreamId(detail.stream_id);
-          // the server makes conversation ids: a new conversation's comes in the first event
-          if (detail.conversation_id && detail.conversation_id !== history.id) rememberConversation(detail.conversation_id);
-          emit('status', detail);
-        } else if (name === 'chunk') {
-          if (reply.chunks === 1) view.setStatus('Replying…'); // the server's "Starting..." is over
-          bubble.update(reply);
-          emit('chunk', detail);
-        } else if (name === 'reasoning') {
-          if (!reply.chunks) view.setStatus('Thinking…'); // the model thinks before it answers
-          bubble.reason(reply);
-          emit('reasoning', detail);
-        } else if (name === 'completion') {
-          if (detail.conversation_id && detail.conversation_id !== history.id) rememberConversation(detail.conversation_id);
-        } else if (name === 'end') {
-          endReply(reply, bubble);
-        } else {
-          emit(name, detail); // done | error | stop
-        }
-      });
-      active = reply;
-      view.setState('streaming');
-      view.setStatus('Connecting…');
-      view.setTokens(0);
-      emit('send', { message: text, conversation_id: history.id });
-      var fields = requestFields(opts, text, history.id);
-      var transport = pickTransport(opts.transport);
-      if (transport === 'eventsource') {
-        streamWithEventSource(reply, { url: eventSourceUrl(opts.endpoint, fields), withCredentials: opts.credentials === 'include' });
-      } else if (transport === 'fetch') {
-        streamWithFetch(reply, {
-          url: opts.endpoint,
-          body: fields,
-          headers: getHeaders({ 'Content-Type': 'application/json', Accept: 'text/event-stream' }),
-          credentials: opts.credentials
-        });
-      } else {
-        reply.fail({ type: 'error', error: 'This browser cannot stream replies (no fetch or EventSource).', code: 'unsupported', done: true, retryable: false });
-      }
-      return reply.promise;
-    }
-    function endReply(reply, bubble) {
-      var outcome = replyOutcome(reply);
-      var hadFocus = view.focusInside();
-      bubble.end(reply, outcome);
-      view.setTokens(outcome.tokens, true);
-      view.setStatus(outcome.status);
-      if (active === reply) active = null;
-      view.setState(outcome.state);
-      if (outcome.error) {
-        view.showError({ message: outcome.error.message, code: outcome.error.code, retry: outcome.error.retry && lastUserText != null, retryAfter: outcome.error.retryAfter });
-      }
-      if (hadFocus) view.focusInput();
-    }
-
-    // --- history, providers ------------------------------------------------
-    function loadHistory() {
-      var pending = history.load();
-      if (!pending) return Promise.resolve(null);
-      var forId = history.id;
-      view.setHistoryState('loading');
-      return pending.then(function (msgs) {
-        if (msgs && !destroyed) {
-          view.showHistory(msgs);
-          if (lastUserText === null) {
-            for (var i = msgs.length - 1; i >= 0; i--) if (msgs[i] && msgs[i].role === 'user') { lastUserText = msgs[i].content; break; }
-          }
-          emit('history', { conversation_id: forId, messages: msgs });
-        }
-        view.setHistoryState('loaded');
-        return destroyed ? null : msgs;
-      });
-    }
-
-    function checkMockProvider() {
-      var url = providersUrl(opts);
-      if (!opts.showMockNotice || !url || typeof root.fetch !== 'function') return;
-      request(url, { cache: 'no-store' }).then(function (res) { return res.ok ? res.json() : null; }).then(function (data) {
-        if (!data || destroyed) return;
-        var list = Array.isArray(data.providers) ? data.providers : [];
-        var name = opts.provider || data['default'];
-        var entry = null;
-        for (var i = 0; i < list.length; i++) if (list[i] && list[i].name === name) entry = list[i];
-        var isMock = opts.provider ? !!(entry && entry.mock) : (name === 'mock' || !!(entry && entry.mock));
-        view.badge.hidden = !isMock;
-        if (isMock) emit('mock', { provider: name });
-      }).catch(function () { /* the badge is optional */ });
-    }
-
-    // --- public API ----------------------------------------------------------
-    var api = {
-      element: target,
-      shadowRoot: view.shadow,
-      options: opts,
-      version: VERSION,
-      /** Send a message; resolves with {status: 'done'|'error'|'stopped'|'busy'|'empty', content, payload}. */
-      send: function (text) {
-        if (destroyed) return Promise.resolve({ status: 'destroyed', content: '', payload: null });
-        text = text == null ? '' : String(text);
-        if (!text.trim()) return Promise.resolve({ status: 'empty', content: '', payload: null });
-        if (view.state === 'streaming') return Promise.resolve({ status: 'busy', content: '', payload: null });
-        lastUserText = text;
-        view.addUserRow(text);
-        return startReply(text);
-      },
-      /** Send the last user message again (used by the Retry button). Never called automatically. */
-      retry: function () {
-        if (destroyed || view.state === 'streaming' || lastUserText == null) return Promise.resolve({ status: 'busy', content: '', payload: null });
-        view.removeFailedReply();
-        var hadFocus = view.focusInside();
-        var p = startReply(lastUserText);
-        if (hadFocus) view.focusInput();
-        return p;
-      },
-      /** Abort the reply being streamed (the server then closes the upstream request). */
-      stop: function () { if (active) active.stop(); },
-      /** Start a new conversation: stops any reply, deletes the old conversation on the server, clears the view. */
-      clear: function () {
-        if (active) active.stop();
-        history.abort();
-        var old = history.forget();
-        target.removeAttribute('data-conversation-id');
-        lastUserText = null;
-        view.reset();
-        emit('clear', { conversation_id: old });
-      },
-      /** Remove the widget and stop everything it was doing. */
-      destroy: function () {
-        if (destroyed) return;
-        if (active) active.stop();
-        history.abort();
-        destroyed = true;
-        view.destroy();
-        target.removeAttribute('data-bupple-chat');
-        target.removeAttribute('data-conversation-id');
-        if (target.buppleChat === api) try { delete target.buppleChat; } catch (_) { target.buppleChat = undefined; }
-        var idx = instances.indexOf(api);
-        if (idx !== -1) instances.splice(idx, 1);
-      },
-      get conversationId() { return history.id; },
-      get state() { return view.state; },
-      get busy() { return view.state === 'streaming'; },
-      /** Promise that settles when the history request (if any) is done. */
-      ready: null
-    };
-
+    var api = w.api = createApi(w);
     target.buppleChat = api;
     instances.push(api);
-    if (history.id) target.setAttribute('data-conversation-id', history.id);
-    api.ready = history.id ? loadHistory() : Promise.resolve(null);
-    checkMockProvider();
-    if (opts.autofocus) view.autofocus();
+    api.ready = boot(w);
+    checkMockProvider(w);
+    if (opts.autofocus) w.view.autofocus();
     return api;
+  }
+
+  function viewActions(w) {
+    return {
+      send: function (text) { w.api.send(text); },
+      stop: function () { w.api.stop(); },
+      clear: function () { w.api.clear(); },
+      retry: function () { w.api.retry(); },
+      openConversation: function (id) { openConversation(w, id); w.view.focusInput(); },
+      renameConversation: function (id, title) { return renameFromList(w, id, title); },
+      deleteConversation: function (id) { return deleteFromList(w, id); },
+      moreConversations: function () { return w.list.loadMore(); },
+      listShown: function () { refreshList(w); } // another tab may have changed it: one GET per opening
+    };
+  }
+
+  function emit(w, name, detail) {
+    if (w.destroyed) return;
+    var ev;
+    try { ev = new root.CustomEvent('bupple:' + name, { detail: detail, bubbles: true, composed: true }); }
+    catch (_) { ev = w.doc.createEvent('CustomEvent'); ev.initCustomEvent('bupple:' + name, true, false, detail); }
+    w.target.dispatchEvent(ev);
+  }
+
+  /** The headers option (object, function, or Promise of one) over `base`. */
+  function userHeaders(opts, base) {
+    var out = {};
+    var k;
+    for (k in base) out[k] = base[k];
+    var extraHeaders = typeof opts.headers === 'function' ? opts.headers() : opts.headers;
+    return Promise.resolve(extraHeaders).then(function (hs) {
+      if (hs) for (k in hs) if (hs[k] != null) out[k] = String(hs[k]);
+      return out;
+    });
+  }
+  /** fetch for the JSON side requests (me, history, conversations, providers): headers, CSRF on writes, credentials. */
+  function widgetRequest(w, url, init) {
+    var base = { Accept: 'application/json' };
+    if (init.body != null) base['Content-Type'] = 'application/json';
+    return userHeaders(w.opts, base).then(function (headers) {
+      init.headers = withCsrf(headers, init.method, csrfToken(w.opts, w.doc));
+      init.credentials = w.opts.credentials;
+      return root.fetch(url, init);
+    });
+  }
+
+  /** Who is asking decides which stored conversation opens (never another identity's); then its history. */
+  function boot(w) {
+    w.identityReady = resolveIdentity(w.opts, typeof root.fetch === 'function' ? w.request : null).then(function (who) {
+      if (w.destroyed) return who;
+      var key = who.known && !who.identity ? null : storageKeyFor(w.opts, who.identity);
+      w.history.restore(key, who.identity ? storageKeyFor(w.opts, null) : null);
+      w.restored = true;
+      if (who.error && (who.error.status === 401 || who.error.status === 403)) showProblem(w, who.error);
+      if (w.history.id) w.target.setAttribute('data-conversation-id', w.history.id);
+      drawList(w);
+      return who;
+    });
+    return w.identityReady.then(function () { return !w.destroyed && w.history.id ? loadHistory(w) : null; });
+  }
+
+  function showProblem(w, error) {
+    w.view.showError({ message: error.error, code: error.code, retry: false });
+  }
+
+  function rememberConversation(w, id) {
+    w.history.remember(id);
+    w.target.setAttribute('data-conversation-id', id);
+    drawList(w);
+  }
+  /** The server named this reply's conversation: a new one when the widget had none. */
+  function adoptConversation(w, id) {
+    if (id === w.history.id) return;
+    var isNew = !w.history.id;
+    rememberConversation(w, id);
+    emit(w, 'conversation', { conversation_id: id, created: isNew });
+    listChanged(w);
+  }
+  /** The conversation is gone or not the caller's (404): forget it here too. */
+  function dropConversation(w, id) {
+    if (!id) return;
+    if (w.list) w.list.drop(id);
+    if (w.history.id !== id) return;
+    w.history.forget(false);
+    w.target.removeAttribute('data-conversation-id');
+    drawList(w);
+  }
+
+  // --- a reply: the model in createReply, its bubble in the view, the bytes from a transport ---
+  function sendMessage(w, text) {
+    if (w.destroyed) return Promise.resolve(nothingSent('destroyed'));
+    text = text == null ? '' : String(text);
+    if (!text.trim()) return Promise.resolve(nothingSent('empty'));
+    if (w.view.state === 'streaming') return Promise.resolve(nothingSent('busy'));
+    w.lastUserText = text;
+    w.view.addUserRow(text);
+    if (w.restored) return startReply(w, text);
+    w.view.setState('streaming'); // who is asking is known a few milliseconds later
+    return w.identityReady.then(function () { return w.destroyed ? nothingSent('destroyed') : startReply(w, text); });
+  }
+  function nothingSent(status) { return { status: status, content: '', payload: null }; }
+
+  function startReply(w, text) {
+    var view = w.view;
+    view.removeErrorRow();
+    if (!w.history.id && w.opts.clientConversationIds) rememberConversation(w, uuid());
+    var bubble = view.startReply();
+    var reply = createReply(text, function (name, detail) { onReplyEvent(w, reply, bubble, name, detail); });
+    w.active = reply;
+    view.setState('streaming');
+    view.setStatus('Connecting…');
+    view.setTokens(0);
+    emit(w, 'send', { message: text, conversation_id: w.history.id });
+    sendOver(w, reply, requestFields(w.opts, text, w.history.id));
+    return reply.promise;
+  }
+  function sendOver(w, reply, fields) {
+    var opts = w.opts;
+    var transport = pickTransport(opts.transport);
+    if (transport === 'eventsource') {
+      streamWithEventSource(reply, { url: eventSourceUrl(opts.endpoint, fields), withCredentials: opts.credentials === 'include' });
+    } else if (transport === 'fetch') {
+      var headers = userHeaders(opts, { 'Content-Type': 'application/json', Accept: 'text/event-stream' }).then(function (hs) {
+        return withCsrf(hs, 'POST', csrfToken(opts, w.doc));
+      });
+      streamWithFetch(reply, { url: opts.endpoint, body: fields, headers: headers, credentials: opts.credentials });
+    } else {
+      reply.fail({ type: 'error', error: 'This browser cannot stream replies (no fetch or EventSource).', code: 'unsupported', done: true, retryable: false });
+    }
+  }
+  function onReplyEvent(w, reply, bubble, name, detail) {
+    if (w.destroyed) return; // its DOM is gone
+    if (name === 'conversation') {
+      adoptConversation(w, detail.conversation_id);
+    } else if (name === 'status') {
+      w.view.setStatus(detail.message || '');
+      if (detail.stream_id) bubble.setStreamId(detail.stream_id);
+      emit(w, 'status', detail);
+    } else if (name === 'chunk') {
+      if (reply.chunks === 1) w.view.setStatus('Replying…'); // the server's "Starting..." is over
+      bubble.update(reply);
+      emit(w, 'chunk', detail);
+    } else if (name === 'reasoning') {
+      if (!reply.chunks) w.view.setStatus('Thinking…'); // the model thinks before it answers
+      bubble.reason(reply);
+      emit(w, 'reasoning', detail);
+    } else if (name === 'end') {
+      endReply(w, reply, bubble);
+    } else if (name !== 'completion') {
+      emit(w, name, detail); // done | error | stop
+    }
+  }
+  function endReply(w, reply, bubble) {
+    var view = w.view;
+    var outcome = replyOutcome(reply);
+    var hadFocus = view.focusInside();
+    bubble.end(reply, outcome);
+    view.setTokens(outcome.tokens, true);
+    view.setStatus(outcome.status);
+    if (w.active === reply) w.active = null;
+    view.setState(outcome.state);
+    if (outcome.error) {
+      if (outcome.error.code === 'conversation_not_found') dropConversation(w, w.history.id);
+      view.showError({ message: outcome.error.message, code: outcome.error.code, retry: outcome.error.retry && w.lastUserText != null, retryAfter: outcome.error.retryAfter });
+    }
+    if (outcome.keepBubble) listChanged(w); // a new title, a later updated_at
+    if (hadFocus) view.focusInput();
+  }
+
+  // --- history and the conversation list -----------------------------------
+  function loadHistory(w) {
+    var pending = w.history.load();
+    if (!pending) return Promise.resolve(null);
+    var forId = w.history.id;
+    w.view.setHistoryState('loading');
+    return pending.then(function (r) {
+      if (w.destroyed || r.stale) return null;
+      w.view.setHistoryState('loaded');
+      if (r.error) {
+        if (r.error.code === 'conversation_not_found') dropConversation(w, forId);
+        if (r.error.code === 'conversation_not_found' || r.error.retryable === false) showProblem(w, r.error);
+        return null;
+      }
+      if (r.messages) showPastMessages(w, forId, r.messages);
+      return r.messages;
+    });
+  }
+  function showPastMessages(w, forId, msgs) {
+    w.view.showHistory(msgs);
+    if (w.lastUserText === null) {
+      for (var i = msgs.length - 1; i >= 0; i--) if (msgs[i] && msgs[i].role === 'user') { w.lastUserText = msgs[i].content; break; }
+    }
+    emit(w, 'history', { conversation_id: forId, messages: msgs });
+  }
+  /** Stop what is going on and empty the view, for another conversation or a new one. */
+  function resetConversation(w) {
+    if (w.active) w.active.stop();
+    w.history.abort();
+    w.lastUserText = null;
+    w.view.reset();
+  }
+  function openConversation(w, id) {
+    if (w.destroyed || !id || id === w.history.id) return Promise.resolve(null);
+    resetConversation(w);
+    rememberConversation(w, id);
+    emit(w, 'switch', { conversation_id: id });
+    return loadHistory(w);
+  }
+  function startNewChat(w, deleteOld) {
+    resetConversation(w);
+    var old = w.history.forget(deleteOld);
+    if (deleteOld && old && w.list) w.list.drop(old);
+    w.target.removeAttribute('data-conversation-id');
+    drawList(w);
+    emit(w, 'clear', { conversation_id: old });
+  }
+  function renameFromList(w, id, title) {
+    return w.list.rename(id, title).then(function (r) {
+      if (r.ok) emit(w, 'rename', { conversation_id: id, title: String(title).trim() });
+      return r;
+    });
+  }
+  function deleteFromList(w, id) {
+    return w.list.remove(id).then(function (r) {
+      var gone = r.ok || (r.error && r.error.code === 'conversation_not_found');
+      if (gone && id === w.history.id) startNewChat(w, false);
+      if (r.ok) emit(w, 'delete', { conversation_id: id });
+      return r;
+    });
+  }
+  function drawList(w) { if (w.list && !w.destroyed) w.view.drawer.render(w.list, w.history.id); }
+  function refreshList(w) { return w.list.refresh(); }
+  /** The list is out of date: reload it now if it is on screen (else it is when next opened). */
+  function listChanged(w) {
+    if (w.list && w.view.drawer.isOpen()) refreshList(w);
+  }
+
+  function checkMockProvider(w) {
+    var url = providersUrl(w.opts);
+    if (!w.opts.showMockNotice || !url || typeof root.fetch !== 'function') return;
+    fetchJSON(w.request, url, { cache: 'no-store' }).then(function (r) {
+      var data = r.data;
+      if (!r.ok || !data || w.destroyed) return;
+      var list = Array.isArray(data.providers) ? data.providers : [];
+      var name = w.opts.provider || data['default'];
+      var entry = null;
+      for (var i = 0; i < list.length; i++) if (list[i] && list[i].name === name) entry = list[i];
+      var isMock = w.opts.provider ? !!(entry && entry.mock) : (name === 'mock' || !!(entry && entry.mock));
+      w.view.badge.hidden = !isMock;
+      if (isMock) emit(w, 'mock', { provider: name });
+    });
+  }
+
+  // --- public API ----------------------------------------------------------
+  function createApi(w) {
+    return {
+      element: w.target,
+      shadowRoot: w.view.shadow,
+      options: w.opts,
+      version: VERSION,
+      /** Send a message; resolves with {status: 'done'|'error'|'stopped'|'busy'|'empty', content, payload}. */
+      send: function (text) { return sendMessage(w, text); },
+      /** Send the last user message again (used by the Retry button). Never called automatically. */
+      retry: function () { return retryLast(w); },
+      /** Abort the reply being streamed (the server then closes the upstream request). */
+      stop: function () { if (w.active) w.active.stop(); },
+      /** Start a new conversation (the server makes its id on the first message); deleteOnClear deletes the old one. */
+      clear: function () { startNewChat(w, w.opts.deleteOnClear); },
+      /** Show another of the caller's conversations (its history is loaded). */
+      openConversation: function (id) { return openConversation(w, id); },
+      /** Reload the conversation list (conversationList only). */
+      refreshConversations: function () { return w.list ? refreshList(w) : Promise.resolve(null); },
+      /** Remove the widget and stop everything it was doing. */
+      destroy: function () { destroyWidget(w); },
+      get conversationId() { return w.history.id; },
+      get conversations() { return w.list ? w.list.items.slice() : null; },
+      get state() { return w.view.state; },
+      get busy() { return w.view.state === 'streaming'; },
+      /** Promise that settles when the identity and the history request (if any) are done. */
+      ready: null
+    };
+  }
+  function retryLast(w) {
+    if (w.destroyed || w.view.state === 'streaming' || w.lastUserText == null) return Promise.resolve(nothingSent('busy'));
+    w.view.removeFailedReply();
+    var hadFocus = w.view.focusInside();
+    var p = startReply(w, w.lastUserText);
+    if (hadFocus) w.view.focusInput();
+    return p;
+  }
+  function destroyWidget(w) {
+    if (w.destroyed) return;
+    if (w.active) w.active.stop();
+    w.history.abort();
+    w.destroyed = true;
+    w.view.destroy();
+    w.target.removeAttribute('data-bupple-chat');
+    w.target.removeAttribute('data-conversation-id');
+    if (w.target.buppleChat === w.api) try { delete w.target.buppleChat; } catch (_) { w.target.buppleChat = undefined; }
+    var idx = instances.indexOf(w.api);
+    if (idx !== -1) instances.splice(idx, 1);
   }
 
   // ---------------------------------------------------------------------------
@@ -1779,6 +2389,8 @@
     if (!v) return undefined;
     try { return JSON.parse(v); } catch (_) { return undefined; }
   }
+
+  function urlOrFalse(v) { return v === 'false' ? false : (v || undefined); }
 
   /** Options read from a script tag's data-* attributes. */
   function optionsFromDataset(ds) {
@@ -1795,7 +2407,19 @@
       showMockNotice: parseBool(ds.showMockNotice, undefined),
       persist: parseBool(ds.persist, undefined),
       autofocus: parseBool(ds.autofocus, undefined),
-      historyEndpoint: ds.historyEndpoint === 'false' ? false : (ds.historyEndpoint || undefined),
+      historyEndpoint: urlOrFalse(ds.historyEndpoint),
+      deleteEndpoint: urlOrFalse(ds.deleteEndpoint),
+      providersEndpoint: urlOrFalse(ds.providersEndpoint),
+      conversationsEndpoint: urlOrFalse(ds.conversationsEndpoint),
+      meEndpoint: urlOrFalse(ds.meEndpoint),
+      identity: ds.identity || undefined,
+      csrfToken: ds.csrfToken || undefined,
+      conversationList: parseBool(ds.conversationList, undefined),
+      conversationPageSize: ds.conversationPageSize ? parseInt(ds.conversationPageSize, 10) || undefined : undefined,
+      clientConversationIds: parseBool(ds.clientConversationIds, undefined),
+      deleteOnClear: parseBool(ds.deleteOnClear, undefined),
+      storageKey: ds.storageKey || undefined,
+      credentials: ds.credentials || undefined,
       headers: parseJSONAttr(ds.headers),
       extra: parseJSONAttr(ds.extra)
     };
@@ -1846,9 +2470,23 @@
       history: historyUrl,
       delete: deleteUrl,
       providers: providersUrl,
+      conversations: conversationsUrl,
+      conversation: conversationUrl,
+      me: meUrl,
       eventSource: eventSourceUrl
     },
     describeHttpError: describeHttpError,
+    messages: { signIn: SIGN_IN, forbidden: FORBIDDEN, notAvailable: NOT_AVAILABLE },
+    csrfToken: csrfToken,
+    withCsrf: withCsrf,
+    storageKeyFor: storageKeyFor,
+    fetchJSON: fetchJSON,
+    resolveIdentity: resolveIdentity,
+    createConversationList: createConversationList,
+    conversationTitle: conversationTitle,
+    conversationWhen: conversationWhen,
+    copyText: copyText,
+    addCopyButtons: addCopyButtons,
     uuid: uuid,
     _autoMount: autoMount
   };

@@ -246,7 +246,7 @@ test('describeHttpError reads the server error body or falls back to a readable 
   assert.equal(describeHttpError(429, '').error, 'Too many requests. Please wait a moment and try again.');
   assert.equal(describeHttpError(429, '').code, 'http_429');
   assert.match(describeHttpError(502, '<html>Bad gateway</html>').error, /HTTP 502/);
-  assert.equal(describeHttpError(403, '{"error":"nope"}').error, 'nope');
+  assert.equal(describeHttpError(418, '{"error":"nope"}').error, 'nope');
 });
 
 test('optionsFromDataset maps data-* attributes of the script tag', () => {

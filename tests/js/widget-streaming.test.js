@@ -135,8 +135,9 @@ test('the completion event ends the reply with its usage and finish_reason', asy
   assert.deepEqual(result.payload.usage, { input_tokens: 7, output_tokens: 12 });
   assert.equal(reply.tokens, 12, 'the final count comes from usage.output_tokens');
   // The conversation id is handed over before the view ends the reply, and bupple:done comes last.
-  assert.deepEqual(names(), ['chunk', 'chunk', 'completion', 'end', 'done']);
-  assert.equal(log[2][2].conversation_id, 'conv-9');
+  assert.deepEqual(names(), ['chunk', 'chunk', 'conversation', 'completion', 'end', 'done']);
+  assert.deepEqual(log[2][2], { conversation_id: 'conv-9' });
+  assert.equal(reply.conversationId, 'conv-9');
   const shown = replyOutcome(reply);
   assert.equal(shown.state, 'done');
   assert.equal(shown.incomplete, false);

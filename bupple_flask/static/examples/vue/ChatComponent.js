@@ -5,6 +5,10 @@
 // classic <script> tag before this module; see index.html). Chunks are accumulated
 // into reactive state and shown with {{ }} text interpolation, which Vue escapes:
 // model output is never rendered as HTML.
+//
+// Behind a login it does what the widget does, with the widget's helpers: the server makes a new
+// conversation's id (the first status event says it), the current id is kept per identity
+// (GET /api/me's opaque hash), and every write sends the CSRF token of <meta name="csrf-token">.
 import { ref, computed, watch, nextTick, onMounted, onBeforeUnmount } from 'vue';
 
 function lib() {
@@ -33,12 +37,14 @@ export default {
     model: { type: String, default: '' },
     headers: { type: Object, default: () => ({}) },
     extra: { type: Object, default: () => ({}) },
+    csrfToken: { type: String, default: '' }, // default: <meta name="csrf-token" content="...">
   },
   emits: ['chunk', 'done', 'error'],
 
   setup(props, { emit }) {
     const BuppleChat = lib();
-    const storageKey = `bupple-vue:conversation:${props.endpoint}`;
+    const opts = { endpoint: props.endpoint, storageKey: `bupple-vue:conversation:${props.endpoint}` };
+    let storageKey = null; // known once the server said who is asking
 
     const messages = ref([]); // { id, role, content, state: 'done'|'streaming'|'stopped'|'error', meta }
     const draft = ref('');
@@ -46,7 +52,7 @@ export default {
     const status = ref('');
     const tokens = ref(null);
     const error = ref(null); // { message, code }
-    const conversationId = ref(readStorage(storageKey) || '');
+    const conversationId = ref('');
     const listEl = ref(null);
     const inputEl = ref(null);
     let controller = null;
@@ -61,11 +67,36 @@ export default {
       async () => { await nextTick(); const el = listEl.value; if (el) el.scrollTop = el.scrollHeight; },
     );
 
+    /** Headers for a request; writes (POST, DELETE) carry the CSRF token. */
+    function headersFor(method, base) {
+      const token = BuppleChat.csrfToken({ csrfToken: props.csrfToken }, document);
+      return BuppleChat.withCsrf({ ...base, ...props.headers }, method, token);
+    }
+    function request(url, init) {
+      return fetch(url, { ...init, headers: headersFor(init.method, { Accept: 'application/json' }) });
+    }
+    function remember(id) {
+      conversationId.value = id;
+      if (storageKey) writeStorage(storageKey, id);
+    }
+
+    /** Who is asking (GET /api/me) decides which stored conversation is theirs; then its history. */
+    async function restore() {
+      const who = await BuppleChat.resolveIdentity(opts, request);
+      if (who.error) error.value = { message: who.error.error, code: who.error.code };
+      if (who.known && !who.identity) return;
+      storageKey = BuppleChat.storageKeyFor(opts, who.identity);
+      const sentFirst = conversationId.value; // a message may have gone before the answer came
+      remember(sentFirst || readStorage(storageKey) || '');
+      if (conversationId.value && !sentFirst) await loadHistory();
+    }
+
     async function loadHistory() {
-      const url = BuppleChat.urls.history({ endpoint: props.endpoint }, conversationId.value);
+      const url = BuppleChat.urls.history(opts, conversationId.value);
       if (!url) return;
       try {
-        const res = await fetch(url, { headers: { Accept: 'application/json', ...props.headers } });
+        const res = await request(url, {});
+        if (res.status === 404) { remember(''); return; } // deleted, or not this user's
         if (!res.ok) return;
         const body = await res.json();
         const old = (body.messages || [])
@@ -108,6 +139,7 @@ export default {
         let payload;
         try { payload = JSON.parse(evt.data); } catch { return; }
         const type = payload.type || evt.type;
+        if (payload.conversation_id && payload.conversation_id !== conversationId.value) remember(payload.conversation_id);
         if (type === 'status') {
           status.value = payload.message || '';
           if (payload.conversation_id && payload.conversation_id !== conversationId.value) {
@@ -133,17 +165,18 @@ export default {
 
       try {
         const body = { ...props.extra, message: text };
-        if (conversationId.value) body.conversation_id = conversationId.value;
+        if (conversationId.value) body.conversation_id = conversationId.value; // none: the server starts one
         if (props.provider) body.provider = props.provider;
         if (props.model) body.model = props.model;
         const res = await fetch(props.endpoint, {
           method: 'POST',
-          headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream', ...props.headers },
+          headers: headersFor('POST', { 'Content-Type': 'application/json', Accept: 'text/event-stream' }),
           body: JSON.stringify(body),
           signal: controller.signal,
         });
         if (!res.ok) {
           const err = BuppleChat.describeHttpError(res.status, await res.text().catch(() => ''));
+          if (err.code === 'conversation_not_found') remember(''); // the next message starts a new one
           fail(err.error, err.code);
           return;
         }
@@ -203,17 +236,16 @@ export default {
 
     function newChat() {
       stop();
-      const url = BuppleChat.urls.delete({ endpoint: props.endpoint }, conversationId.value);
-      if (url) fetch(url, { method: 'DELETE', headers: props.headers }).catch(() => {});
-      conversationId.value = '';
-      writeStorage(storageKey, null);
+      const url = BuppleChat.urls.delete(opts, conversationId.value);
+      if (url) request(url, { method: 'DELETE' }).catch(() => {});
+      remember('');
       messages.value = [];
       error.value = null;
       tokens.value = null;
       lastText = null;
     }
 
-    onMounted(() => { if (conversationId.value) loadHistory(); });
+    onMounted(() => { restore(); });
     onBeforeUnmount(() => { if (controller) controller.abort(); });
 
     return { messages, draft, busy, status, tokenLabel, error, listEl, inputEl, canSend, submit, onEnter, retry, stop, newChat };
