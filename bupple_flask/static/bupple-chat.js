@@ -921,6 +921,7 @@
    */
   function createConversationList(opts, request, onChange) {
     var seq = 0;
+    var kept = null; // a conversation just made here, which the server may not list yet
     var list = { items: [], nextCursor: null, loading: false, loaded: false, error: null };
     function changed() { if (onChange) onChange(list); }
     function load(cursor) {
@@ -934,7 +935,8 @@
         list.error = r.ok ? null : r.error;
         if (r.ok) {
           var page = r.data && Array.isArray(r.data.conversations) ? r.data.conversations : [];
-          list.items = mergeConversations(cursor ? list.items : [], page);
+          if (kept && page.some(function (c) { return c && c.id === kept.id; })) kept = null; // listed now
+          list.items = mergeConversations(cursor ? list.items : (kept ? [kept] : []), page);
           list.nextCursor = (r.data && r.data.next_cursor) || null;
           list.loaded = true;
         }
@@ -943,9 +945,15 @@
       });
     }
     list.refresh = function () { return load(null); };
+    /** Show a conversation the widget just made until the server lists it (its row is written beside the stream). */
+    list.keep = function (conversation) {
+      kept = conversation;
+      if (!list.find(conversation.id)) { list.items = [conversation].concat(list.items); changed(); }
+    };
     list.loadMore = function () { return list.nextCursor && !list.loading ? load(list.nextCursor) : Promise.resolve(list); };
     list.find = function (id) { for (var i = 0; i < list.items.length; i++) if (list.items[i].id === id) return list.items[i]; return null; };
     list.drop = function (id) {
+      if (kept && kept.id === id) kept = null;
       var before = list.items.length;
       list.items = list.items.filter(function (c) { return c.id !== id; });
       if (list.items.length !== before) changed();
@@ -2149,6 +2157,7 @@
     if (id === w.history.id) return;
     var isNew = !w.history.id;
     rememberConversation(w, id);
+    if (isNew && w.list) w.list.keep({ id: id, title: w.lastUserText, updated_at: new Date().toISOString() });
     emit(w, 'conversation', { conversation_id: id, created: isNew });
     listChanged(w);
   }

@@ -331,3 +331,22 @@ test('each code block gets one Copy button that copies exactly the code, and the
   assert.equal(buttons[1].getAttribute('data-label'), 'Copied');
   assert.equal(buttons[0].getAttribute('data-label'), 'Copy');
 });
+
+test('a conversation just made here stays listed until the server lists it (its row is written beside the stream)', async () => {
+  let listed = [conv('old', 'Old')];
+  const server = fakeServer({
+    'GET /api/conversations?limit=20': () => json(200, { conversations: listed, next_cursor: null }),
+  });
+  const list = createConversationList({ endpoint: '/api/stream', conversationPageSize: 20 }, server.request);
+  await list.refresh();
+  list.keep({ id: 'new', title: 'Just asked', updated_at: '2026-12-01T00:00:00Z' });
+  assert.deepEqual(list.items.map((c) => c.id), ['new', 'old']);
+  await list.refresh(); // the server has not written it yet
+  assert.deepEqual(list.items.map((c) => c.id), ['new', 'old']);
+  listed = [conv('new', 'Just asked (server)'), conv('old', 'Old')];
+  await list.refresh();
+  assert.deepEqual(list.items.map((c) => c.title), ['Just asked (server)', 'Old'], 'the server\'s row replaces it');
+  listed = [conv('old', 'Old')]; // deleted elsewhere: not kept any more
+  await list.refresh();
+  assert.deepEqual(list.items.map((c) => c.id), ['old']);
+});
