@@ -6,9 +6,10 @@ conversation names to ids made by ``POST /api/conversations``, outside the measu
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent.lock
+import gevent.pool
 from gevent import socket as gsocket
 
 if TYPE_CHECKING:
@@ -47,6 +48,16 @@ class Identity:
                     raise RuntimeError(f"POST /api/conversations answered {status}: {body[:200]!r}")
                 self.ids[name] = json.loads(body)["id"]
         return self.ids[name]
+
+
+    def prepare(self, groups: list[dict[str, Any]], concurrency: int = 8) -> None:
+        """Make every conversation the plan names before the load starts (none is made on the measured path)."""
+        names = {g["conv"].format(i=i, k=k, c=(i * seq + k) % int(g.get("conv_count") or 1 << 30))
+                 for g in groups if g.get("conv")
+                 for seq in [int(g.get("sequential", 1))]
+                 for i in range(int(g["count"])) for k in range(seq)}  # fmt: skip
+        pool = gevent.pool.Pool(concurrency)
+        pool.map(self.conversation, sorted(names))
 
 
 def http_call(t: Target, method: str, path: str, body: bytes = b"", cookie: str = "") -> tuple[int, dict[str, str], bytes]:

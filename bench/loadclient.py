@@ -219,6 +219,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run groups (in parallel, or after another group via ``after``); return results."""
     t = Target(**job["target"])
     who = Identity(t) if t.fmt == "bupple" else None
+    if who is not None:
+        who.prepare(job["groups"])
     t0 = time.monotonic()
     results: dict[str, list[StreamResult]] = {}
     lets: dict[str, gevent.Greenlet] = {}

@@ -222,7 +222,7 @@ class ConversationStore:
         provider: str | None,
         model: str | None,
     ) -> None:
-        """Store a turn's question and create or touch its conversation, in one transaction.
+        """Store a turn's messages and create or touch its conversation, in one transaction.
 
         A new conversation is inserted with ``title``; an existing one gets ``updated_at`` bumped,
         the provider and model of this turn, and ``title`` if it has none and was never renamed.

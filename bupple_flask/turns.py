@@ -93,25 +93,17 @@ class ConversationTurn:
     def started(self) -> None:
         """Store the question in the background while the upstream request is in flight.
 
-        A new conversation is written whole when its first reply ends instead: the conversation,
-        the question and the reply in one transaction, so a stream pays for one write, not two.
+        A turn of an owned conversation (``/api/stream``'s) is written whole when the reply ends
+        instead: the conversation made or touched, the question and the reply in one transaction,
+        so a stream pays for one write, not two, and holds no pooled connection meanwhile.
         """
         self._asked_at = now()
-        if self.conversation is None or not self.conversation.new:
+        if self.conversation is None:
             self._storing_question = spawn(self._store_question)
 
     def _store_question(self) -> None:
         try:
-            conversation = self.conversation
-            if conversation is None:
-                self.memory.add_messages(self.question)
-            else:  # the question, and the conversation made or touched, in one transaction
-                if conversation.prepare is not None:
-                    conversation.prepare()
-                conversation.store.start_turn(
-                    conversation.id, self.memory.message_rows(self.question), new=conversation.new,
-                    title=auto_title(self.question), provider=self.memory.driver, model=conversation.model,
-                )  # fmt: skip
+            self.memory.add_messages(self.question)
             self._question_stored = True
         except Exception:
             log.exception("storing the user's message in conversation %s failed", self.memory.parent_id)
@@ -120,8 +112,8 @@ class ConversationTurn:
         """Store the reply (after the question: the order is the conversation's)."""
         if self._asked_at is None:
             return  # the upstream was never asked (the browser left at once): nothing to store
-        if self.conversation is not None and self.conversation.new:
-            self._store_new_conversation(outcome)
+        if self.conversation is not None:
+            self._store_turn(outcome)
             return
         assert self._storing_question is not None
         self._storing_question.join()
@@ -135,7 +127,7 @@ class ConversationTurn:
             without_nul(outcome.content), metadata=self._reply_metadata(outcome), driver=outcome.provider
         )
 
-    def _store_new_conversation(self, outcome: StreamOutcome) -> None:
+    def _store_turn(self, outcome: StreamOutcome) -> None:
         conversation = self.conversation
         assert conversation is not None
         try:
@@ -146,10 +138,10 @@ class ConversationTurn:
                 row["created_at"] = row["updated_at"] = self._asked_at
             rows[-1].update(content=without_nul(outcome.content), metadata=self._reply_metadata(outcome),
                             driver=outcome.provider)  # fmt: skip
-            conversation.store.start_turn(conversation.id, rows, new=True, title=auto_title(self.question),
+            conversation.store.start_turn(conversation.id, rows, new=conversation.new, title=auto_title(self.question),
                                           provider=self.memory.driver, model=conversation.model)  # fmt: skip
         except Exception:
-            log.exception("storing the new conversation %s failed (%s)", conversation.id, outcome.ending)
+            log.exception("storing the turn of conversation %s failed (%s)", conversation.id, outcome.ending)
 
     def _reply_metadata(self, outcome: StreamOutcome) -> Any:
         metadata: dict[str, Any] = {
