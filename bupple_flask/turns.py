@@ -1,9 +1,11 @@
 """One conversation turn over HTTP: the stored history, the new question, the reply.
 
 The order of work is what keeps the first token fast and the history true: the history
-is read before the upstream request, the question is stored while that request is in
-flight (off the time-to-first-token path), and the reply is stored, after the question,
-with exactly what reached the browser and how it ended.
+is read before the upstream request (with the owner check, for ``/api/stream``), and nothing
+is written until the reply ends: then ``/api/stream``'s turn (the conversation made or
+touched, the question, the reply) is one transaction; a route of your own stores the question
+while the upstream request is in flight and the reply after it, with exactly what reached
+the browser and how it ended.
 
 What the history can hold decides what is accepted: a question the database cannot store
 (a NUL) is refused before the upstream request, a reply is stored with any NUL replaced by
