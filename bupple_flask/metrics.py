@@ -134,8 +134,9 @@ class MetricsListener:
         self._open = True
 
     def ended(self, outcome: StreamOutcome) -> None:
-        """Count how it ended, what it cost and how it flowed (the finished counter last: a scrape that
-        counts the stream finished sees all of its figures)."""
+        """Count how it ended, what it cost and how it flowed (the finished counter last: in one process, a
+        scrape that counts the stream finished sees all of its figures; across gunicorn workers a scrape
+        reads each kind's files in turn, so it may see them a moment apart)."""
         series = self.series
         finished, duration = series.by_ending(outcome.ending)
         duration.observe(outcome.duration)

@@ -198,10 +198,14 @@ def test_two_workers_add_up(two_workers, fake_openai) -> None:
         assert _until_completion(events)[-1] == "completion"
     for client in clients:
         client.vanish()
+    # each figure waited for on its own: a scrape reads the workers' counter and histogram files one after
+    # another, so it can see a stream counted finished before its time to first token (read earlier) lands
     text = wait_for_metric(server.url, "bupple_streams_finished_total", 10, provider="openai", ending="complete")
     assert sample(text, "bupple_streams_finished_total", provider="openai", ending="complete") == 10
     assert sample(text, "bupple_streams_started_total", provider="openai") == 10
+    text = wait_for_metric(server.url, "bupple_output_tokens_total", 20, provider="openai")
     assert sample(text, "bupple_output_tokens_total", provider="openai") == 20
+    text = wait_for_metric(server.url, "bupple_time_to_first_token_seconds_count", 10, provider="openai")
     assert sample(text, "bupple_time_to_first_token_seconds_count", provider="openai") == 10
     # The gauge and the counters are separate files per worker: a scrape can read one before a worker's
     # last update and the other after it, so the gauge is polled too.
