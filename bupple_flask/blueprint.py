@@ -158,6 +158,7 @@ def start_stream(
         .with_max_tokens(spec.max_tokens)
         .with_system_prompt(spec.system_prompt)
         .with_context_budget(spec.context_tokens)
+        .with_fallbacks(*spec.fallbacks)
         .require_configured()
     )
     if spec.reasoning is not None:

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .context_budget import fit_context
+from .fallback import open_with_fallbacks, parse_fallbacks
 from .messages import Messages, normalize_messages, validate_max_tokens, validate_temperature
 from .providers.base import ChatCall, Provider
 from .stream import ChatStream, Deadline
@@ -37,6 +38,7 @@ class ChatRequestBuilder:
     reasoning: bool | None = None
     system_prompt: str | None = None
     context_tokens: int | None = None
+    fallbacks: tuple[str, ...] | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def with_model(self, model: str | None) -> ChatRequestBuilder:
@@ -85,6 +87,17 @@ class ChatRequestBuilder:
         """Trim the history to ``tokens`` estimated input tokens, oldest turns first (None: send it all)."""
         return dataclasses.replace(self, context_tokens=tokens or None)
 
+    def with_fallbacks(self, *providers: str) -> ChatRequestBuilder:
+        """Providers that answer, in order, when this one fails before the first token (none: no fallback).
+
+        Default: ``BUPPLE_FALLBACKS``. Each answers with its default model (:mod:`bupple_flask.fallback`).
+        """
+        return dataclasses.replace(self, fallbacks=parse_fallbacks(providers))
+
+    def fallback_chain(self) -> tuple[str, ...]:
+        """The providers to fall back to: ``with_fallbacks``, else ``BUPPLE_FALLBACKS``."""
+        return self.fallbacks if self.fallbacks is not None else self.state.settings.policy.fallbacks
+
     def with_options(self, **options: Any) -> ChatRequestBuilder:
         """Extra provider body fields (``top_p``, ``stop``, ...), merged over earlier ones."""
         return dataclasses.replace(self, options=MappingProxyType({**self.options, **options}))
@@ -104,8 +117,15 @@ class ChatRequestBuilder:
         """Open the upstream request now (errors raise here) and return the chunk iterator.
 
         ``deadline`` lets a caller that started earlier (the SSE relay) count the total
-        duration from its own start; by default it starts now.
+        duration from its own start; by default it starts now. When the provider fails before
+        the first token, the fallback chain answers (:func:`~bupple_flask.fallback.open_with_fallbacks`).
         """
+        if deadline is None:
+            deadline = Deadline(self.max_duration or self.state.settings.max_duration, self.provider)
+        return open_with_fallbacks(self, messages, deadline)
+
+    def open_one(self, messages: Any, deadline: Deadline) -> ChatStream:
+        """Open this provider's stream only (no fallback): errors raise here."""
         provider = self.get_provider()
         settings = self.state.settings
         call = ChatCall(
@@ -120,8 +140,6 @@ class ChatRequestBuilder:
             retry_max_wait=settings.retry_max_wait,
             max_event_bytes=settings.max_event_bytes or None,
         )
-        if deadline is None:
-            deadline = Deadline(self.max_duration or settings.max_duration, provider.name)
         upstream = provider.open(call)
         reasoning = self.reasoning if self.reasoning is not None else settings.stream_reasoning == "on"
         prompt_chars = sum(len(m["content"]) for m in call.messages)

@@ -80,6 +80,8 @@ class FinalChunk(TypedDict):
     mock: NotRequired[bool]
     declined: NotRequired[Declined]
     reasoning_signature: NotRequired[str]
+    fallback: NotRequired[dict[str, Any]]
+    """Set when this provider answered because the chosen one failed before the first token."""
 
 
 class Tick:

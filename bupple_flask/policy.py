@@ -50,6 +50,8 @@ class ChatPolicy:
     token_budget: str | None = None
     named_events: bool = False
     reasoning: bool | None = None
+    fallbacks: tuple[str, ...] = ()
+    """Providers that answer, in order, if ``provider`` fails before the first token (``BUPPLE_FALLBACKS``)."""
 
 
 class RequestPolicies:
@@ -96,6 +98,7 @@ def decide(state: EngineState, spec: StreamRequest, hooks: tuple[PolicyHook, ...
         token_budget=settings.token_budget,
         named_events=spec.named_events,
         reasoning=spec.reasoning,
+        fallbacks=settings.fallbacks,
     )
     for hook in hooks:
         answer = hook(chat.identity, chat)

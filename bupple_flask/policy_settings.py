@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .fallback import parse_fallbacks
 from .values import Key, to_bool, to_list, to_number
 
 POLICY_KEYS: tuple[Key, ...] = (
@@ -31,6 +32,8 @@ POLICY_KEYS: tuple[Key, ...] = (
     Key("BUPPLE_STREAM_LEASE", 60.0, "seconds a stream's slot is held unless renewed (a killed worker's streams free "
         "themselves after it)"),
     Key("BUPPLE_TOKEN_BUDGET", None, "tokens (input + output) per identity and period, e.g. '200000/day'"),
+    Key("BUPPLE_FALLBACKS", None, "providers that answer, in order, when the chosen one fails before the first "
+        "token, e.g. 'openai>claude>gemini'"),
 )
 
 
@@ -52,6 +55,7 @@ class PolicySettings:
     max_streams: int = 0
     stream_lease: float = 60.0
     token_budget: str | None = None
+    fallbacks: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PolicySettings:
@@ -80,4 +84,5 @@ class PolicySettings:
             max_streams=num("BUPPLE_MAX_STREAMS", int, 0),
             stream_lease=num("BUPPLE_STREAM_LEASE", float, 60.0),
             token_budget=text("BUPPLE_TOKEN_BUDGET"),
+            fallbacks=parse_fallbacks(config.get("BUPPLE_FALLBACKS")),
         )

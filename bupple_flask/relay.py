@@ -56,6 +56,8 @@ class StreamOutcome:
     """The model's reasoning received (kept apart from ``content``; stored only when configured)."""
     reasoning_signature: str | None = None
     """Anthropic's signature of that reasoning (sent back with it to Claude)."""
+    fallback: dict[str, Any] | None = None
+    """Set when ``provider`` answered because the chosen one failed before the first token."""
 
 
 class StreamListener(Protocol):
@@ -229,6 +231,7 @@ class Relay:
         outcome = self.outcome
         if stream is not None:
             stream.close()
+            outcome.provider, outcome.fallback = stream.provider, stream.fallback
             outcome.model = outcome.model or stream.model
             outcome.usage = outcome.usage or stream.usage
             outcome.retries = stream.upstream.state.retries

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import cast
+from typing import Any, cast
 
 from .chunks import (
     TICK,
@@ -81,6 +81,7 @@ class ChatStream:
         self.reasoning_parts: list[str] = []
         self.ending: Ending | None = None  # set once it ended
         self.error: Exception | None = None
+        self.fallback: dict[str, Any] | None = None  # set when it answers for a provider that failed
         self._chunks: Iterator[AnyChunk | Tick] | None = None
 
     # -- iteration -----------------------------------------------------------------------------
@@ -195,13 +196,16 @@ class ChatStream:
         return self.upstream.state.model
 
     def final_chunk(self) -> FinalChunk:
-        """The chunk that ends a complete reply."""
+        """The chunk that ends a complete reply (with ``fallback`` when another provider failed first)."""
         state = self.upstream.state
-        return final_chunk(
+        chunk = final_chunk(
             finish_reason=self.finish_reason, usage=self.usage, provider=self.provider, model=self.model,
             mock=self.mock, declined=state.declined,
             reasoning_signature=state.signature if self.show_reasoning else None,
         )
+        if self.fallback is not None:
+            chunk["fallback"] = self.fallback
+        return chunk
 
     def close(self) -> None:
         """Stop now: close the upstream connection (idempotent, safe from another greenlet)."""

@@ -157,6 +157,8 @@ class ConversationTurn:
             metadata["error"] = outcome.error.to_dict()
         if outcome.declined is not None:
             metadata["declined"] = outcome.declined
+        if outcome.fallback is not None:
+            metadata["fallback"] = outcome.fallback
         if self.store_reasoning and outcome.reasoning:  # Claude needs the signature to take it back
             metadata["reasoning"] = outcome.reasoning
             if outcome.reasoning_signature:

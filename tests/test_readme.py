@@ -91,6 +91,15 @@ def test_error_handling(readme_app, fake_anthropic, capsys, script, expected) ->
     assert expected in capsys.readouterr().out
 
 
+def test_provider_fallback(readme_app, fake_openai, fake_anthropic, capsys) -> None:
+    fake_openai.script = Script(fail_before=503)
+    fake_anthropic.script = Script(chunks=["Hello", " from Claude"])
+    run(readme_app, "fallback")
+    out = capsys.readouterr().out
+    assert "Hello from Claude" in out and "answered by claude" in out and "'from': 'openai'" in out
+    assert fake_anthropic.requests[0].json["messages"] == [{"role": "user", "content": "Hello"}]
+
+
 def test_reasoning(readme_app, fake_openai, capsys) -> None:
     fake_openai.script = Script(chunks=["Yes", ": 21 x 51."], reasoning=["1071 = 21 x 51"], output_tokens=9)
     run(readme_app, "reasoning")
@@ -188,7 +197,7 @@ def test_curl_examples_against_the_real_server(start_server, fake_openai, tmp_pa
 
 def test_all_marked_examples_are_covered() -> None:
     covered = {"app-setup", "basic-streaming", "each-provider", "error-handling", "reasoning", "memory", "custom-route",
-               "custom-provider", "guard", "testing-your-app", "identity-loader",
+               "custom-provider", "guard", "testing-your-app", "identity-loader", "fallback",
                "curl-stream", "curl-history"} | TESTED_ELSEWHERE
     assert set(readme_blocks()) == covered
 
