@@ -143,7 +143,9 @@ def new_context(browser: Browser, host: GunicornServer) -> Iterator[Callable[...
     contexts: list[BrowserContext] = []
 
     def make(width: int = 1000) -> BrowserContext:
-        context = browser.new_context(viewport={"width": width, "height": 800}, base_url=host.url)
+        # reduced motion: the panel's slide-in would otherwise be measured mid-animation (x = -1 px)
+        context = browser.new_context(viewport={"width": width, "height": 800}, base_url=host.url,
+                                      reduced_motion="reduce")  # fmt: skip
         contexts.append(context)
         return context
 
