@@ -29,6 +29,8 @@ from .tickets import StreamTicket
 EXTENSION = "bupple.limits"
 REDIS_TIMEOUT = 1.0
 """Seconds a Redis call may take before the limits fall back to the worker's memory."""
+REDIS_OPTIONS: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
+"""The client options of every Redis connection the limits open (leases, budgets, Flask-Limiter)."""
 RETRY_REDIS_AFTER = 5.0
 log = logging.getLogger("bupple_flask")
 
@@ -49,9 +51,7 @@ class Limits:
                 import redis
             except ImportError as exc:  # pragma: no cover - the message is the point
                 raise RuntimeError("BUPPLE_REDIS_URL needs redis-py: pip install 'bupple-flask[redis]'") from exc
-            self.redis = redis.Redis.from_url(
-                settings.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
-            )
+            self.redis = redis.Redis.from_url(settings.redis_url, **REDIS_OPTIONS)
             self.errors = (redis.RedisError, OSError)
             self.leases = RedisLeases(self.redis, settings.redis_prefix)
         self.budget: TokenBudget | None = None
@@ -119,8 +119,7 @@ def _budgets(settings: PolicySettings) -> tuple[TokenBudget, TokenBudget]:
     memory = TokenBudget(MemoryStorage(), settings.redis_prefix)
     if not settings.redis_url:
         return memory, memory
-    timeouts = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
-    storage = storage_from_string(settings.redis_url, **timeouts)
+    storage = storage_from_string(settings.redis_url, **REDIS_OPTIONS)
     return TokenBudget(storage, settings.redis_prefix), memory
 
 
@@ -133,12 +132,11 @@ def _flask_limiter(app: Flask, settings: PolicySettings) -> Any:
         from flask_limiter import Limiter
     except ImportError as exc:  # pragma: no cover - the message is the point
         raise RuntimeError("BUPPLE_RATE_LIMIT needs Flask-Limiter: pip install 'bupple-flask[limits]'") from exc
-    redis_options: dict[str, str | int] = {"socket_timeout": 1, "socket_connect_timeout": 1}  # REDIS_TIMEOUT
     return Limiter(
         rate_limit_key,
         app=app,
         storage_uri=settings.redis_url or app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
-        storage_options=redis_options if settings.redis_url else {},
+        storage_options=REDIS_OPTIONS if settings.redis_url else {},
         key_prefix=f"{settings.redis_prefix}:rate",
         in_memory_fallback_enabled=True,  # Redis down: this worker's memory, as for the other limits
         swallow_errors=True,
