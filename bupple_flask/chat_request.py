@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
-import hmac
 from typing import Any
 
-from flask import Request, current_app
+from flask import Request
 
 from .client_socket import body_read_timeout
 from .errors import InvalidRequestError
+from .identity import keyed_digest
 from .stream_request import StreamRequest, _build, _json_body
 
 TRIGGERS = ("submit-message", "regenerate-message")
@@ -63,9 +62,7 @@ def conversation_for_chat(owner: str, chat_id: str) -> str:
     app's ``SECRET_KEY``) of the owner and the chat id, 32 URL-safe characters. Two users' chats
     with the same id are two conversations, and a chat id alone reaches nobody's conversation.
     """
-    secret = str(current_app.secret_key or "").encode()
-    digest = hmac.new(secret, f"{owner}\x00{chat_id}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
+    return base64.urlsafe_b64encode(keyed_digest(f"{owner}\x00{chat_id}")[:24]).decode("ascii")
 
 
 def last_user_text(messages: Any) -> str:

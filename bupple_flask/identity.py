@@ -121,8 +121,13 @@ def identity_hash(identity: Identity | None) -> str:
     """
     if identity is None:
         return ""
+    return keyed_digest(identity.key).hex()[:32]
+
+
+def keyed_digest(text: str) -> bytes:
+    """HMAC-SHA256 of ``text`` with the app's ``SECRET_KEY``: names the server makes that nobody can guess."""
     secret = str(current_app.secret_key or "").encode()
-    return hmac.new(secret, identity.key.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(secret, text.encode(), hashlib.sha256).digest()
 
 
 def cookie_path() -> str:
