@@ -4,7 +4,8 @@ Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.chat``, ``bupple.me`
 ``bupple.create_conversation``, ``bupple.get_conversation``, ``bupple.rename_conversation``,
 ``bupple.delete_conversation``, ``bupple.conversation_messages``, ``bupple.providers``,
 ``bupple.healthz`` (readiness: each dependency checked), ``bupple.livez`` (liveness: no I/O),
-``bupple.chat_page``, ``bupple.static`` (``filename="bupple-chat.js"``) and, with
+``bupple.chat_page``, ``bupple.stream_events`` (re-attach: :mod:`bupple_flask.resume_api`),
+``bupple.static`` (``filename="bupple-chat.js"``) and, with
 ``BUPPLE_METRICS``, ``bupple.metrics``. Every view runs after the identity guard
 (:mod:`bupple_flask.identity`): 401 without one, except the page, the widget and the probes.
 """
@@ -32,6 +33,7 @@ from .events import EventEncoder, StreamEvents
 from .identity import guard_blueprint
 from .policy import ChatPolicy, decide
 from .response import sse_response
+from .resume_api import add_resume_routes, chat_grace, reattach, reconnect
 from .stream_request import parse_stream_request
 from .tickets import StreamTicket
 from .turns import OwnedConversation
@@ -60,14 +62,14 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
         settings = get_state().settings
         if request.method == "GET":
             check_get_stream(request, settings.policy)  # another site's <img> or EventSource: 403
-            if request.headers.get("Last-Event-ID"):
-                # EventSource reconnecting after a finished reply: 204 stops it instead of paying twice.
-                return Response(status=204)
+            last_event_id = request.headers.get("Last-Event-ID")
+            if last_event_id:  # EventSource reconnecting: the rest of that reply (resume on), else 204
+                return reconnect(last_event_id)
         spec = parse_stream_request(request, settings.max_request_bytes, settings.body_timeout)
         chat = decide(get_state(), spec, engine.request_policies)
         if isinstance(chat, Response):
             return chat
-        return admitted(chat, lambda ticket: start_stream(engine, chat, ticket))
+        return reattach(settings) or admitted(chat, lambda ticket: start_stream(engine, chat, ticket))
 
     def chat() -> Response:
         settings = get_state().settings
@@ -75,13 +77,16 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
         chat = decide(get_state(), spec, engine.request_policies)
         if isinstance(chat, Response):
             return chat
-        response = admitted(chat, lambda ticket: start_stream(engine, chat, ticket, UIMessageStream, new_id))
+        grace = chat_grace() if settings.policy.resume.enabled else None
+        response = reattach(settings) or admitted(
+            chat, lambda ticket: start_stream(engine, chat, ticket, UIMessageStream, new_id, grace))
         response.headers.set(*PROTOCOL_HEADER)
         return response
 
     bp.add_url_rule("/api/stream", "stream", stream, methods=["GET", "POST"])
     bp.add_url_rule("/api/chat", "chat", chat, methods=["POST"])
     add_conversation_routes(bp)
+    add_resume_routes(bp)
     bp.add_url_rule("/api/providers", "providers", providers)
     bp.add_url_rule("/healthz", "healthz", healthz)
     bp.add_url_rule("/livez", "livez", livez)
@@ -140,7 +145,7 @@ def chat_page() -> str:
 
 def start_stream(
     engine: BuppleEngine, spec: ChatPolicy, ticket: StreamTicket | None = None,
-    encoder: Callable[[bool, str], StreamEvents] | None = None, new_id: str | None = None,
+    encoder: Callable[[bool, str], StreamEvents] | None = None, new_id: str | None = None, grace: float | None = None,
 ) -> Response:
     """Check the request against the provider and the conversation against its owner, then stream.
 
@@ -149,7 +154,8 @@ def start_stream(
     conversation, whose id the first event and the ``X-Bupple-Conversation-Id`` header carry.
     ``ticket`` (the limits' admission, :func:`~bupple_flask.admission.admitted`) is the stream's listener.
     ``encoder(named, conversation_id)`` writes the events (``/api/chat``: the AI SDK's UI message
-    stream; default: ours); ``new_id`` is the id a new conversation gets (``useChat``'s chat id).
+    stream; default: ours); ``new_id`` is the id a new conversation gets (``useChat``'s chat id); ``grace``
+    (resume on) how long the reply outlives its client (None: ``BUPPLE_RESUME_GRACE``).
     """
     builder = (
         engine.ai(spec.provider)
@@ -171,7 +177,8 @@ def start_stream(
     else:  # the caller's own only: the history is read with the owner check, else 404 before any upstream request
         conversation = OwnedConversation(conversation_store(state, caller()), spec.conversation_id, False, model)
     events = (encoder or ConversationEvents)(spec.named_events, conversation.id)
-    return sse_response(builder, spec.messages, events=events, conversation=conversation, listener=ticket)
+    return sse_response(builder, spec.messages, events=events, conversation=conversation, listener=ticket,
+                        grace=grace)  # fmt: skip
 
 
 def allowed_reasoning(asked: bool) -> bool:

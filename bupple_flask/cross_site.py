@@ -61,8 +61,8 @@ def enable_cors(app: Flask, url_prefix: str, settings: PolicySettings) -> None:
     options: dict[str, Any] = {
         "origins": list(settings.cors_origins),
         "supports_credentials": True,
-        "allow_headers": ["Content-Type", "Accept", "X-CSRFToken", "Last-Event-ID"],
-        "expose_headers": ["X-Bupple-Stream-Id", "X-Bupple-Conversation-Id", "Retry-After"],
+        "allow_headers": ["Content-Type", "Accept", "X-CSRFToken", "Last-Event-ID", "Idempotency-Key"],
+        "expose_headers": ["X-Bupple-Stream-Id", "X-Bupple-Conversation-Id", "X-Bupple-Resume", "Retry-After"],
         "max_age": 600,
     }
     CORS(app, resources={f"{url_prefix}/api/*": options})

@@ -64,6 +64,16 @@ def spawn(target: Callable[[], Any]) -> Task:
     return Task(target)
 
 
+def call_in_hub(callback: Callable[[], Any]) -> None:
+    """Run ``callback`` soon in gevent's hub (where a wait may be interrupted from); elsewhere, now."""
+    if gevent_active():
+        from gevent import get_hub
+
+        get_hub().loop.run_callback(callback)
+    else:
+        callback()
+
+
 class QueueEmpty(Exception):
     """Nothing arrived before the timeout."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .fallback import parse_fallbacks
+from .resume_settings import RESUME_KEYS, ResumeSettings
 from .values import Key, to_bool, to_list, to_number
 
 POLICY_KEYS: tuple[Key, ...] = (
@@ -34,6 +35,7 @@ POLICY_KEYS: tuple[Key, ...] = (
     Key("BUPPLE_TOKEN_BUDGET", None, "tokens (input + output) per identity and period, e.g. '200000/day'"),
     Key("BUPPLE_FALLBACKS", None, "providers that answer, in order, when the chosen one fails before the first "
         "token, e.g. 'openai>claude>gemini'"),
+    *RESUME_KEYS,
 )
 
 
@@ -56,6 +58,8 @@ class PolicySettings:
     stream_lease: float = 60.0
     token_budget: str | None = None
     fallbacks: tuple[str, ...] = ()
+    resume: ResumeSettings = field(default_factory=ResumeSettings)
+    """Resumable replies (:mod:`bupple_flask.resume_settings`): they share the limits' Redis."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PolicySettings:
@@ -85,4 +89,5 @@ class PolicySettings:
             stream_lease=num("BUPPLE_STREAM_LEASE", float, 60.0),
             token_budget=text("BUPPLE_TOKEN_BUDGET"),
             fallbacks=parse_fallbacks(config.get("BUPPLE_FALLBACKS")),
+            resume=ResumeSettings.from_config(config, text("BUPPLE_REDIS_URL")),
         )

@@ -116,6 +116,8 @@ class Relay:
         self.outcome = StreamOutcome(content="", ending="interrupted", provider=builder.provider)
         self.parts: list[str] = []  # text that was written to the client
         self.started_at = 0.0
+        self.interrupter: Interrupter | None = None
+        """Set when the stream starts: ``interrupt()`` it (from the hub) to end the stream as a departure does."""
         self._events: Generator[bytes, None, None] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
@@ -132,7 +134,7 @@ class Relay:
         self.started_at = started = time.monotonic()
         max_duration = self.builder.max_duration or self.builder.state.settings.max_duration
         deadline = Deadline(max_duration, self.builder.provider)
-        client = Interrupter()  # a departure interrupts only waits for the upstream, never a write
+        client = self.interrupter = Interrupter()  # a departure interrupts only waits for the upstream
         stop_watching = watch_disconnect(self.client_socket, client.interrupt)
         lift_write_bounds = bound_writes(self.client_socket, self.settings.write_timeout, deadline.at)
         stream: ChatStream | None = None

@@ -35,6 +35,7 @@ def sse_response(
     conversation_id: str | None = None,
     listener: StreamListener | None = None,
     conversation: OwnedConversation | None = None,
+    grace: float | None = None,
 ) -> Response:
     """A ``text/event-stream`` response that streams ``builder``'s reply to ``messages``.
 
@@ -44,6 +45,8 @@ def sse_response(
     (``InvalidRequestError``) and an unreachable memory database (``SQLAlchemyError``) raise here,
     before any response; every later failure (a bad key, a 429, a timeout) is the stream's error event.
     ``conversation`` (``/api/stream``'s own) is the caller's conversation the turn belongs to, or a new one.
+    With resume on (``BUPPLE_RESUME``) the reply is generated detached and the response follows it
+    (:mod:`bupple_flask.resume_api`); ``grace`` then replaces ``BUPPLE_RESUME_GRACE`` for this reply.
     """
     settings = builder.state.settings
     to_send = normalize_messages(messages)
@@ -57,6 +60,7 @@ def sse_response(
     relay_settings = RelaySettings(
         heartbeat=settings.heartbeat, retry_ms=settings.sse_retry_ms, write_timeout=settings.write_timeout
     )
+    detached = settings.policy.resume.enabled
     relay = Relay(
         builder,
         to_send,
@@ -65,10 +69,15 @@ def sse_response(
         events=events,
         final_extra={"conversation_id": conversation_id} if conversation_id is not None else None,
         listener=_both(_both(turn, listener), signal_listener(builder, to_send, stream_id, conversation_id)),
-        client_socket=request.environ.get("gunicorn.socket") if has_request_context() else None,
+        client_socket=request.environ.get("gunicorn.socket") if has_request_context() and not detached else None,
     )
-    response = Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
-    response.headers["X-Bupple-Stream-Id"] = stream_id
+    if detached:
+        from .resume_api import detached_response
+
+        response = detached_response(relay, grace=grace, conversation_id=conversation_id)
+    else:
+        response = Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+        response.headers["X-Bupple-Stream-Id"] = stream_id
     if conversation is not None:
         response.headers["X-Bupple-Conversation-Id"] = conversation.id
     return response

@@ -67,8 +67,12 @@ class StreamTicket:
             self.held.append((shared, memory, self.key))
 
     def bind(self, response: Response) -> None:
-        """Free the slots when the response is closed, and estimate a cut stream from what was sent."""
-        response.call_on_close(self.release)
+        """Free the slots when the response is closed, and estimate a cut stream from what was sent.
+
+        A detached reply (resume on) outlives its response: its slots are freed when it ends.
+        """
+        if not getattr(response.response, "detached", False):
+            response.call_on_close(self.release)
         self.messages = getattr(response.response, "messages", self.messages)
 
     def started(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,7 @@ pytest_plugins = ["bupple_flask.testing.plugin"]
 KEY = FAKE_KEY
 ARTIFACTS = Path(__file__).parent / "artifacts"
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(autouse=True)
@@ -132,6 +134,24 @@ def empty_postgres(postgres_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- Redis ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the machine's Redis; only its keys are deleted after (never FLUSHALL)."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (see README, Testing)")
+    prefix = f"bupple-test-{secrets.token_hex(6)}"
+    yield prefix
+    for key in client.scan_iter(match=f"*{prefix}*"):
+        client.delete(key)
 
 
 # -- the real server -------------------------------------------------------------------------------

@@ -174,9 +174,14 @@ class RawStream:
         self.decoder = SSEDecoder()
         self.headers_done = False
         self.buffer = b""
+        self.head = b""  # the status line and headers, once read
 
     def events(self) -> Iterator[dict]:
         """Event payloads as they arrive (chunked framing is ignored: SSE lines survive it)."""
+        return (event.json() for event in self.raw_events() if event.data)
+
+    def raw_events(self) -> Iterator[ServerSentEvent]:
+        """The events as they arrive, with their ids."""
         while True:
             data = self.sock.recv(65536)
             if not data:
@@ -185,11 +190,9 @@ class RawStream:
                 self.buffer += data
                 if b"\r\n\r\n" not in self.buffer:
                     continue
-                data = self.buffer.split(b"\r\n\r\n", 1)[1]
+                self.head, data = self.buffer.split(b"\r\n\r\n", 1)
                 self.headers_done = True
-            for event in self.decoder.feed(_strip_chunk_sizes(data)):
-                if event.data:
-                    yield event.json()
+            yield from self.decoder.feed(_strip_chunk_sizes(data))
 
     def vanish(self) -> None:
         self.sock.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -18,24 +17,8 @@ import pytest
 import requests
 
 from bupple_flask.testing import Script
-from tests.conftest import provider_config
+from tests.conftest import REDIS_URL, provider_config
 from tests.server import GunicornServer, RawStream
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.fail("Redis is not running on 127.0.0.1:6379 (see README, Testing)")
-    prefix = f"bupple-test-{secrets.token_hex(6)}"
-    yield prefix
-    for key in client.scan_iter(match=f"*{prefix}*"):
-        client.delete(key)
 
 
 @pytest.fixture
