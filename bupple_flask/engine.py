@@ -199,10 +199,10 @@ class BuppleEngine(EngineUsers, RequestPolicies):
         the policy and limits (README, Security): ``BUPPLE_SYSTEM_PROMPT``, ``BUPPLE_TRUST_CLIENT_MESSAGES``,
         ``BUPPLE_CLIENT_PROVIDERS``, ``BUPPLE_MAX_OUTPUT_TOKENS``, ``BUPPLE_CONTEXT_TOKENS``, ``BUPPLE_REDIS_URL``,
         ``BUPPLE_ALLOW_GET_STREAM``, ``BUPPLE_CORS_ORIGINS``, ``BUPPLE_RATE_LIMIT``, ``BUPPLE_REDIS_PREFIX``,
-        ``BUPPLE_MAX_STREAMS_PER_USER``, ``BUPPLE_MAX_STREAMS``, ``BUPPLE_STREAM_LEASE``, ``BUPPLE_TOKEN_BUDGET``;
-        for every registered provider ``BUPPLE_ENGINE_<NAME>_API_KEY``, ``_BASE_URL``, ``_MODEL``, ``_MODELS``,
-        ``_TEMPERATURE``, ``_MAX_TOKENS`` (plus its own extras). Provider settings are checked now, so a bad value
-        fails at start-up.
+        ``BUPPLE_MAX_STREAMS_PER_USER``, ``BUPPLE_MAX_STREAMS``, ``BUPPLE_STREAM_LEASE``, ``BUPPLE_TOKEN_BUDGET``,
+        ``BUPPLE_RESUME``, ``BUPPLE_RESUME_GRACE`` (README, Resuming a reply); for every registered provider
+        ``BUPPLE_ENGINE_<NAME>_API_KEY``, ``_BASE_URL``, ``_MODEL``, ``_MODELS``, ``_TEMPERATURE``, ``_MAX_TOKENS``
+        (plus its own extras). Provider settings are checked now, so a bad value fails at start-up.
         """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("BuppleEngine is already initialised on this app; call init_app once per app")

@@ -71,15 +71,20 @@ def sse_response(
         listener=_both(_both(turn, listener), signal_listener(builder, to_send, stream_id, conversation_id)),
         client_socket=request.environ.get("gunicorn.socket") if has_request_context() and not detached else None,
     )
+    response = _respond(relay, detached, grace, conversation_id)
+    if conversation is not None:
+        response.headers["X-Bupple-Conversation-Id"] = conversation.id
+    return response
+
+
+def _respond(relay: Relay, detached: bool, grace: float | None, conversation_id: str | None) -> Response:
+    """The relay as the response body; with resume on, a follower of it, generated detached."""
     if detached:
         from .resume_api import detached_response
 
-        response = detached_response(relay, grace=grace, conversation_id=conversation_id)
-    else:
-        response = Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
-        response.headers["X-Bupple-Stream-Id"] = stream_id
-    if conversation is not None:
-        response.headers["X-Bupple-Conversation-Id"] = conversation.id
+        return detached_response(relay, grace=grace, conversation_id=conversation_id)
+    response = Response(relay, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+    response.headers["X-Bupple-Stream-Id"] = relay.stream_id
     return response
 
 

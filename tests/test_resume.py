@@ -303,3 +303,17 @@ def test_redis_killed_mid_stream_the_reply_completes_and_resume_is_reported_unav
     log = server.read_log()
     assert "Traceback" not in log, log
     assert log.count("resume: Redis does not answer") == 1, log
+
+
+def test_resume_is_on_by_default_with_redis_only_and_a_negative_grace_is_refused(make_app) -> None:
+    from bupple_flask.engine import get_state
+
+    def resume(**config: object) -> Any:
+        return get_state(make_app(**config)).settings.policy.resume
+
+    assert resume().enabled is False
+    assert resume(BUPPLE_REDIS_URL=REDIS_URL).enabled is True
+    assert resume(BUPPLE_REDIS_URL=REDIS_URL, BUPPLE_RESUME="false").enabled is False
+    assert resume(BUPPLE_RESUME="true", BUPPLE_RESUME_GRACE="2.5").grace == 2.5
+    with pytest.raises(ValueError, match="BUPPLE_RESUME_GRACE"):
+        resume(BUPPLE_RESUME_GRACE="-1")
