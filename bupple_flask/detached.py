@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from .client_socket import bound_writes
 from .disconnect import watch_disconnect
 from .events import HEARTBEAT
-from .green import Task, call_in_hub, spawn
+from .green import Task, call_in_hub, gevent_active, spawn
 from .relay import Relay
 
 log = logging.getLogger("bupple_flask")
@@ -88,47 +88,50 @@ class DetachedStream:
         self._shared = shared
         self.resumable = resumable
         self._on_end = on_end
-        self._cond = threading.Condition()
+        self.ticks = 0
+        """Heartbeats the relay sent while it waited: each wakes the followers to send one."""
+        self._wake = threading.Event()  # gevent's under gevent: a wait without a timeout costs no timer
+        self._bounded_wait = None if gevent_active() else self.heartbeat  # threads: a missed wake-up is possible
+        self._lock = threading.Lock()
         self._attached = 0
         self._generation = 0
         self.task: Task = spawn(self._produce)
 
     def _produce(self) -> None:
         """Drive the relay to its end, whoever is attached; every event is kept before the next one is read."""
-        entries, cond, shared, sid = self.entries, self._cond, self._shared, self.stream_id
+        entries, wake, shared, sid = self.entries, self._wake, self._shared, self.stream_id
         head, resumable = f"id: {sid}:".encode(), self.resumable
         n = 0
         try:
             for data in self.relay:
                 if data is HEARTBEAT:
-                    continue  # each follower sends its own while it waits
-                entry = with_id(data, head, n, resumable)
-                with cond:
+                    self.ticks += 1  # the followers send it: nothing to keep
+                else:
+                    entry = with_id(data, head, n, resumable)
                     entries.append(entry)
-                    cond.notify_all()
-                if shared is not None:
-                    shared.append(sid, n, entry)
-                n += 1
+                    if shared is not None:
+                        shared.append(sid, n, entry)
+                    n += 1
+                wake.set()
         except Exception:  # the relay ends its own failures with an event; this is a bug's last resort
             log.exception("stream %s: the detached producer failed", sid)
         finally:
             self.relay.close()
-            with cond:
-                self.ended = True
-                cond.notify_all()
+            self.ended = True
+            wake.set()
             if shared is not None:
                 shared.end(sid)
             self._on_end(self)
 
     def attach(self) -> None:
         """A client follows the stream (any grace period running is cancelled)."""
-        with self._cond:
+        with self._lock:
             self._attached += 1
             self._generation += 1
 
     def detach(self) -> None:
         """A follower left: with nobody left, the grace period starts."""
-        with self._cond:
+        with self._lock:
             self._attached -= 1
             self._generation += 1
             idle, generation = self._attached == 0 and not self.ended, self._generation
@@ -165,12 +168,13 @@ class DetachedStream:
         else:
             call_in_hub(self._interrupt)
 
-    def wait_from(self, index: int, timeout: float) -> tuple[list[bytes], bool]:
-        """The events from ``index`` on (waiting up to ``timeout`` for one), and whether the stream ended."""
-        with self._cond:
-            if index >= len(self.entries) and not self.ended:
-                self._cond.wait(timeout)
-            return self.entries[index:], self.ended
+    def wait(self) -> None:
+        """Wait for the next event, heartbeat or the end (call :meth:`clear` before looking at ``entries``)."""
+        self._wake.wait(self._bounded_wait)
+
+    def clear(self) -> None:
+        """Look at ``entries``, ``ticks`` and ``ended`` after this: what comes later wakes :meth:`wait`."""
+        self._wake.clear()
 
 
 class LocalFollower:
@@ -206,16 +210,21 @@ class LocalFollower:
         stream, index, sock = self.stream, self.after + 1, self.client_socket
         stop_watching = watch_disconnect(sock, self._detach)
         lift_write_bounds = follow_bounds(sock, stream.relay.settings.write_timeout, stream.deadline_at)
+        entries, ticks = stream.entries, stream.ticks
         try:
             while True:
-                batch, ended = stream.wait_from(index, stream.heartbeat)
-                if batch:
+                stream.clear()
+                if len(entries) > index:
+                    batch = entries[index:]
                     index += len(batch)
-                    yield b"".join(batch)
-                elif ended:
+                    yield batch[0] if len(batch) == 1 else b"".join(batch)
+                elif stream.ended:
                     return
-                else:
+                elif stream.ticks != ticks:
+                    ticks = stream.ticks
                     yield HEARTBEAT
+                else:
+                    stream.wait()
         finally:
             stop_watching()
             lift_write_bounds()

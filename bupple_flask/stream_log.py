@@ -4,8 +4,9 @@ One Redis stream per reply, ``<prefix>:resume:<stream_id>``: entry ``0-1`` holds
 conversation (written, with the ``Idempotency-Key`` claim, before the upstream is asked), then
 entries of events whose field names are their numbers (several per entry when they came within
 one flush), then an ``end`` entry. Appends never wait for Redis: a per-worker flusher greenlet
-sends what is pending, every stream's in one pipeline, every :data:`FLUSH_EVERY` seconds, so a
-worker with 2,000 streams makes one round trip per flush, not one per chunk. The stream is
+sends what is pending, every stream's, as one script call (``EVALSHA``) every :data:`FLUSH_EVERY`
+seconds, so a worker with 2,000 streams sends one command per flush, not one per chunk (Redis
+then adds one entry per stream that has new events). The stream is
 bounded (``MAXLEN ~``), expires ``BUPPLE_RESUME_GRACE`` (at least :data:`MIN_KEEP`) seconds
 after the reply ends, and, if its worker dies, after the longest a reply may run.
 
@@ -25,7 +26,7 @@ from typing import Any
 from .green import Task, spawn
 
 log = logging.getLogger("bupple_flask")
-FLUSH_EVERY = 0.005
+FLUSH_EVERY = 0.02
 """Seconds the flusher gathers appends before one pipelined round trip."""
 LOG_MAXLEN = 100_000
 """Entries a stream keeps at most (approximately): a bound against a runaway reply, never reached by a normal one."""
@@ -33,6 +34,29 @@ MIN_KEEP = 60.0
 RETRY_AFTER = 5.0
 """Seconds the log is reported unavailable after Redis failed, before it is tried again."""
 META_ID = "0-1"
+
+# KEYS: the streams with new events, then the streams that ended. ARGV: maxlen, how many keys have events,
+# seconds an ended stream is kept; per stream with events: its entry id, the count n, n (number, event)
+# pairs; per ended stream: 1 (mark the end, set the expiry) or 0 (delete it: it missed events).
+_APPEND = """
+local maxlen, appends, keep = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local a = 4
+for i = 1, appends do
+  local n = tonumber(ARGV[a + 1])
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, ARGV[a], unpack(ARGV, a + 2, a + 1 + 2 * n))
+  a = a + 2 + 2 * n
+end
+for i = appends + 1, #KEYS do
+  if ARGV[a] == '1' then
+    redis.call('XADD', KEYS[i], '*', 'end', '1')
+    redis.call('EXPIRE', KEYS[i], keep)
+  else
+    redis.call('DEL', KEYS[i])
+  end
+  a = a + 1
+end
+return 1
+"""
 
 
 class LogUnavailable(Exception):
@@ -58,6 +82,7 @@ class RedisLog:
         self._lost: set[str] = set()
         self._wake = threading.Event()
         self._flusher: Task | None = None
+        self._append = client.register_script(_APPEND)
 
     def key(self, stream_id: str) -> str:
         """The Redis stream of ``stream_id``."""
@@ -76,7 +101,7 @@ class RedisLog:
             raise LogUnavailable()
         key = self.key(stream_id)
         try:
-            pipe = self.redis.pipeline(transaction=True)
+            pipe = self.redis.pipeline(transaction=claim is not None)  # the claim and the metadata: both or neither
             if claim is not None:
                 pipe.set(self.claim_key(claim), stream_id, nx=True, ex=self.running_ttl)
             pipe.xadd(key, meta, id=META_ID)
@@ -145,20 +170,19 @@ class RedisLog:
                 log.exception("resume: flushing the stream log failed")
 
     def _flush(self, pending: dict[str, list[tuple[int, bytes]]], ending: list[str]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+        """One ``EVALSHA`` for everything pending: each stream's new events as one entry, then the ends."""
+        keys: list[str] = []
+        args: list[Any] = [LOG_MAXLEN, len(pending), self.keep]
         for stream_id, items in pending.items():
-            fields = {str(n): entry for n, entry in items}
-            pipe.xadd(self.key(stream_id), fields, id=f"0-{items[0][0] + 2}", maxlen=LOG_MAXLEN, approximate=True)
+            keys.append(self.key(stream_id))
+            args += (f"0-{items[0][0] + 2}", len(items))
+            for n, entry in items:
+                args += (n, entry)
         for stream_id in ending:
-            key = self.key(stream_id)
-            if stream_id in self._lost:
-                self._lost.discard(stream_id)
-                pipe.delete(key)  # it missed events: a replay would have a gap
-            else:
-                pipe.xadd(key, {"end": b"1"})
-                pipe.expire(key, self.keep)
+            keys.append(self.key(stream_id))
+            args.append(0 if stream_id in self._lost else 1)  # a log that missed events is deleted: no gaps
         try:
-            pipe.execute()
+            self._append(keys=keys, args=args)
             self.round_trips += 1
         except self.errors as exc:
             self._lost.update(pending)
@@ -166,6 +190,7 @@ class RedisLog:
             self._ending.extend(ending)  # deleted by a later flush, once Redis answers
             self._failed(exc)
             return
+        self._lost.difference_update(ending)
         self._answered()
 
     def _failed(self, exc: BaseException) -> None:
