@@ -317,3 +317,17 @@ def test_resume_is_on_by_default_with_redis_only_and_a_negative_grace_is_refused
     assert resume(BUPPLE_RESUME="true", BUPPLE_RESUME_GRACE="2.5").grace == 2.5
     with pytest.raises(ValueError, match="BUPPLE_RESUME_GRACE"):
         resume(BUPPLE_RESUME_GRACE="-1")
+
+
+def test_resume_without_gevent_in_the_flask_test_client(make_app, fake_openai) -> None:
+    from bupple_flask.sse import iter_sse
+
+    app = make_app(BUPPLE_RESUME="true", BUPPLE_ALLOW_ANONYMOUS="true", SECRET_KEY="s")
+    client = app.test_client()
+    response = client.post("/api/stream", json={"message": "hi", "provider": "openai"})
+    events = list(iter_sse([response.get_data()]))
+    stream_id = response.headers["X-Bupple-Stream-Id"]
+    assert [e.id for e in events] == [f"{stream_id}:{n}" for n in range(5)]
+    again = client.get(f"/api/streams/{stream_id}", headers={"Last-Event-ID": f"{stream_id}:2"})
+    assert [e.id for e in iter_sse([again.get_data()])] == [f"{stream_id}:3", f"{stream_id}:4"]
+    assert len(fake_openai.requests) == 1
