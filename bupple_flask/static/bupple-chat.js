@@ -35,7 +35,7 @@
  * data-welcome, data-provider, data-model, data-transport, data-theme, data-markdown,
  * data-show-mock-notice, data-persist, data-autofocus, data-history-endpoint, data-delete-endpoint,
  * data-providers-endpoint, data-conversations-endpoint, data-me-endpoint, data-identity,
- * data-csrf-token, data-conversation-list, data-conversation-page-size, data-client-conversation-ids,
+ * data-csrf-token, data-conversation-list, data-streams-endpoint, data-reconnect, data-conversation-page-size, data-client-conversation-ids,
  * data-delete-on-clear, data-storage-key, data-credentials,
  * data-headers='{"Authorization":"Bearer ..."}', data-extra='{"temperature":0.2}'):
  *   endpoint          '/api/stream'   POST JSON here (GET with query string for EventSource)
@@ -52,6 +52,12 @@
  *   conversationList  false; true shows a conversation list (header button): switch, rename, delete, New chat
  *   conversationPageSize 20          conversations per page of the list ("Load more" asks for the next)
  *   conversationsEndpoint default: endpoint with /stream -> /conversations; or false
+ *   streamsEndpoint   default: endpoint with /stream -> /streams: GET <it>/<stream_id> re-attaches a reply whose
+ *                     connection broke (Last-Event-ID), POST <it>/<stream_id>/stop is Stop; false: neither
+ *   reconnect         true: a reply whose connection breaks shows "Reconnecting…" and is re-attached (0.5, 1, 2,
+ *                     4, 4 s apart; given up with Retry after that or 30 s, or at once when the server cannot
+ *                     resume it), with every chunk shown once; false: the reply fails at once; or an object
+ *                     with any of {delays: [ms...], limitMs, stopWaitMs, resendDelayMs, silenceMs} (BuppleChat.reconnectDefaults)
  *   meEndpoint        default: endpoint with /stream -> /me (asked once when identity is not given); or false
  *   identity          the server's identity hash (the Jinja helper writes it); keys the stored conversation
  *   csrfToken         sent as X-CSRFToken on every POST/PATCH/DELETE; default <meta name="csrf-token" content>
@@ -74,7 +80,8 @@
  * destroy(), conversationId, conversations, state, busy, ready, element, shadowRoot}; the element gets
  * .buppleChat = that object and receives bubbling DOM events: bupple:send, bupple:status, bupple:chunk,
  * bupple:reasoning, bupple:done, bupple:error, bupple:stop, bupple:clear, bupple:history, bupple:mock, and
- * bupple:conversation ({conversation_id, created}), bupple:switch, bupple:rename, bupple:delete
+ * bupple:conversation ({conversation_id, created}), bupple:switch, bupple:rename, bupple:delete,
+ * bupple:reconnecting ({attempt, delay, stream_id, last_event_id}), bupple:reconnected, bupple:stopping, bupple:resend
  * (event.detail = the payload).
  * Colours: CSS custom properties --bupple-accent, --bupple-accent-fg, --bupple-bg, --bupple-fg,
  * --bupple-muted, --bupple-border, --bupple-surface, --bupple-user-bg, --bupple-user-fg,
@@ -736,6 +743,12 @@
     if (!parts.length) return url;
     return url + (url.indexOf('?') === -1 ? '?' : '&') + parts.join('&');
   }
+  /** A reply's stream (GET re-attaches, + '/stop' POST stops it): streamsEndpoint, else /stream -> /streams. */
+  function streamUrl(opts, streamId) {
+    if (opts.streamsEndpoint === false || !streamId) return null;
+    var base = opts.streamsEndpoint ? splitQuery(String(opts.streamsEndpoint))[0].replace(/\/+$/, '') : siblingUrl(opts.endpoint, '/streams');
+    return base ? base + '/' + encodeURIComponent(streamId) : null;
+  }
   function providersUrl(opts) {
     if (opts.providersEndpoint === false) return null;
     return opts.providersEndpoint || siblingUrl(opts.endpoint, '/providers');
@@ -1037,17 +1050,30 @@
   // mount() wires them to the view; Node tests drive them with a fake fetch.
   // ---------------------------------------------------------------------------
 
+  /** The n of an event id: '<stream_id>:<n>' (resume on) or '<n>' (resume off); null for none or another form. */
+  function eventSeq(id) {
+    var m = typeof id === 'string' ? /^(?:[^:]*:)?(\d+)$/.exec(id) : null;
+    return m ? parseInt(m[1], 10) : null;
+  }
+
   /**
    * createReply(text, listener?) -> reply
-   *   reply.handle(payload, sseType)  applies one parsed server event (status | chunk | reasoning | completion | error)
+   *   reply.handle(payload, sseType, id?) applies one parsed server event (status | chunk | reasoning | completion |
+   *                                   error); an event whose id is at or below the last one applied is a replay
+   *                                   (after a re-attach) and is skipped, so no chunk is ever shown twice
    *   reply.fail(err)                 ends it as 'error' ({error, code, ...}): transport failures
-   *   reply.stop()                    ends it as 'stopped', keeping the partial text, and aborts the transport
+   *   reply.stop()                    ends it as 'stopped' at once, keeping the partial text, and aborts the transport
+   *   reply.requestStop()             the user's Stop: the transport asks the server to stop (reply.onStop) and the
+   *                                   server's completion (finish_reason "stopped") ends it; a second Stop, or a
+   *                                   transport that cannot ask, ends it at once
    *   reply.promise                   resolves once with {status: 'done'|'error'|'stopped', content, payload}
    *   reply.onClose(result)           set by the transport: called first when the reply ends
    *   reply.learnConversation(id)     the server said which conversation this is (status event, header, completion)
+   *   reply.learnStream(id)           the server said which stream this is (status event, X-Bupple-Stream-Id)
    * listener(name, detail, reply) is told 'conversation' ({conversation_id}, once per new id), 'status', 'chunk',
    * 'completion' (before the end), 'end' (the reply is final), then 'done' | 'error' | 'stop', so that DOM
-   * listeners of those see the final view.
+   * listeners of those see the final view. Transports also tell it 'reconnecting' ({attempt, delay}),
+   * 'reconnected', 'stopping' and 'resend' (a server shutdown: the question is asked again, the text starts over).
    */
   function createReply(text, listener) {
     var notify = listener || function () {};
@@ -1064,12 +1090,23 @@
       result: null,
       payload: null,    // the completion or error payload
       conversationId: null,
+      streamId: null,   // the server's id of this reply's stream: where to re-attach and what to stop
+      resumable: null,  // the status event's `resumable`: false says a lost connection cannot be re-attached
+      lastEventId: '',  // the id of the last event applied (Last-Event-ID when re-attaching)
+      lastSeq: -1,      // its n
+      stopping: false,  // the server was asked to stop; its stopped completion (or the abort) ends the reply
+      resent: false,    // asked again once after a server shutdown
       onClose: null,
+      onStop: null,           // set by a transport that can ask the server to stop
+      onServerShutdown: null, // set by a transport that can ask the question again
       promise: new Promise(function (r) { resolve = r; }),
       handle: handle,
       fail: fail,
       stop: stop,
-      learnConversation: learnConversation
+      requestStop: requestStop,
+      notify: function (name, detail) { if (!reply.finished) notify(name, detail, reply); },
+      learnConversation: learnConversation,
+      learnStream: function (id) { if (typeof id === 'string' && id && !reply.streamId) reply.streamId = id; }
     };
 
     function learnConversation(id) {
@@ -1077,13 +1114,24 @@
       reply.conversationId = id;
       notify('conversation', { conversation_id: id }, reply);
     }
+    /** true for an event shown already: its n is at or below the last applied (a re-attach replays from there). */
+    function isReplay(id) {
+      var seq = eventSeq(id);
+      if (seq === null) return false;
+      if (seq <= reply.lastSeq) return true;
+      reply.lastSeq = seq;
+      reply.lastEventId = id;
+      return false;
+    }
 
-    function handle(payload, sseType) {
-      if (reply.finished || !payload || typeof payload !== 'object') return;
+    function handle(payload, sseType, id) {
+      if (reply.finished || !payload || typeof payload !== 'object' || isReplay(id)) return;
       var type = payload.type || (sseType !== 'message' ? sseType : null);
       reply.gotEvent = true;
       if (type === 'status') {
         learnConversation(payload.conversation_id);
+        reply.learnStream(payload.stream_id);
+        if (typeof payload.resumable === 'boolean') reply.resumable = payload.resumable;
         notify('status', payload, reply);
       } else if (type === 'chunk') {
         if (typeof payload.content === 'string') reply.content += payload.content;
@@ -1094,21 +1142,45 @@
         if (typeof payload.content === 'string') reply.reasoning += payload.content;
         notify('reasoning', payload, reply);
       } else if (type === 'completion') {
-        if (payload.declined && typeof payload.declined === 'object') reply.declined = payload.declined;
-        if (typeof payload.content === 'string' && payload.content) reply.content += payload.content;
-        var usage = payload.usage || {};
-        if (typeof usage.output_tokens === 'number') reply.tokens = usage.output_tokens;
-        learnConversation(payload.conversation_id);
-        notify('completion', payload, reply);
-        end('done', payload, 'done', payload);
+        complete(payload);
       } else if (type === 'error') {
         var err = { type: 'error', error: payload.error || payload.message || 'The reply failed.', code: payload.code || 'error', done: true };
         for (var k in payload) if (!(k in err)) err[k] = payload[k];
-        fail(err);
+        if (!resendAfterShutdown(err)) fail(err);
       }
+    }
+    function complete(payload) {
+      if (payload.declined && typeof payload.declined === 'object') reply.declined = payload.declined;
+      if (typeof payload.content === 'string' && payload.content) reply.content += payload.content;
+      var usage = payload.usage || {};
+      if (typeof usage.output_tokens === 'number') reply.tokens = usage.output_tokens;
+      learnConversation(payload.conversation_id);
+      notify('completion', payload, reply);
+      if (payload.finish_reason === 'stopped' || payload.stopped === true) end('stopped', payload, 'stop', { content: reply.content, payload: payload });
+      else end('done', payload, 'done', payload);
+    }
+    /**
+     * The server was shutting down (a deploy): the reply's upstream died with its worker and cannot be re-attached,
+     * so the question is asked once more by itself (the text starts over); a second shutdown is the user's to Retry.
+     */
+    function resendAfterShutdown(err) {
+      if (err.code !== 'server_shutdown' || err.retryable === false || reply.resent || !reply.onServerShutdown) return false;
+      reply.resent = true;
+      reply.content = ''; reply.reasoning = ''; reply.declined = null; reply.tokens = 0; reply.chunks = 0;
+      reply.streamId = null; reply.resumable = null; reply.lastEventId = ''; reply.lastSeq = -1;
+      notify('resend', err, reply);
+      reply.onServerShutdown(err);
+      return true;
     }
     function fail(err) { end('error', err, 'error', err); }
     function stop() { end('stopped', null, 'stop', { content: reply.content }); }
+    function requestStop() {
+      if (reply.finished) return;
+      if (reply.stopping || !reply.onStop) { stop(); return; }
+      reply.stopping = true;
+      notify('stopping', { stream_id: reply.streamId }, reply);
+      reply.onStop();
+    }
     function end(result, payload, name, detail) {
       if (reply.finished) return;
       reply.finished = true;
@@ -1192,75 +1264,263 @@
     return function (evt) {
       var payload;
       try { payload = JSON.parse(evt.data); } catch (_) { return; }
-      reply.handle(payload, evt.type);
+      reply.handle(payload, evt.type, evt.lastEventId);
     };
   }
 
   var LOST = 'The connection closed before the reply was complete.';
+  var CUT = 'The connection was lost before the reply was complete.';
+  var GAVE_UP = 'The connection was lost and could not be restored.';
+  var GONE = 'The connection was lost and the reply can no longer be resumed.';
+
+  /**
+   * A lost connection is re-attached after each of these waits (ms) in turn, so there are as many attempts,
+   * and not once the stream has been missing for limitMs; Stop waits stopWaitMs for the server's stopped
+   * completion before it aborts; a reply cut by a server shutdown is asked again after resendDelayMs. A resumable
+   * stream from which nothing (not even the server's `: ping` heartbeat, every 15 s by default) came for silenceMs
+   * is taken for lost (a connection that died without a word, as a phone changing network leaves it).
+   */
+  var RECONNECT = { delays: [500, 1000, 2000, 4000, 4000], limitMs: 30000, stopWaitMs: 2000, resendDelayMs: 1000, silenceMs: 45000 };
+
+  function noop() {}
+  function newController() { return typeof root.AbortController === 'function' ? new root.AbortController() : null; }
+  /** A copy of headers without Content-Type (a GET or an empty POST), with `extra` over it. */
+  function headersFor(headers, extra) {
+    var out = {};
+    for (var k in headers) if (k.toLowerCase() !== 'content-type') out[k] = headers[k];
+    for (var e in extra) out[e] = extra[e];
+    return out;
+  }
+  function settings(given, defaults) {
+    var out = {};
+    for (var k in defaults) out[k] = given && given[k] != null ? given[k] : defaults[k];
+    return out;
+  }
 
   /**
    * streamWithFetch(reply, request): POST the message, read the event stream into the reply.
-   * request: {url, body (object), headers (object or Promise of one), credentials, fetch?}
-   * Stopping the reply aborts the request; every failure ends the reply with a readable error.
+   * request: {url, body (object), headers (object or Promise of one), credentials, fetch?,
+   *   streamUrl?(streamId): GET to re-attach (without it a lost connection ends the reply),
+   *   stopUrl?(streamId): POST that stops the stream on the server, reconnect? (RECONNECT's fields),
+   *   wait?(ms) -> Promise and now?() -> ms (tests)}.
+   * A stream that breaks before its final event is re-attached with Last-Event-ID set to the last event
+   * applied, after RECONNECT's waits, and given up (an error with Retry) after their number or limitMs, or at
+   * once when the server says it cannot resume (status `resumable: false`, a 404). Stop asks the server to stop,
+   * then aborts. A server shutdown's error asks the question once more. Every failure ends the reply readably.
    */
   function streamWithFetch(reply, request) {
-    var doFetch = request.fetch || function (url, init) { return root.fetch(url, init); };
-    var controller = typeof root.AbortController === 'function' ? new root.AbortController() : null;
-    reply.onClose = function (result) { if (result === 'stopped' && controller) controller.abort(); };
-    var parser = createSSEParser(sseHandler(reply));
+    var link = fetchLink(reply, request);
+    reply.onClose = link.close;
+    if (request.stopUrl) reply.onStop = link.stop;
+    reply.onServerShutdown = link.resend;
     Promise.resolve(request.headers).then(function (headers) {
-      if (reply.finished) return null;
-      return doFetch(request.url, {
-        method: 'POST',
-        headers: headers,
-        body: JSON.stringify(request.body),
-        credentials: request.credentials,
-        cache: 'no-store',
-        signal: controller ? controller.signal : undefined
-      });
-    }).then(function (res) {
-      if (!res || reply.finished) return null;
-      if (!res.ok) {
-        var retryAfter = res.headers.get('Retry-After');
-        return res.text().then(function (t) { reply.fail(describeHttpError(res.status, t, null, retryAfter)); }, function () { reply.fail(describeHttpError(res.status, '', null, retryAfter)); });
-      }
-      reply.learnConversation(res.headers.get('x-bupple-conversation-id'));
-      var ctype = (res.headers.get('content-type') || '').toLowerCase();
-      if (ctype.indexOf('text/event-stream') === -1) {
-        return res.text().then(function (t) {
-          reply.fail({ type: 'error', error: 'The server did not answer with an event stream (content type "' + (ctype || 'none') + '").', code: 'bad_response', done: true, detail: t.slice(0, 200) });
-        });
-      }
-      if (!res.body || typeof res.body.getReader !== 'function') {
-        return res.text().then(function (t) { parser.feed(t); parser.end(); afterEnd(); });
-      }
-      var reader = res.body.getReader();
-      function pump() {
-        return reader.read().then(function (r) {
-          if (reply.finished) { if (!r.done) reader.cancel().catch(function () {}); return null; }
-          if (r.done) { parser.end(); afterEnd(); return null; }
-          parser.feed(r.value);
-          return pump();
-        });
-      }
-      return pump();
-    }).catch(function (err) {
-      if (reply.finished) return;
-      if (err && err.name === 'AbortError') { reply.stop(); return; }
-      var detail = String(err && err.message || err);
-      reply.fail(reply.gotEvent
-        ? { type: 'error', error: 'The connection was lost before the reply was complete.', code: 'stream_interrupted', done: true, detail: detail }
-        : { type: 'error', error: 'Network error: could not reach the chat server. Check your connection and try again.', code: 'network_error', done: true, detail: detail });
+      link.headers = headers || {};
+      if (!reply.finished) link.post();
+    }, function (err) {
+      reply.fail({ type: 'error', error: 'Could not prepare the request: ' + (err && err.message || err), code: 'headers_failed', done: true });
     });
-    function afterEnd() {
-      if (!reply.finished) reply.fail({ type: 'error', error: LOST, code: 'stream_interrupted', done: true });
+  }
+
+  /** The fetch transport's state: one request at a time (its generation), re-attaching, stopping, resending. */
+  function fetchLink(reply, request) {
+    var link = { reply: reply, request: request, headers: {}, controller: null, generation: 0, attempts: 0,
+      droppedAt: null, stopSent: false, parser: createSSEParser(sseHandler(reply)),
+      doFetch: request.fetch || function (url, init) { return root.fetch(url, init); },
+      cfg: settings(request.reconnect, RECONNECT),
+      wait: request.wait || function (ms) { return new Promise(function (r) { setTimeout(r, ms); }); },
+      now: request.now || function () { return Date.now(); } };
+    link.post = function () { postMessage(link); };
+    link.lost = function (error) { lostStream(link, error); };
+    link.progressed = function () { link.attempts = 0; link.droppedAt = null; };
+    link.stop = function () { stopOnServer(link, reply, request); };
+    link.resend = function () { resendLater(link, reply); };
+    link.close = function (result) { closeLink(link, reply, request, result); };
+    return link;
+  }
+
+  /** One request; a newer one (or the reply's end) makes everything of an older one ignored. */
+  function openRequest(link, url, init, first) {
+    var reply = link.reply;
+    var gen = ++link.generation;
+    if (link.controller) link.controller.abort();
+    if (link.watch) clearInterval(link.watch);
+    var controller = link.controller = newController();
+    init.credentials = link.request.credentials;
+    init.cache = 'no-store';
+    init.signal = controller ? controller.signal : undefined;
+    link.parser.reset();
+    var current = function () { return gen === link.generation && !reply.finished; };
+    var heard = watchSilence(link, current);
+    Promise.resolve().then(function () { return link.doFetch(url, init); }).then(function (res) {
+      return current() ? readResponse(link, reply, res, current, first, heard) : null;
+    }).then(function (state) {
+      if (state === 'ended' && current()) link.lost({ type: 'error', error: LOST, code: 'stream_interrupted', done: true });
+    }, function (err) { if (current()) brokenRequest(link, err); });
+  }
+  /** The message's POST (again, after a server shutdown: in the conversation the server named). */
+  function postMessage(link) {
+    var body = {};
+    for (var k in link.request.body) body[k] = link.request.body[k];
+    if (link.reply.conversationId) body.conversation_id = link.reply.conversationId;
+    openRequest(link, link.request.url, { method: 'POST', headers: link.headers, body: JSON.stringify(body) }, true);
+  }
+  /** The request failed or its body broke: never connected (a network error), or a lost stream. */
+  function brokenRequest(link, err) {
+    var reply = link.reply;
+    var silent = link.silent && link.silent === link.controller;
+    if (err && err.name === 'AbortError' && !silent) { reply.stop(); return; }
+    var detail = silent ? 'nothing came for ' + link.cfg.silenceMs + ' ms' : String(err && err.message || err);
+    if (!reply.gotEvent && !reply.streamId) {
+      reply.fail({ type: 'error', error: 'Network error: could not reach the chat server. Check your connection and try again.', code: 'network_error', done: true, detail: detail });
+    } else link.lost({ type: 'error', error: CUT, code: 'stream_interrupted', done: true, detail: detail });
+  }
+  /** The stream ended or broke before its final event: re-attach after the next wait, or give up. */
+  function lostStream(link, error) {
+    var reply = link.reply;
+    var cfg = link.cfg;
+    if (reply.stopping) { reply.stop(); return; }
+    if (!canResume(reply, link.request)) { reply.fail(error); return; }
+    if (link.droppedAt === null) link.droppedAt = link.now();
+    if (link.attempts >= cfg.delays.length || link.now() - link.droppedAt >= cfg.limitMs) {
+      error.error = GAVE_UP;
+      reply.fail(error);
+      return;
     }
+    var delay = cfg.delays[link.attempts++];
+    reply.notify('reconnecting', { attempt: link.attempts, delay: delay, stream_id: reply.streamId, last_event_id: reply.lastEventId });
+    var gen = link.generation;
+    link.wait(delay).then(function () { if (gen === link.generation && !reply.finished) reattach(link); });
+  }
+  /** GET the stream again from after the last event applied. */
+  function reattach(link) {
+    var reply = link.reply;
+    var headers = headersFor(link.headers, { Accept: 'text/event-stream' });
+    if (reply.lastEventId) headers['Last-Event-ID'] = reply.lastEventId;
+    openRequest(link, link.request.streamUrl(reply.streamId), { method: 'GET', headers: headers }, false);
+  }
+
+  /**
+   * Whether a lost stream can be re-attached: a re-attach URL, the stream's id, and a server that did not say
+   * no (status `resumable: false`, or a plain event id 'n', which is what resume off sends).
+   */
+  function canResume(reply, request) {
+    if (!request.streamUrl || !reply.streamId || reply.resumable === false) return false;
+    return reply.resumable === true || !/^\d+$/.test(reply.lastEventId);
+  }
+
+  /** One response: an error status, or the event stream read into the reply. Resolves 'ended' when the body ends. */
+  function readResponse(link, reply, res, current, first, heard) {
+    if (!res.ok) {
+      return res.text().then(null, function () { return ''; }).then(function (t) { refused(link, reply, res, t, first); return 'refused'; });
+    }
+    reply.learnConversation(res.headers.get('x-bupple-conversation-id'));
+    reply.learnStream(res.headers.get('x-bupple-stream-id'));
+    if (/unavailable/i.test(res.headers.get('x-bupple-resume') || '')) reply.resumable = false;
+    var ctype = (res.headers.get('content-type') || '').toLowerCase();
+    if (ctype.indexOf('text/event-stream') === -1) {
+      return res.text().then(function (t) {
+        reply.fail({ type: 'error', error: 'The server did not answer with an event stream (content type "' + (ctype || 'none') + '").', code: 'bad_response', done: true, detail: t.slice(0, 200) });
+      });
+    }
+    if (!first) reply.notify('reconnected', { stream_id: reply.streamId });
+    var parser = link.parser;
+    if (!res.body || typeof res.body.getReader !== 'function') {
+      return res.text().then(function (t) { parser.feed(t); parser.end(); return 'ended'; });
+    }
+    var reader = res.body.getReader();
+    heard(false);
+    function pump() {
+      return reader.read().then(function (r) {
+        heard(r.done);
+        if (!current()) { if (!r.done) reader.cancel().catch(noop); return null; }
+        if (r.done) { parser.end(); return 'ended'; }
+        var before = reply.lastSeq;
+        parser.feed(r.value);
+        if (reply.lastSeq > before) link.progressed(); // new events: the next drop starts a fresh count
+        return pump();
+      });
+    }
+    return pump();
+  }
+
+  /**
+   * While a resumable stream is asked for and read: no answer, or no byte, for silenceMs aborts the request as
+   * silent (a lost stream, then re-attached). Returns what the reader calls on each read. A stream that cannot be re-attached is not watched:
+   * a long silence there (heartbeats off, a model thinking) is no reason to give up on it.
+   */
+  function watchSilence(link, current) {
+    var ms = link.cfg.silenceMs;
+    var controller = link.controller;
+    if (!ms || !controller || typeof setInterval !== 'function') return noop;
+    var last = link.now();
+    var timer = link.watch = setInterval(function () {
+      if (!current()) { clearInterval(timer); return; }
+      if (!canResume(link.reply, link.request) || link.now() - last <= ms) return;
+      clearInterval(timer);
+      link.silent = controller;
+      controller.abort();
+    }, Math.max(ms / 3, 10));
+    return function (done) { last = link.now(); if (done || !current()) clearInterval(timer); };
+  }
+
+  /**
+   * A non-2xx answer. To the POST: the reply fails with the server's words. To a re-attach: a 404 (stream gone,
+   * someone else's, resume off) or a 401/403 ends it at once; anything else (5xx, 429) is another drop.
+   */
+  function refused(link, reply, res, text, first) {
+    var err = describeHttpError(res.status, text, null, res.headers.get('Retry-After'));
+    if (first || res.status === 401 || res.status === 403) { reply.fail(err); return; }
+    var lostErr = { type: 'error', error: GONE, code: 'stream_interrupted', done: true, resume: err.code, status: res.status };
+    if (res.status === 404 || res.status === 410) reply.fail(lostErr);
+    else { lostErr.error = CUT; link.lost(lostErr); }
+  }
+
+  /** The server's stop endpoint (once per reply), with the stream's headers (its CSRF token). */
+  function sendStop(link, reply, request) {
+    if (link.stopSent || !request.stopUrl || !reply.streamId) return null;
+    link.stopSent = true;
+    var init = { method: 'POST', headers: headersFor(link.headers, { Accept: 'application/json' }), credentials: request.credentials, cache: 'no-store', keepalive: true };
+    var url = request.stopUrl(reply.streamId);
+    return Promise.resolve().then(function () { return link.doFetch(url, init); });
+  }
+  /**
+   * The user's Stop: POST the stop endpoint, then the server ends the stream with its stopped completion (the
+   * text shown is the text stored); if that does not come within stopWaitMs, or the server cannot stop it (no
+   * stream id yet, an error, no connection), the fetch is aborted and the reply ends here as stopped.
+   */
+  function stopOnServer(link, reply, request) {
+    var asked = link.droppedAt === null ? sendStop(link, reply, request) : null;
+    if (!asked) { sendStop(link, reply, request); reply.stop(); return; }
+    asked.then(function (res) {
+      if (!res || !res.ok) { reply.stop(); return null; }
+      return link.wait(link.cfg.stopWaitMs).then(function () { reply.stop(); });
+    }, function () { reply.stop(); });
+  }
+  /** A server shutdown: the old stream is over (nothing of it counts any more); POST the question again soon. */
+  function resendLater(link, reply) {
+    var gen = ++link.generation;
+    if (link.controller) link.controller.abort();
+    link.attempts = 0;
+    link.droppedAt = null;
+    link.stopSent = false;
+    link.wait(link.cfg.resendDelayMs).then(function () { if (gen === link.generation && !reply.finished) link.post(); });
+  }
+  /** The reply ended: nothing more is read. Stopped (also by switching conversations): tell the server, abort. */
+  function closeLink(link, reply, request, result) {
+    link.generation++;
+    if (link.watch) clearInterval(link.watch);
+    if (result !== 'stopped') return;
+    var asked = sendStop(link, reply, request);
+    if (asked) asked.catch(noop);
+    if (link.controller) link.controller.abort();
   }
 
   /**
    * streamWithEventSource(reply, request): GET the stream with EventSource (no custom headers).
-   * request: {url (with the query string), withCredentials, EventSource?}. The EventSource is closed when the
-   * reply ends, and at the first connection error, so the browser never reconnects and re-sends.
+   * request: {url (with the query string), withCredentials, EventSource?, reconnect?}. The EventSource is closed
+   * when the reply ends, and at a connection error, so the browser never reconnects and re-sends; except when
+   * the server said the stream is resumable: then the browser's own reconnect (with Last-Event-ID) re-attaches,
+   * replayed events are skipped, and it is given up after RECONNECT's number of attempts or limitMs.
    */
   function streamWithEventSource(reply, request) {
     var es;
@@ -1268,15 +1528,24 @@
     try { es = new EventSourceClass(request.url, { withCredentials: !!request.withCredentials }); }
     catch (e) { reply.fail({ type: 'error', error: 'Could not open the event stream: ' + e.message, code: 'network_error', done: true }); return; }
     reply.onClose = function () { es.close(); };
+    var cfg = settings(request.reconnect, RECONNECT);
+    var drop = { attempts: 0, since: null };
     var handler = sseHandler(reply);
     es.onmessage = handler;
     ['status', 'chunk', 'reasoning', 'completion'].forEach(function (name) { es.addEventListener(name, handler); });
+    es.addEventListener('open', function () { if (drop.since !== null) { drop.since = null; drop.attempts = 0; reply.notify('reconnected', {}); } });
     es.addEventListener('error', function (evt) {
       if (reply.finished) return;
       if (typeof evt.data === 'string') { handler(evt); return; } // a server "event: error"
+      if (reply.resumable === true && request.reconnect !== false && es.readyState !== 2 && drop.attempts < cfg.delays.length
+          && (drop.since === null || Date.now() - drop.since < cfg.limitMs)) {
+        if (drop.since === null) drop.since = Date.now();
+        reply.notify('reconnecting', { attempt: ++drop.attempts, stream_id: reply.streamId, last_event_id: reply.lastEventId });
+        return;
+      }
       es.close();
       reply.fail(reply.gotEvent
-        ? { type: 'error', error: LOST, code: 'stream_interrupted', done: true }
+        ? { type: 'error', error: drop.attempts ? GAVE_UP : LOST, code: 'stream_interrupted', done: true }
         : { type: 'error', error: 'Could not connect to the chat server (the request was refused or the network failed).', code: 'network_error', done: true });
     });
   }
@@ -1477,6 +1746,8 @@
     deleteEndpoint: null,
     providersEndpoint: null,
     conversationsEndpoint: null, // default: endpoint with /stream -> /conversations
+    streamsEndpoint: null,      // default: endpoint with /stream -> /streams (re-attach, stop); false: neither
+    reconnect: true,            // re-attach a reply whose connection broke; false: the reply fails at once
     meEndpoint: null,           // default: endpoint with /stream -> /me
     identity: null,             // the server's identity hash; unset: GET meEndpoint
     csrfToken: null,            // unset: <meta name="csrf-token">
@@ -1803,6 +2074,8 @@
         tokensEl.textContent = n + (n === 1 ? ' token' : ' tokens');
       },
       setHistoryState: function (s) { rootEl.setAttribute('data-history', s); },
+      /** 'reconnecting' (shown on the status bar and the reply), 'stopping' or 'connected'. */
+      setConnection: function (s) { rootEl.setAttribute('data-connection', s); },
       focusInside: function () { return shadow ? !!shadow.activeElement : rootEl.contains(doc.activeElement); },
       focusInput: function () {
         if (view.destroyed) return;
@@ -2203,12 +2476,16 @@
     var opts = w.opts;
     var transport = pickTransport(opts.transport);
     if (transport === 'eventsource') {
-      streamWithEventSource(reply, { url: eventSourceUrl(opts.endpoint, fields), withCredentials: opts.credentials === 'include' });
+      streamWithEventSource(reply, { url: eventSourceUrl(opts.endpoint, fields), withCredentials: opts.credentials === 'include', reconnect: opts.reconnect ? undefined : false });
     } else if (transport === 'fetch') {
       var headers = userHeaders(opts, { 'Content-Type': 'application/json', Accept: 'text/event-stream' }).then(function (hs) {
         return withCsrf(hs, 'POST', csrfToken(opts, w.doc));
       });
-      streamWithFetch(reply, { url: opts.endpoint, body: fields, headers: headers, credentials: opts.credentials });
+      var hasStreams = !!streamUrl(opts, 'x');
+      streamWithFetch(reply, { url: opts.endpoint, body: fields, headers: headers, credentials: opts.credentials,
+        reconnect: opts.reconnect && typeof opts.reconnect === 'object' ? opts.reconnect : undefined,
+        streamUrl: hasStreams && opts.reconnect ? function (id) { return streamUrl(opts, id); } : null,
+        stopUrl: hasStreams ? function (id) { return streamUrl(opts, id) + '/stop'; } : null });
     } else {
       reply.fail({ type: 'error', error: 'This browser cannot stream replies (no fetch or EventSource).', code: 'unsupported', done: true, retryable: false });
     }
@@ -2229,11 +2506,23 @@
       if (!reply.chunks) w.view.setStatus('Thinking…'); // the model thinks before it answers
       bubble.reason(reply);
       emit(w, 'reasoning', detail);
+    } else if (name === 'reconnecting' || name === 'reconnected' || name === 'stopping' || name === 'resend') {
+      onConnection(w, reply, bubble, name, detail);
     } else if (name === 'end') {
       endReply(w, reply, bubble);
     } else if (name !== 'completion') {
       emit(w, name, detail); // done | error | stop
     }
+  }
+  /** A lost connection being re-attached, Stop waiting for the server, a question asked again after a shutdown. */
+  function onConnection(w, reply, bubble, name, detail) {
+    var reconnecting = name === 'reconnecting';
+    w.view.setConnection(reconnecting ? 'reconnecting' : name === 'stopping' ? 'stopping' : 'connected');
+    if (reconnecting) w.view.setStatus('Reconnecting…');
+    else if (name === 'stopping') w.view.setStatus('Stopping…');
+    else if (name === 'resend') { w.view.setStatus('The server restarted: asking again…'); bubble.update(reply); }
+    else w.view.setStatus(reply.chunks ? 'Replying…' : '');
+    emit(w, name, detail);
   }
   function endReply(w, reply, bubble) {
     var view = w.view;
@@ -2242,6 +2531,7 @@
     bubble.end(reply, outcome);
     view.setTokens(outcome.tokens, true);
     view.setStatus(outcome.status);
+    view.setConnection('connected');
     if (w.active === reply) w.active = null;
     view.setState(outcome.state);
     if (outcome.error) {
@@ -2347,8 +2637,9 @@
       send: function (text) { return sendMessage(w, text); },
       /** Send the last user message again (used by the Retry button). Never called automatically. */
       retry: function () { return retryLast(w); },
-      /** Abort the reply being streamed (the server then closes the upstream request). */
-      stop: function () { if (w.active) w.active.stop(); },
+      /** Stop the reply being streamed: the server is asked to stop it (its stopped completion ends it), then the
+       * request is aborted; a second stop() ends it at once. The partial text stays, marked stopped. */
+      stop: function () { if (w.active) w.active.requestStop(); },
       /** Start a new conversation (the server makes its id on the first message); deleteOnClear deletes the old one. */
       clear: function () { startNewChat(w, w.opts.deleteOnClear); },
       /** Show another of the caller's conversations (its history is loaded). */
@@ -2420,6 +2711,8 @@
       deleteEndpoint: urlOrFalse(ds.deleteEndpoint),
       providersEndpoint: urlOrFalse(ds.providersEndpoint),
       conversationsEndpoint: urlOrFalse(ds.conversationsEndpoint),
+      streamsEndpoint: urlOrFalse(ds.streamsEndpoint),
+      reconnect: parseBool(ds.reconnect, undefined),
       meEndpoint: urlOrFalse(ds.meEndpoint),
       identity: ds.identity || undefined,
       csrfToken: ds.csrfToken || undefined,
@@ -2467,6 +2760,8 @@
     instances: instances,
     createSSEParser: createSSEParser,
     createReply: createReply,
+    eventSeq: eventSeq,
+    reconnectDefaults: RECONNECT,
     replyOutcome: replyOutcome,
     streamWithFetch: streamWithFetch,
     streamWithEventSource: streamWithEventSource,
@@ -2481,6 +2776,7 @@
       providers: providersUrl,
       conversations: conversationsUrl,
       conversation: conversationUrl,
+      stream: streamUrl,
       me: meUrl,
       eventSource: eventSourceUrl
     },

@@ -9,50 +9,7 @@ const path = require('node:path');
 const BuppleChat = require(path.join(__dirname, '..', '..', 'bupple_flask', 'static', 'bupple-chat.js'));
 const { createReply, streamWithFetch, streamWithEventSource, replyOutcome } = BuppleChat;
 
-const enc = new TextEncoder();
-
-/** One server event as the Flask blueprint writes it (with `event:` when named). */
-function sse(id, payload, named = false) {
-  return (named ? `event: ${payload.type}\n` : '') + `id: ${id}\ndata: ${JSON.stringify(payload)}\n\n`;
-}
-const chunk = (content, tokens) => ({ type: 'chunk', content, role: 'assistant', done: false, tokens });
-const completion = (extra = {}) => ({
-  type: 'completion', content: '', role: 'assistant', done: true, finish_reason: 'stop',
-  usage: { input_tokens: 5, output_tokens: 3 }, provider: 'openai', model: 'gpt-test', conversation_id: 'conv-1', ...extra,
-});
-
-/**
- * A fake fetch. Each call gets a response from `respond(init)`: a Response or a rejection.
- * stream() makes a body the test writes to; like a real fetch, aborting the signal errors it.
- */
-function fakeFetch(respond) {
-  const calls = [];
-  const fetch = (url, init) => {
-    calls.push({ url, init });
-    return Promise.resolve().then(() => respond(init));
-  };
-  return { fetch, calls };
-}
-function stream(init) {
-  let controller;
-  const body = new ReadableStream({ start(c) { controller = c; } });
-  init.signal.addEventListener('abort', () => {
-    try { controller.error(new DOMException('The operation was aborted.', 'AbortError')); } catch { /* closed */ }
-  });
-  return {
-    response: new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream; charset=utf-8' } }),
-    push: (bytes) => controller.enqueue(typeof bytes === 'string' ? enc.encode(bytes) : bytes),
-    close: () => controller.close(),
-    fail: (err) => controller.error(err),
-  };
-}
-/** A complete response whose body arrives in exactly these byte pieces. */
-function piecesResponse(pieces) {
-  const body = new ReadableStream({
-    start(c) { for (const p of pieces) c.enqueue(p); c.close(); },
-  });
-  return new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream' } });
-}
+const { enc, sse, chunk, completion, fakeFetch, stream, piecesResponse, until, FakeEventSource } = require('./support/streams.js');
 
 /** Start a reply over fetch; `log` records [name, content so far] for every listener call. */
 function start(fetch, text = 'Hello') {
@@ -60,14 +17,6 @@ function start(fetch, text = 'Hello') {
   const reply = createReply(text, (name, detail, r) => log.push([name, r.content, detail]));
   streamWithFetch(reply, { url: '/api/stream', body: { message: text, conversation_id: 'conv-1' }, headers: { Accept: 'text/event-stream' }, fetch });
   return { reply, log, names: () => log.map((e) => e[0]) };
-}
-
-async function until(predicate, what) {
-  for (let i = 0; i < 200; i++) {
-    if (predicate()) return;
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 test('the request: one POST of the JSON body with the headers, aborted only by Stop', async () => {
@@ -287,24 +236,6 @@ test('a 200 that is not an event stream is an error, not an empty reply', async 
   assert.equal(result.payload.code, 'bad_response');
   assert.match(result.payload.error, /text\/html/);
 });
-
-/** A fake EventSource: the test dispatches events; close() is recorded. */
-class FakeEventSource {
-  constructor(url, init) {
-    this.url = url;
-    this.init = init;
-    this.closed = false;
-    this.listeners = {};
-    FakeEventSource.last = this;
-  }
-  addEventListener(type, fn) { (this.listeners[type] = this.listeners[type] || []).push(fn); }
-  close() { this.closed = true; }
-  dispatch(type, data) {
-    const evt = data === undefined ? { type } : { type, data: JSON.stringify(data) };
-    if (type === 'message' && this.onmessage) this.onmessage(evt);
-    for (const fn of this.listeners[type] || []) fn(evt);
-  }
-}
 
 test('EventSource: named events build the reply and the completion closes the source', async () => {
   const reply = createReply('Hi');
