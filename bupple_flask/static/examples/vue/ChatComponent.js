@@ -1,10 +1,13 @@
 // A Vue 3 chat component for bupple_flask: plain ES module, no build step.
 //
-// It reads the server's Server-Sent Events with the SAME parser the widget uses,
-// window.BuppleChat.createSSEParser from /bupple/bupple-chat.js (load that file with a
-// classic <script> tag before this module; see index.html). Chunks are accumulated
-// into reactive state and shown with {{ }} text interpolation, which Vue escapes:
-// model output is never rendered as HTML.
+// It reads the server's Server-Sent Events with the SAME code the widget uses,
+// window.BuppleChat.createReply + streamWithFetch from /bupple/bupple-chat.js (load that file with a
+// classic <script> tag before this module; see index.html). The reply's text is copied into reactive
+// state and shown with {{ }} text interpolation, which Vue escapes: model output is never rendered as HTML.
+//
+// So it behaves as the widget does: a connection that drops
+// mid-reply shows "Reconnecting…" and is re-attached (GET /api/streams/<id> with Last-Event-ID), each chunk
+// shown once; Stop asks the server to stop the stream (POST /api/streams/<id>/stop) and keeps the text shown.
 //
 // Behind a login it does what the widget does, with the widget's helpers: the server makes a new
 // conversation's id (the first status event says it), the current id is kept per identity
@@ -13,7 +16,7 @@ import { ref, computed, watch, nextTick, onMounted, onBeforeUnmount } from 'vue'
 
 function lib() {
   const BuppleChat = globalThis.BuppleChat;
-  if (!BuppleChat || typeof BuppleChat.createSSEParser !== 'function') {
+  if (!BuppleChat || typeof BuppleChat.streamWithFetch !== 'function') {
     throw new Error('Load /bupple/bupple-chat.js with a <script> tag before ChatComponent.js');
   }
   return BuppleChat;
@@ -55,7 +58,7 @@ export default {
     const conversationId = ref('');
     const listEl = ref(null);
     const inputEl = ref(null);
-    let controller = null;
+    let active = null; // the reply being streamed
     let lastText = null;
 
     const canSend = computed(() => !busy.value && draft.value.trim().length > 0);
@@ -114,96 +117,62 @@ export default {
       return parts.join(' · ');
     }
 
-    async function stream(text) {
+    /** What the user sees of the reply being streamed, from the widget's reply model (the same events, ids, Stop). */
+    function onReply(message, name, detail, reply) {
+      if (name === 'conversation') remember(detail.conversation_id); // the server makes the ids: a new one comes first
+      else if (name === 'status') status.value = detail.message || '';
+      else if (name === 'chunk' || name === 'resend') {
+        message.content = reply.content;
+        tokens.value = reply.tokens;
+        if (name === 'chunk') emit('chunk', detail);
+        else status.value = 'The server restarted: asking again…';
+      } else if (name === 'reconnecting') status.value = 'Reconnecting…';
+      else if (name === 'reconnected') status.value = 'Replying…';
+      else if (name === 'stopping') status.value = 'Stopping…';
+      else if (name === 'end') finish(message, reply);
+    }
+    function finish(message, reply) {
+      const shown = BuppleChat.replyOutcome(reply);
+      message.content = reply.content;
+      message.state = shown.state;
+      message.meta = shown.state === 'done' ? metaText(reply.payload || {}) : shown.meta;
+      if (!shown.keepBubble) messages.value = messages.value.filter((m) => m.id !== message.id);
+      tokens.value = shown.tokens;
+      if (shown.error) {
+        if (shown.error.code === 'conversation_not_found') remember(''); // the next message starts a new one
+        error.value = { message: shown.error.message, code: shown.error.code, retry: shown.error.retry };
+        emit('error', reply.payload);
+      } else if (shown.state === 'done') emit('done', reply.payload);
+      busy.value = false;
+      status.value = shown.status;
+      active = null;
+    }
+
+    /**
+     * One reply over the widget's fetch transport: a dropped connection is re-attached (Reconnecting…), each
+     * chunk shown once; Stop asks the server to stop it; a server shutdown asks once more by itself.
+     */
+    function stream(text) {
       messages.value.push({ id: ++nextId, role: 'assistant', content: '', state: 'streaming', meta: '' });
-      const reply = messages.value[messages.value.length - 1]; // the reactive proxy
+      const message = messages.value[messages.value.length - 1]; // the reactive proxy
       busy.value = true;
       error.value = null;
       status.value = 'Connecting…';
       tokens.value = 0;
-      controller = new AbortController();
-      let finished = false;
-      let chunks = 0;
-
-      const fail = (message, code) => {
-        finished = true;
-        reply.state = 'error';
-        reply.meta = 'Interrupted';
-        if (!reply.content) messages.value = messages.value.filter((m) => m.id !== reply.id);
-        error.value = { message, code };
-        emit('error', { type: 'error', error: message, code, done: true });
-      };
-
-      const parser = BuppleChat.createSSEParser((evt) => {
-        if (finished) return;
-        let payload;
-        try { payload = JSON.parse(evt.data); } catch { return; }
-        const type = payload.type || evt.type;
-        if (payload.conversation_id && payload.conversation_id !== conversationId.value) remember(payload.conversation_id);
-        if (type === 'status') {
-          status.value = payload.message || '';
-          if (payload.conversation_id && payload.conversation_id !== conversationId.value) {
-            conversationId.value = payload.conversation_id; // the server makes the ids: a new one comes first
-            writeStorage(storageKey, conversationId.value);
-          }
-        } else if (type === 'chunk') {
-          reply.content += payload.content || '';
-          chunks += 1;
-          tokens.value = typeof payload.tokens === 'number' ? payload.tokens : chunks;
-          emit('chunk', payload);
-        } else if (type === 'completion') {
-          finished = true;
-          reply.state = 'done';
-          const out = payload.usage && payload.usage.output_tokens;
-          if (typeof out === 'number') tokens.value = out;
-          reply.meta = metaText(payload);
-          emit('done', payload);
-        } else if (type === 'error') {
-          fail(payload.error || 'The reply failed.', payload.code || 'error');
-        }
+      const reply = active = BuppleChat.createReply(text, (name, detail, r) => onReply(message, name, detail, r));
+      const body = { ...props.extra, message: text };
+      if (conversationId.value) body.conversation_id = conversationId.value; // none: the server starts one
+      if (props.provider) body.provider = props.provider;
+      if (props.model) body.model = props.model;
+      BuppleChat.streamWithFetch(reply, {
+        url: props.endpoint,
+        body,
+        headers: headersFor('POST', { 'Content-Type': 'application/json', Accept: 'text/event-stream' }),
+        credentials: 'same-origin',
+        streamUrl: (id) => BuppleChat.urls.stream(opts, id),
+        stopUrl: (id) => BuppleChat.urls.stream(opts, id) + '/stop',
       });
-
-      try {
-        const body = { ...props.extra, message: text };
-        if (conversationId.value) body.conversation_id = conversationId.value; // none: the server starts one
-        if (props.provider) body.provider = props.provider;
-        if (props.model) body.model = props.model;
-        const res = await fetch(props.endpoint, {
-          method: 'POST',
-          headers: headersFor('POST', { 'Content-Type': 'application/json', Accept: 'text/event-stream' }),
-          body: JSON.stringify(body),
-          signal: controller.signal,
-        });
-        if (!res.ok) {
-          const err = BuppleChat.describeHttpError(res.status, await res.text().catch(() => ''));
-          if (err.code === 'conversation_not_found') remember(''); // the next message starts a new one
-          fail(err.error, err.code);
-          return;
-        }
-        const reader = res.body.getReader();
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          parser.feed(value);
-        }
-        parser.end();
-        if (!finished) fail('The connection closed before the reply was complete.', 'stream_interrupted');
-      } catch (e) {
-        if (e && e.name === 'AbortError') {
-          if (!finished) {
-            finished = true;
-            reply.state = 'stopped';
-            reply.meta = 'Stopped';
-            if (!reply.content) messages.value = messages.value.filter((m) => m.id !== reply.id);
-          }
-        } else if (!finished) {
-          fail('Network error: could not reach the chat server.', 'network_error');
-        }
-      } finally {
-        busy.value = false;
-        status.value = '';
-        controller = null;
-      }
+      return reply.promise;
     }
 
     function submit() {
@@ -230,12 +199,12 @@ export default {
     }
 
     function stop() {
-      if (controller) controller.abort();
+      if (active) active.requestStop();
       nextTick(() => inputEl.value && inputEl.value.focus());
     }
 
     function newChat() {
-      stop();
+      if (active) active.stop();
       const url = BuppleChat.urls.delete(opts, conversationId.value);
       if (url) request(url, { method: 'DELETE' }).catch(() => {});
       remember('');
@@ -246,7 +215,7 @@ export default {
     }
 
     onMounted(() => { restore(); });
-    onBeforeUnmount(() => { if (controller) controller.abort(); });
+    onBeforeUnmount(() => { if (active) active.stop(); });
 
     return { messages, draft, busy, status, tokenLabel, error, listEl, inputEl, canSend, submit, onEnter, retry, stop, newChat };
   },
@@ -270,7 +239,7 @@ export default {
         </div>
         <div v-if="error" class="vchat-error">
           <span role="alert" data-testid="error" :data-code="error.code">{{ error.message }}</span>
-          <button type="button" data-testid="retry" @click="retry">Retry</button>
+          <button v-if="error.retry !== false" type="button" data-testid="retry" @click="retry">Retry</button>
         </div>
       </div>
 
