@@ -1,0 +1,114 @@
+"""The widget (and the Vue example) in headless Chromium when the network drops or goes silent mid-reply.
+
+The page is served through a TCP proxy (:class:`tests.tcp_proxy.TcpProxy`) in front of the real server
+(gunicorn + gevent, resume on: the in-process stream log). The test cuts the proxy mid-reply, as a phone
+changing network does: every connection closes and new ones are refused until it is restored. The widget shows
+"Reconnecting…", re-attaches (``GET /api/streams/<id>`` with ``Last-Event-ID``) through the proxy once it is
+back, and the text ends complete, each chunk once, on screen and in the stored history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from bupple_flask.testing import Script
+from tests.tcp_proxy import TcpProxy
+from tests.test_browser import VUE, assistant, browser, send
+
+SHARED_FIXTURES = (browser,)  # test_browser's Chromium, used here by name
+
+PAGES = {"widget": "/chat", "vue": "/bupple/examples/vue/index.html"}
+
+
+@pytest.fixture(params=["resume on"])
+def server(request: pytest.FixtureRequest, start_server):
+    resume = "true" if request.param == "resume on" else "false"
+    return start_server(BUPPLE_DEFAULT_ENGINE_DRIVER="openai", BUPPLE_SSE_HEARTBEAT="1", BUPPLE_RESUME=resume)
+
+
+@pytest.fixture
+def proxy(server) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(("127.0.0.1", server.port))
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server, proxy: TcpProxy) -> Iterator[Page]:
+    """A page whose every request (the page, the stream, the re-attach, Stop) goes through the proxy."""
+    context = browser.new_context(viewport={"width": 1000, "height": 800}, base_url=proxy.url(server.url))
+    context.route("**/vendor/vue/vue.esm-browser.js", lambda route: route.fulfill(path=str(VUE), content_type="text/javascript"))
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def stored_messages(page: Page) -> list[dict]:
+    """The stored messages of the page's conversation, as the history API gives them to this browser."""
+    conversation = page.evaluate(  # the widget's element says it; the Vue example keeps it in localStorage
+        """() => { const el = document.querySelector('[data-conversation-id]');
+                   const key = Object.keys(localStorage).find((k) => k.startsWith('bupple-vue:conversation:'));
+                   return el ? el.getAttribute('data-conversation-id') : localStorage.getItem(key); }"""
+    )
+    assert conversation, "the page knows its conversation"
+    response = page.request.get(f"/api/conversations/{conversation}/messages")
+    assert response.ok, response.text()
+    return response.json()["messages"]
+
+
+def stored_reply(page: Page) -> dict:
+    return stored_messages(page)[-1]
+
+
+@pytest.mark.parametrize("where", PAGES)
+def test_a_cut_mid_reply_is_reattached_and_the_text_is_whole_once(page: Page, proxy: TcpProxy, fake_openai, where: str) -> None:
+    words = [f"w{i:02d} " for i in range(12)]
+    fake_openai.script = Script(chunks=words, gated=True)  # one word per release(): no clock involved
+    page.goto(PAGES[where])
+    send(page, "Tell me twelve words")
+    fake_openai.release(4)
+    expect(assistant(page)).to_have_text("".join(words[:4]).strip())
+    proxy.cut()  # the network goes away mid-reply
+    expect(page.get_by_test_id("status")).to_have_text("Reconnecting…")
+    fake_openai.release(4)  # the reply goes on on the server meanwhile: leaving is not stopping
+    proxy.restore()
+    fake_openai.release(4)
+    expect(assistant(page)).to_have_text("".join(words).strip(), timeout=20_000)
+    expect(page.get_by_test_id("send")).to_be_visible()  # the reply is over
+    shown = assistant(page).text_content() or ""
+    assert shown.strip() == "".join(words).strip()  # each word once, in order
+    assert page.get_by_test_id("error").count() == 0
+    assert len(fake_openai.requests) == 1  # re-attached, not asked again
+    stored = stored_reply(page)
+    assert stored["content"] == "".join(words)
+    assert stored["metadata"]["ending"] == "complete"
+
+
+SILENT_PAGE = """<!doctype html><html><body><div id="chat" style="height: 600px"></div>
+<script src="/bupple/bupple-chat.js"></script>
+<script>BuppleChat.mount('#chat', {endpoint: '/api/stream', reconnect: {silenceMs: 1500}})</script></body></html>"""
+
+
+def test_a_network_that_goes_silent_mid_reply_is_noticed_and_reattached(page: Page, proxy: TcpProxy, fake_openai) -> None:
+    # Frozen, the proxy holds every connection and forwards nothing, heartbeats included: no error reaches the
+    # browser, as when a phone's old network dies without a word. The widget notices the silence by itself.
+    words = [f"s{i:02d} " for i in range(9)]
+    fake_openai.script = Script(chunks=words, gated=True)
+    page.route("**/silent.html", lambda route: route.fulfill(body=SILENT_PAGE, content_type="text/html"))
+    page.goto("/silent.html")
+    send(page, "Nine words")
+    fake_openai.release(3)
+    expect(assistant(page)).to_have_text("".join(words[:3]).strip())
+    proxy.freeze()
+    expect(page.get_by_test_id("status")).to_have_text("Reconnecting…", timeout=15_000)
+    fake_openai.release(3)
+    proxy.restore()
+    fake_openai.release(3)
+    expect(assistant(page)).to_have_text("".join(words).strip(), timeout=20_000)
+    expect(page.get_by_test_id("send")).to_be_visible()
+    assert page.get_by_test_id("error").count() == 0
+    assert len(fake_openai.requests) == 1
+    assert stored_reply(page)["content"] == "".join(words)
