@@ -24,6 +24,7 @@ from .engine import EngineState, get_state
 from .errors import BuppleError, InvalidRequestError, UnknownProviderError
 from .memory import ConversationMemory
 from .messages import Messages, normalize_messages
+from .reply_writer import writer_of
 from .stream_probe import stream_check
 from .terminal_chat import run_turn
 from .turns import ConversationTurn
@@ -113,7 +114,8 @@ def _turn(
     if conversation_id is None:
         return None
     memory: ConversationMemory = state.memory().set_parent(PARENT_CLASS, conversation_id).set_driver(builder.provider)
-    return ConversationTurn(memory, question, max_history_chars=state.settings.max_history_chars)
+    limit = state.settings.max_history_chars
+    return ConversationTurn(memory, question, writer=writer_of(state), max_history_chars=limit)
 
 
 @bupple.command("providers")

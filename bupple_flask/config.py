@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .persist_settings import PERSIST_KEYS, PersistSettings
 from .policy_settings import POLICY_KEYS, PolicySettings
 from .values import Key, reasoning_mode, to_bool, to_list, to_number
 
@@ -52,7 +53,7 @@ ENGINE_KEYS: tuple[Key, ...] = (
     Key("BUPPLE_CONVERSATIONS_TABLE", "bupple_conversations", "the conversations table (id, owner, title, times)"),
     Key("BUPPLE_ALLOW_ANONYMOUS", False, "nobody signed in: an anonymous identity in a signed cookie; off: 401"),
     Key("BUPPLE_IDENTITY_LOADER", None, "'module:function' returning the current user's id (or None)"),
-    *POLICY_KEYS,
+    *POLICY_KEYS, *PERSIST_KEYS,
 )
 
 PROVIDER_FIELDS: tuple[tuple[str, str], ...] = (
@@ -161,10 +162,8 @@ def _api_key(name: str, value: Any) -> str | None:
     """Stripped (a pasted trailing newline is common); refused, never printed, if it still cannot go in a header."""
     key = _text(value)
     if key is not None and not all(33 <= ord(c) <= 126 for c in key):
-        raise ValueError(
-            f"{name} contains a space, line break or other character that cannot be sent in an HTTP header; "
-            "check how it was pasted"
-        )
+        raise ValueError(f"{name} contains a space, line break or other character that cannot be sent in an HTTP "
+                         "header; check how it was pasted")
     return key
 
 
@@ -200,6 +199,7 @@ class EngineSettings:
     identity_loader: str | None = None
     policy: PolicySettings = field(default_factory=PolicySettings)
     """What the browser may ask for, and the limits (:mod:`bupple_flask.policy_settings`)."""
+    persist: PersistSettings = field(default_factory=PersistSettings)  # :mod:`bupple_flask.persist_settings`
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EngineSettings:
@@ -236,6 +236,7 @@ class EngineSettings:
             allow_anonymous=to_bool("BUPPLE_ALLOW_ANONYMOUS", config.get("BUPPLE_ALLOW_ANONYMOUS", False)),
             identity_loader=str(config["BUPPLE_IDENTITY_LOADER"]) if config.get("BUPPLE_IDENTITY_LOADER") else None,
             policy=PolicySettings.from_config(config),
+            persist=PersistSettings.from_config(config),
         )
 
 

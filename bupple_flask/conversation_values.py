@@ -8,9 +8,11 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidRequestError
+from .times import iso
 
 MAX_TITLE = 200
 AUTO_TITLE = 80
@@ -66,3 +68,16 @@ def decode_cursor(cursor: str) -> Any:
         return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError):
         raise InvalidRequestError("cursor is not valid") from None
+
+
+def conversation_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A conversation row as the API answers it (times in ISO 8601 with their offset)."""
+    return {
+        "id": row["id"],
+        "title": row["title"],
+        "provider": row["provider"],
+        "model": row["model"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "message_count": int(row.get("message_count") or 0),
+    }

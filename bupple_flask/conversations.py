@@ -9,7 +9,8 @@ not exist and one that is someone else's are the same :class:`ConversationNotFou
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,12 +39,14 @@ from .conversation_values import (
     auto_title,
     check_limit,
     check_title,
+    conversation_json,
     decode_cursor,
     encode_cursor,
     new_conversation_id,
 )
 from .database import bounded
 from .errors import ConversationNotFoundError, InvalidRequestError
+from .streaming_rows import lease_of, settled, shown_metadata
 from .times import iso, now, utc
 
 __all__ = ["PARENT_CLASS", "ConversationStore", "auto_title", "conversations_table", "new_conversation_id"]
@@ -113,7 +116,7 @@ class ConversationStore:
         if len(rows) > size:
             last = rows[size - 1]
             next_cursor = encode_cursor([utc(last["updated_at"]).isoformat(), last["id"]])
-        return {"conversations": [_as_json(row) for row in rows[:size]], "next_cursor": next_cursor}
+        return {"conversations": [conversation_json(row) for row in rows[:size]], "next_cursor": next_cursor}
 
     def get(self, conversation_id: Any) -> dict[str, Any]:
         """One conversation's JSON (with ``message_count``), or ``ConversationNotFoundError``."""
@@ -126,20 +129,22 @@ class ConversationStore:
         The conversation row is outer-joined to its messages: no row at all means it is not this
         owner's (``ConversationNotFoundError``); a row without a message, that it has none yet.
         ``max_chars`` keeps the newest messages whose contents add up to at most that many characters.
+        A reply still streaming is left out with its question (:func:`~bupple_flask.streaming_rows.settled`).
         """
         if not _possible_id(conversation_id):
             raise ConversationNotFoundError()
         t, m = self.table, self.messages_table
         mine = (m.c.parent_class == PARENT_CLASS, m.c.parent_id == conversation_id)
+        columns = (m.c.id, m.c.role, m.c.content, lease_of(m))
         if max_chars:
             running = func.sum(func.length(m.c.content)).over(order_by=m.c.id.desc()).label("running")
-            newest = select(m.c.id, m.c.role, m.c.content, running).where(*mine).subquery()
+            newest = select(*columns, running).where(*mine).subquery()
             kept: Any = newest.c.running <= max_chars
         else:
-            newest = select(m.c.id, m.c.role, m.c.content).where(*mine).subquery()
+            newest = select(*columns).where(*mine).subquery()
             kept = true()
         query = (
-            select(t.c.id, newest.c.role, newest.c.content)
+            select(t.c.id, newest.c.role, newest.c.content, newest.c.lease_until)
             .select_from(t.outerjoin(newest, kept))
             .where(t.c.id == conversation_id, t.c.owner == self.owner)
             .order_by(newest.c.id)
@@ -148,7 +153,7 @@ class ConversationStore:
             rows = connection.execute(query).all()
         if not rows:
             raise ConversationNotFoundError()
-        return [{"role": role, "content": content} for _, role, content in rows if role is not None]
+        return settled((role, content, lease) for _, role, content, lease in rows if role is not None)
 
     def message_count(self, conversation_id: Any) -> int:
         """How many messages the conversation has (``ConversationNotFoundError`` if it is not this owner's)."""
@@ -172,9 +177,11 @@ class ConversationStore:
         next_cursor = encode_cursor(rows[size - 1]["id"]) if len(rows) > size else None
         page = rows[:size]
         page.reverse()
+        at = time.time()
         for row in page:
             del row["id"]
             row["created_at"] = iso(row["created_at"])
+            row["metadata"] = shown_metadata(row["metadata"], at)  # a dead worker's reply: interrupted
         return {"conversation_id": conversation_id, "messages": page, "next_cursor": next_cursor}
 
     # -- writing -------------------------------------------------------------------------------
@@ -185,7 +192,7 @@ class ConversationStore:
         row = self._new_row(new_conversation_id(), text, provider, model, locked=text is not None)
         with bounded(self.timeout), self.sql_engine.begin() as connection:
             connection.execute(insert(self.table).values(**row))
-        return _as_json({**row, "message_count": 0})
+        return conversation_json({**row, "message_count": 0})
 
     def rename(self, conversation_id: Any, title: Any) -> dict[str, Any]:
         """Set the title (1..200 characters after trimming); it is kept from now on. The conversation's JSON."""
@@ -214,6 +221,7 @@ class ConversationStore:
 
     def start_turn(
         self,
+        connection: Connection,
         conversation_id: str,
         question_rows: Sequence[dict[str, Any]],
         *,
@@ -222,25 +230,25 @@ class ConversationStore:
         provider: str | None,
         model: str | None,
     ) -> None:
-        """Store a turn's messages and create or touch its conversation, in one transaction.
+        """Store a turn's messages and create or touch its conversation, in ``connection``'s transaction.
 
         A new conversation is inserted with ``title``; an existing one gets ``updated_at`` bumped,
         the provider and model of this turn, and ``title`` if it has none and was never renamed.
+        The caller's transaction is the reply writer's (:mod:`bupple_flask.reply_writer`).
         """
         t = self.table
-        with bounded(self.timeout), self.sql_engine.begin() as connection:
-            if new:
-                connection.execute(insert(t).values(**self._new_row(conversation_id, title, provider, model)))
-            else:
-                untitled = and_(t.c.title.is_(None), t.c.title_locked.is_(False))
-                touched = {"updated_at": now(), "provider": provider, "model": model,
-                           "title": case((untitled, title), else_=t.c.title)}  # fmt: skip
-                mine = and_(t.c.id == conversation_id, t.c.owner == self.owner)
-                result = connection.execute(update(t).where(mine).values(**touched))
-                if not result.rowcount:
-                    raise ConversationNotFoundError()  # deleted meanwhile
-            if question_rows:
-                connection.execute(insert(self.messages_table), list(question_rows))
+        if new:
+            connection.execute(insert(t).values(**self._new_row(conversation_id, title, provider, model)))
+        else:
+            untitled = and_(t.c.title.is_(None), t.c.title_locked.is_(False))
+            touched = {"updated_at": now(), "provider": provider, "model": model,
+                       "title": case((untitled, title), else_=t.c.title)}  # fmt: skip
+            mine = and_(t.c.id == conversation_id, t.c.owner == self.owner)
+            result = connection.execute(update(t).where(mine).values(**touched))
+            if not result.rowcount:
+                raise ConversationNotFoundError()  # deleted meanwhile
+        if question_rows:
+            connection.execute(insert(self.messages_table), list(question_rows))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -263,7 +271,7 @@ class ConversationStore:
         row = connection.execute(query).first()
         if row is None:
             raise ConversationNotFoundError()
-        return _as_json(dict(row._mapping))
+        return conversation_json(dict(row._mapping))
 
     def _require(self, connection: Connection, conversation_id: Any) -> None:
         t = self.table
@@ -283,14 +291,3 @@ def _possible_id(value: Any) -> bool:
     """Could be a stored id: a short printable string (anything else is simply not found)."""
     return isinstance(value, str) and 1 <= len(value) <= MAX_ID and value.isprintable()
 
-
-def _as_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "title": row["title"],
-        "provider": row["provider"],
-        "model": row["model"],
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
-        "message_count": int(row.get("message_count") or 0),
-    }

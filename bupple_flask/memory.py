@@ -7,6 +7,7 @@ pending) is never committed by us.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from sqlalchemy.engine import Engine
 from .database import bounded
 from .errors import InvalidRequestError
 from .messages import ROLES
+from .streaming_rows import lease_of, settled, shown_metadata
 from .times import iso
 
 MAX_PARENT_ID = 255
@@ -227,23 +229,24 @@ class ConversationMemory:
 
         ``limit`` keeps the newest messages; ``max_chars`` the newest whose contents add up to at
         most that many characters (counted by the database, so no more is ever read). Reads
-        only the two columns it returns: this runs before every turn's first token.
+        only the columns it needs: this runs before every turn's first token. A reply still
+        streaming is left out with its question (:func:`~bupple_flask.streaming_rows.settled`).
         """
         self._require_parent()
         t = self.table
-        query = select(t.c.role, t.c.content).where(*self._where())
+        query = select(t.c.role, t.c.content, lease_of(t)).where(*self._where())
         if max_chars:
             running = func.sum(func.length(t.c.content)).over(order_by=t.c.id.desc()).label("running")
-            newest = select(t.c.id, t.c.role, t.c.content, running).where(*self._where()).subquery()
-            query = select(newest.c.role, newest.c.content).where(newest.c.running <= max_chars)
+            newest = select(t.c.id, t.c.role, t.c.content, lease_of(t), running).where(*self._where()).subquery()
+            query = select(newest.c.role, newest.c.content, newest.c.lease_until).where(newest.c.running <= max_chars)
             query = query.order_by(newest.c.id)
         else:
             query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
         with bounded(self.timeout), self.sql_engine.connect() as connection:
-            messages = [{"role": role, "content": content} for role, content in connection.execute(query)]
+            rows = [(role, content, lease) for role, content, lease in connection.execute(query)]
         if limit is not None and not max_chars:
-            messages.reverse()  # read newest first
-        return messages
+            rows.reverse()  # read newest first
+        return settled(rows)
 
     def get_records(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Full rows (with ``message_id``, ``metadata``, ``driver``, ``created_at``), oldest first."""
@@ -257,8 +260,10 @@ class ConversationMemory:
             rows = [dict(row._mapping) for row in connection.execute(query)]
         if limit is not None:
             rows.reverse()
+        at = time.time()
         for row in rows:
             row["created_at"] = iso(row["created_at"])  # with its UTC offset, on SQLite too
+            row["metadata"] = shown_metadata(row["metadata"], at)  # a dead worker's reply: interrupted
         return rows
 
     def count(self) -> int:

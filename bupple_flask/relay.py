@@ -163,6 +163,9 @@ class Relay:
         opening = BackgroundCall(lambda: self.builder.stream(self.messages, deadline=deadline), ChatStream.close)
         for listener in self.listeners:
             try:
+                attached = getattr(listener, "attached", None)  # optional: the listener reads self.parts
+                if attached is not None:
+                    attached(self)
                 listener.started()
             except Exception:
                 log.exception("stream %s: a listener failed at the start", self.stream_id)

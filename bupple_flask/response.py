@@ -4,7 +4,8 @@ The built-in route and a route of your own get the same :class:`~bupple_flask.re
 the same guarantees: the upstream is closed the moment the browser leaves (also while the model
 thinks), ``: ping`` heartbeats while waiting, the total deadline and the write bounds, and, with
 a ``conversation_id``, the history loaded and the question and the reply (partial, interrupted or
-failed included) stored. Only the encoder that writes the events differs (:mod:`bupple_flask.events`).
+failed included) stored, the reply as it streams (:mod:`bupple_flask.turns`). Only the encoder that writes
+the events differs (:mod:`bupple_flask.events`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .events import StreamEvents
 from .memory import ConversationMemory
 from .messages import Messages, normalize_messages
 from .relay import Relay, RelaySettings, StreamListener, StreamOutcome
+from .reply_writer import writer_of
 from .signals import signal_listener
 from .turns import ConversationTurn, OwnedConversation
 
@@ -98,7 +100,7 @@ def _turn(
     memory = state.memory() if conversation is None or not conversation.new else ConversationMemory(
         state.sql_engine(), state.table, timeout=settings.db_timeout)  # fmt: skip
     memory.set_parent(PARENT_CLASS, conversation_id).set_driver(builder.provider)
-    return ConversationTurn(memory, question, max_history_chars=settings.max_history_chars,
+    return ConversationTurn(memory, question, writer=writer_of(state), max_history_chars=settings.max_history_chars,
                             store_reasoning=settings.store_reasoning, conversation=conversation)  # fmt: skip
 
 
@@ -113,6 +115,12 @@ class _Listeners:
 
     def __init__(self, first: StreamListener, second: StreamListener) -> None:
         self.listeners = (first, second)
+
+    def attached(self, relay: Relay) -> None:
+        for listener in self.listeners:
+            attached = getattr(listener, "attached", None)
+            if attached is not None:
+                attached(relay)
 
     def started(self) -> None:
         for listener in self.listeners:

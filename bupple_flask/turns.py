@@ -1,42 +1,46 @@
 """One conversation turn over HTTP: the stored history, the new question, the reply.
 
-The order of work is what keeps the first token fast and the history true: the history
-is read before the upstream request (with the owner check, for ``/api/stream``), and nothing
-is written until the reply ends: then ``/api/stream``'s turn (the conversation made or
-touched, the question, the reply) is one transaction; a route of your own stores the question
-while the upstream request is in flight and the reply after it, with exactly what reached
-the browser and how it ended.
+The order of work is what keeps the first token fast and the history true: the history is
+read before the upstream request (with the owner check, for ``/api/stream``); nothing is
+written on the first-token path. When the upstream request is in flight (``started``), the
+worker's reply writer (:mod:`bupple_flask.reply_writer`) writes the turn's start in its next
+round: the conversation made or touched (``/api/stream``), the question, and the reply's row
+with ``metadata.ending = "streaming"``. It then writes the reply's text as it grows, read
+from the relay's ``parts`` (the relay hands them over in ``attached``), and its end, with
+exactly what reached the browser and how it ended. A worker that dies mid-reply leaves the
+question and the text of the last round, shown ``interrupted`` once its lease is over.
 
 What the history can hold decides what is accepted: a question the database cannot store
 (a NUL) is refused before the upstream request, a reply is stored with any NUL replaced by
-U+FFFD, and a reply whose question could not be stored is not stored either, so the
-history never has an answer without its question (Claude refuses a history that starts
-with one).
+U+FFFD, and a reply whose question could not be stored is not stored either (its start and
+end are one transaction when the start failed), so the history never has an answer without
+its question (Claude refuses a history that starts with one).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from functools import partial
 from typing import Any
 
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection
+
 from .conversations import ConversationStore, auto_title
-from .green import Task, spawn
 from .memory import ConversationMemory, check_content, without_nul
 from .messages import Messages
 from .relay import StreamOutcome
+from .reply_writer import Reply, ReplyWriter
+from .streaming_rows import STREAMING
 from .times import now
-
-log = logging.getLogger("bupple_flask")
 
 
 @dataclass(frozen=True)
 class OwnedConversation:
     """The conversation a turn of ``/api/stream`` belongs to: checked as the caller's, or ``new`` (made by the turn).
 
-    ``prepare`` runs before the turn's write (creating the tables if start-up could not).
+    ``prepare`` runs before the turn's first write (creating the tables if start-up could not).
     """
 
     store: ConversationStore
@@ -47,13 +51,14 @@ class OwnedConversation:
 
 
 class ConversationTurn:
-    """A :class:`~bupple_flask.relay.StreamListener` that stores one question and its answer."""
+    """A :class:`~bupple_flask.relay.StreamListener` that stores one question and its answer, as it streams."""
 
     def __init__(
         self,
         memory: ConversationMemory,
         question: Messages,
         *,
+        writer: ReplyWriter,
         max_history_chars: int = 0,
         store_reasoning: bool = False,
         conversation: OwnedConversation | None = None,
@@ -62,12 +67,12 @@ class ConversationTurn:
             check_content(message["content"], what=f"messages[{index}].content")
         self.memory = memory
         self.question = question
+        self.writer = writer
         self.max_history_chars = max_history_chars
         self.store_reasoning = store_reasoning
         self.conversation = conversation
-        self._storing_question: Task | None = None
-        self._asked_at: datetime | None = None
-        self._question_stored = False
+        self._parts: list[str] | None = None
+        self._reply: Reply | None = None
 
     def messages(self) -> Messages:
         """The history to send: stored turns (failed, empty replies skipped), then the question.
@@ -75,6 +80,7 @@ class ConversationTurn:
         An assistant message before the first user message (a reply whose question was lost,
         stored by an older version, or the oldest turn left after the ``max_history_chars``
         bound) is skipped too: every provider gets a history that starts with a question.
+        A reply still streaming (another tab's) is not sent, nor its question.
         """
         history: list[dict[str, str]] = []
         asked = False
@@ -92,58 +98,45 @@ class ConversationTurn:
             history.append(message)
         return Messages(history + list(self.question))  # stored history is canonical already
 
+    def attached(self, relay: Any) -> None:
+        """The relay's text as it grows (``relay.parts``): the writer reads it each round, nothing per chunk."""
+        self._parts = relay.parts
+
     def started(self) -> None:
-        """Store the question in the background while the upstream request is in flight.
+        """Hand the turn's start to the writer while the upstream request is in flight (no wait here)."""
+        asked_at = now()
+        rows = self.memory.message_rows([*self.question, {"role": "assistant", "content": ""}])
+        for row in rows:
+            row["created_at"] = row["updated_at"] = asked_at
+        conversation = self.conversation
+        metadata = {"ending": STREAMING, "provider": self.memory.driver,
+                    "model": conversation.model if conversation is not None else None}  # fmt: skip
+        label = f"conversation {conversation.id if conversation is not None else self.memory.parent_id}"
+        reply = Reply(rows[-1]["message_id"], partial(self._start, rows), metadata, label)
+        reply.parts = self._parts
+        self._reply = reply
+        self.writer.begin(reply)
 
-        A turn of an owned conversation (``/api/stream``'s) is written whole when the reply ends
-        instead: the conversation made or touched, the question and the reply in one transaction,
-        so a stream pays for one write, not two, and holds no pooled connection meanwhile.
-        """
-        self._asked_at = now()
-        if self.conversation is None:
-            self._storing_question = spawn(self._store_question)
-
-    def _store_question(self) -> None:
-        try:
-            self.memory.add_messages(self.question)
-            self._question_stored = True
-        except Exception:
-            log.exception("storing the user's message in conversation %s failed", self.memory.parent_id)
+    def _start(self, rows: list[dict[str, Any]], connection: Connection, metadata: dict[str, Any]) -> None:
+        """The turn's start, in the writer's transaction: the conversation made or touched, the rows."""
+        rows[-1]["metadata"] = metadata
+        conversation = self.conversation
+        if conversation is None:
+            connection.execute(insert(self.memory.table), rows)
+            return
+        if conversation.prepare is not None:
+            conversation.prepare()
+        conversation.store.start_turn(connection, conversation.id, rows, new=conversation.new,
+                                      title=auto_title(self.question), provider=self.memory.driver,
+                                      model=conversation.model)  # fmt: skip
 
     def ended(self, outcome: StreamOutcome) -> None:
-        """Store the reply (after the question: the order is the conversation's)."""
-        if self._asked_at is None:
+        """Store the reply's end (the writer writes it after everything before it) and wait until it is stored."""
+        if self._reply is None:
             return  # the upstream was never asked (the browser left at once): nothing to store
-        if self.conversation is not None:
-            self._store_turn(outcome)
-            return
-        assert self._storing_question is not None
-        self._storing_question.join()
-        if not self._question_stored:
-            log.warning(
-                "conversation %s: the user's message was not stored, so neither is the reply (%s)",
-                self.memory.parent_id, outcome.ending,
-            )  # fmt: skip
-            return
-        self.memory.add_assistant_message(
-            without_nul(outcome.content), metadata=self._reply_metadata(outcome), driver=outcome.provider
-        )
-
-    def _store_turn(self, outcome: StreamOutcome) -> None:
-        conversation = self.conversation
-        assert conversation is not None
-        try:
-            if conversation.prepare is not None:
-                conversation.prepare()
-            rows = self.memory.message_rows([*self.question, {"role": "assistant", "content": ""}])
-            for row in rows[:-1]:
-                row["created_at"] = row["updated_at"] = self._asked_at
-            rows[-1].update(content=without_nul(outcome.content), metadata=self._reply_metadata(outcome),
-                            driver=outcome.provider)  # fmt: skip
-            conversation.store.start_turn(conversation.id, rows, new=conversation.new, title=auto_title(self.question),
-                                          provider=self.memory.driver, model=conversation.model)  # fmt: skip
-        except Exception:
-            log.exception("storing the turn of conversation %s failed (%s)", conversation.id, outcome.ending)
+        values = {"content": without_nul(outcome.content), "metadata": self._reply_metadata(outcome),
+                  "driver": outcome.provider}  # fmt: skip
+        self.writer.end(self._reply, values)
 
     def _reply_metadata(self, outcome: StreamOutcome) -> Any:
         metadata: dict[str, Any] = {

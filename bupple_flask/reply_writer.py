@@ -1,0 +1,262 @@
+"""One writer per worker for the replies being streamed: their starts, growing text and ends, group-committed.
+
+Why one writer: a write per stream when it starts exhausted the pool with 500 simultaneous
+streams (bench T10). Here one greenlet (a thread without gevent) per engine state and worker
+does every write of every streaming reply, each round in one short transaction on one pooled
+connection, returned between rounds:
+
+- a reply that starts (its conversation made or touched, its question, an assistant row with
+  ``metadata.ending = "streaming"``): written at once, with whatever else is due;
+- its text, read from the relay's ``parts`` (no call per chunk): every ``BUPPLE_PERSIST_INTERVAL``
+  seconds when it grew, so a crash loses at most that interval of text;
+- its lease (:mod:`bupple_flask.streaming_rows`): pushed ``BUPPLE_STREAM_LEASE`` seconds ahead at
+  least every third of that lease (the writer wakes at least that often);
+- its end (final text, ending, finish reason, usage): at once; the stream waits for it, so the
+  history is final when the response ends. Only the writer writes a streaming row, round after
+  round, so a late batch can never overwrite the end.
+
+Failures: a round that fails is retried reply by reply (one bad row, a conversation deleted
+meanwhile, does not sink the others; a database that is gone stops the retries until the next
+round). A start that fails twice is given up and tried once more together with the end; an end
+gets two attempts, then is logged (the row keeps its last batch and is shown ``interrupted`` once
+its lease is over); a batch of text that fails is simply written at a later round.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from sqlalchemy import Table, bindparam, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from .database import DatabaseTimeoutError, bounded, describe_error
+from .green import Queue, QueueEmpty, spawn
+from .memory import without_nul
+from .streaming_rows import LEASE_KEY
+from .times import now
+
+if TYPE_CHECKING:
+    from .engine import EngineState
+
+__all__ = ["Reply", "ReplyWriter", "writer_of"]
+
+log = logging.getLogger("bupple_flask")
+StartRows = Callable[[Connection, dict[str, Any]], None]
+
+
+class Reply:
+    """One streaming reply as the writer sees it: how to start its rows, its text so far, its end."""
+
+    __slots__ = ("attempts", "done", "final", "held", "label", "message_id", "metadata", "parts", "renewed_at",
+                 "start", "written", "written_at")  # fmt: skip
+
+    def __init__(self, message_id: str, start: StartRows, metadata: dict[str, Any], label: str) -> None:
+        self.message_id = message_id
+        self.start: StartRows | None = start
+        """Writes the turn's rows (with the streaming metadata given); None once written."""
+        self.metadata = metadata
+        self.label = label
+        self.parts: list[str] | None = None
+        """The relay's list of text written to the client (``Relay.parts``), when a relay runs the reply."""
+        self.written = 0
+        self.written_at = self.renewed_at = 0.0
+        self.final: dict[str, Any] | None = None
+        self.done: Queue | None = None
+        self.attempts = 0
+        self.held = False
+        """Its start failed twice: nothing is written until its end, which tries the start once more."""
+
+
+class ReplyWriter:
+    """The writer of one engine state in one worker (:func:`writer_of`); runs only while replies stream."""
+
+    def __init__(
+        self, sql_engine: Callable[[], Engine], table: Table, *, interval: float, lease: float, timeout: float | None
+    ) -> None:
+        self.sql_engine = sql_engine
+        self.interval = interval
+        self.lease = lease
+        self.timeout = timeout
+        self.tick = min(interval, lease / 3)
+        self.pid = os.getpid()
+        t = table
+        self._update = update(t).where(t.c.message_id == bindparam("b_id")).values(
+            content=bindparam("b_content"), driver=bindparam("b_driver"), updated_at=bindparam("b_at"),
+            metadata=bindparam("b_metadata", type_=t.c["metadata"].type))  # fmt: skip
+        self._replies: dict[str, Reply] = {}
+        self._lock = threading.Lock()
+        self._wake = Queue()
+        self._running = False
+
+    def begin(self, reply: Reply) -> None:
+        """Write the reply's start as soon as possible (never on the caller's time), then follow its text."""
+        with self._lock:
+            self._replies[reply.message_id] = reply
+            idle, self._running = not self._running, True
+        if idle:
+            spawn(self._run)
+        self._wake.put(None)
+
+    def end(self, reply: Reply, values: dict[str, Any]) -> None:
+        """Write the reply's end (``content``, ``metadata``, ``driver``) and wait until it is written or given up."""
+        reply.done = done = Queue()
+        reply.final = values
+        self._wake.put(None)
+        bound = None if not self.timeout or self.timeout <= 0 else 4 * self.timeout + 2 * self.tick + 1
+        try:
+            done.get(timeout=bound)
+        except QueueEmpty:
+            log.warning("%s: the reply is still being stored after %.0f s (the writer goes on)", reply.label, bound)
+
+    def streaming_metadata(self, reply: Reply) -> dict[str, Any]:
+        """The reply's metadata while it streams, with a lease from now."""
+        return {**reply.metadata, LEASE_KEY: round(time.time() + self.lease, 3)}
+
+    # -- the writer's greenlet -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._replies:
+                    self._running = False
+                    return
+            try:
+                self._wake.get(timeout=self.tick)
+                while True:  # one round for everything that woke it meanwhile
+                    self._wake.get(timeout=0)
+            except QueueEmpty:
+                pass
+            try:
+                self._round(time.monotonic())
+            except Exception:  # a bug must not stop every stream's writes
+                log.exception("the reply writer failed a round")
+
+    def _round(self, at: float) -> None:
+        with self._lock:
+            replies = list(self._replies.values())
+        jobs = [self._job(reply) for reply in replies if self._wanted(reply, at)]
+        if not jobs:
+            return
+        try:
+            self._write(jobs)
+        except Exception as exc:
+            log.warning("storing %d streaming replies in one transaction failed (%s); each is retried on its own",
+                        len(jobs), describe_error(exc))  # fmt: skip
+            self._one_by_one([job for job in jobs if job.reply.start is not None or job.final is not None])
+            return
+        for job in jobs:
+            self._written(job, at)
+
+    def _wanted(self, reply: Reply, at: float) -> bool:
+        """Its end, its start (unless held until the end), or its text or lease when due."""
+        if reply.final is not None or reply.start is not None:
+            return reply.final is not None or not reply.held
+        return self._due(reply, at)
+
+    def _due(self, reply: Reply, at: float) -> bool:
+        grown = reply.parts is not None and len(reply.parts) > reply.written and at - reply.written_at >= self.interval
+        return grown or at + self.tick >= reply.renewed_at + self.lease / 3
+
+    @staticmethod
+    def _job(reply: Reply) -> _Job:
+        """What this round writes of ``reply``: its end if there is one, else its text so far."""
+        if reply.final is not None:
+            return _Job(reply, reply.final, 0, "")
+        parts = reply.parts or []
+        upto = len(parts)
+        return _Job(reply, None, upto, without_nul("".join(parts[:upto])))
+
+    def _write(self, jobs: list[_Job]) -> None:
+        rows: list[dict[str, Any]] = []
+        moment = now()
+        with bounded(self.timeout), self.sql_engine().begin() as connection:
+            for reply, final, upto, text in jobs:
+                if reply.start is not None:
+                    reply.start(connection, self.streaming_metadata(reply))  # its content is still empty
+                if final is not None:
+                    rows.append({"b_id": reply.message_id, "b_content": final["content"], "b_at": moment,
+                                 "b_metadata": final["metadata"], "b_driver": final["driver"]})  # fmt: skip
+                elif reply.start is None or upto:  # text, or only the lease
+                    rows.append({"b_id": reply.message_id, "b_content": text, "b_at": moment,
+                                 "b_metadata": self.streaming_metadata(reply),
+                                 "b_driver": reply.metadata.get("provider")})  # fmt: skip
+            if rows:
+                connection.execute(self._update, rows)
+
+    def _written(self, job: _Job, at: float) -> None:
+        reply = job.reply
+        if job.final is not None:
+            self._forget(reply)
+            return
+        reply.start, reply.attempts, reply.renewed_at = None, 0, at
+        if job.upto > reply.written:
+            reply.written, reply.written_at = job.upto, at
+
+    def _one_by_one(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            job.reply.attempts += 1  # the round's
+        for job in jobs:
+            if job.reply.attempts >= 2:
+                self._give_up(job, "after two attempts")
+                continue
+            try:
+                self._write([job])
+            except Exception as exc:
+                job.reply.attempts += 1
+                self._give_up(job, describe_error(exc))
+                if _unreachable(exc):
+                    return  # the database is gone: the others wait for the next round
+            else:
+                self._written(job, time.monotonic())
+
+    def _give_up(self, job: _Job, why: str) -> None:
+        reply = job.reply
+        if job.final is not None:
+            log.error("%s: the reply could not be stored (%s, ending %s); the history keeps its last batch",
+                      reply.label, why, job.final["metadata"].get("ending"))  # fmt: skip
+            self._forget(reply)
+        else:
+            log.warning("%s: the question could not be stored (%s); tried again with the reply's end", reply.label, why)
+            reply.held, reply.attempts = True, 0  # nothing more until the end: it writes start and end together
+
+    def _forget(self, reply: Reply) -> None:
+        with self._lock:
+            self._replies.pop(reply.message_id, None)
+        if reply.done is not None:
+            reply.done.put(True)
+
+
+class _Job(NamedTuple):
+    reply: Reply
+    final: dict[str, Any] | None
+    upto: int
+    text: str
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The database itself failed (gone, timed out), not one reply's rows."""
+    return isinstance(exc, DatabaseTimeoutError) or (isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
+
+
+_writers: weakref.WeakKeyDictionary[Any, ReplyWriter] = weakref.WeakKeyDictionary()
+_writers_lock = threading.Lock()
+
+
+def writer_of(state: EngineState) -> ReplyWriter:
+    """The reply writer of ``state`` in this worker (a forked worker makes its own)."""
+    with _writers_lock:
+        writer = _writers.get(state)
+        if writer is None or writer.pid != os.getpid():
+            settings = state.settings
+            writer = _writers[state] = ReplyWriter(
+                state.sql_engine, state.table, interval=settings.persist.interval,
+                lease=settings.policy.stream_lease, timeout=settings.db_timeout,
+            )  # fmt: skip
+        return writer
