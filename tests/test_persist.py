@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import requests
 
 from bupple_flask.testing import Script
@@ -187,8 +188,8 @@ def test_database_connections_terminated_mid_stream_the_end_is_still_stored(
     assert stored(visitor, conversation) == [("user", "Where?", None), ("assistant", "Rivers reach the sea.", "complete")]
 
 
-def test_one_round_stores_every_reply_of_the_worker(start_server, fake_openai) -> None:
-    """Ten streams at once: every start, batch and end is stored, none lost to another's transaction."""
+def test_ten_streams_of_one_worker_are_each_stored_as_they_stream(start_server, fake_openai) -> None:
+    """The writer writes them together: every start, batch and end is stored, none lost to another's rows."""
     server = start_server(BUPPLE_PERSIST_INTERVAL="0.2", BUPPLE_MAX_STREAMS_PER_USER="0")
     fake_openai.script = Script(chunks=CHUNKS, gated=True)
     visitor = Visitor(server.url)
@@ -211,3 +212,10 @@ def test_one_round_stores_every_reply_of_the_worker(start_server, fake_openai) -
     assert all(payloads[-1]["type"] == "completion" for payloads in results)
     for i, conversation in enumerate(conversations):
         assert stored(visitor, conversation) == [("user", f"Q{i}", None), ("assistant", "Rivers reach the sea.", "complete")]
+
+
+def test_the_interval_must_be_a_positive_number_of_seconds(make_app) -> None:
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ValueError, match="BUPPLE_PERSIST_INTERVAL"):
+            make_app(BUPPLE_PERSIST_INTERVAL=bad)
+    assert make_app(BUPPLE_PERSIST_INTERVAL="0.5").extensions["bupple"].settings.persist.interval == 0.5
