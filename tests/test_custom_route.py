@@ -108,7 +108,7 @@ def leave_after(client: RawStream, chunks: int) -> list[str]:
 
 
 def stored_messages(server: GunicornServer, conversation: str, count: int) -> list[dict]:
-    """The conversation's stored rows, once there are ``count`` (written by the server after the stream).
+    """The conversation's stored rows, once there are ``count`` and the reply ended (not ``streaming`` any more).
 
     Read from the server's database with the memory API: a route of your own stores under the id it
     chose, with no owner, so the conversation endpoints (which show only the caller's own) do not list it.
@@ -123,8 +123,8 @@ def stored_messages(server: GunicornServer, conversation: str, count: int) -> li
         deadline = time.monotonic() + 20  # another process: poll, with a deadline only a bug reaches
         while time.monotonic() < deadline:
             stored = memory.get_records()
-            if len(stored) >= count:
-                return stored
+            if len(stored) >= count and all((row["metadata"] or {}).get("ending") != "streaming" for row in stored):
+                return stored  # the reply's row is written when it starts: its end comes after the stream
             time.sleep(0.1)
     finally:
         sql_engine.dispose()
