@@ -46,11 +46,11 @@ def text_of(events: list) -> str:
 
 
 def stored_reply(visitor: Visitor, conversation_id: str) -> dict:
-    """The stored assistant message of a one-turn conversation, once it is written (by the server, after the end)."""
-    def assistant() -> list[dict]:  # a new conversation is written when its reply ends: 404 until then
+    """The stored assistant message of a one-turn conversation, once its end is written (by the server)."""
+    def assistant() -> list[dict]:  # 404 until its start is written, then "streaming" until its end
         response = visitor.http.get(f"{visitor.url}/api/conversations/{conversation_id}/messages", timeout=30)
         messages = response.json()["messages"] if response.status_code == 200 else []
-        return [m for m in messages if m["role"] == "assistant"]
+        return [m for m in messages if m["role"] == "assistant" and m["metadata"]["ending"] != "streaming"]
 
     messages = poll(assistant)
     assert messages, "the reply was never stored"
