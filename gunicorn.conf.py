@@ -27,13 +27,22 @@ _own_metrics_dir = None
 if _metrics_on and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bupple-metrics-")
 
+# Graceful shutdown (SIGTERM; SIGHUP's old workers): a worker stops accepting and lets its replies finish for
+# graceful_timeout seconds; BUPPLE_SHUTDOWN_NOTICE seconds before that ends, each reply still running gets a
+# retryable server_shutdown error event and is stored (bupple_flask.shutdown). The default graceful time lets
+# the longest reply (BUPPLE_ENGINE_MAX_DURATION) finish by itself; set GUNICORN_GRACEFUL_TIMEOUT to your
+# platform's grace period (Kubernetes' terminationGracePeriodSeconds, Heroku's 30 s) when it is shorter.
+from bupple_flask.shutdown import ShutdownSettings  # noqa: E402  (after patching: the package imports requests)
+
+_shutdown = ShutdownSettings.from_environ()
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", min(multiprocessing.cpu_count(), 4)))
 # Each open stream is one connection; gevent holds thousands per worker.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", 10000))
-# gevent workers heartbeat from their own loop, so a long stream never trips this.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", 60))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 30))
+# gevent workers heartbeat from their own loop, so a long stream never trips this (a sync worker: it outlasts a reply).
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or _shutdown.worker_timeout(worker_class))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT") or _shutdown.graceful_timeout)
 keepalive = 5
 # Requests over these limits are answered by gunicorn itself (plain text) and never reach the app.
 limit_request_line = int(os.environ.get("GUNICORN_LIMIT_REQUEST_LINE", 8190))
@@ -51,7 +60,7 @@ control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "") == ""
 
 
 def post_worker_init(worker):
-    """Keep garbage collection off the streaming tail.
+    """Keep garbage collection off the streaming tail, and let SIGTERM end the replies still running in time.
 
     With thousands of open streams the heap is large, and CPython's full collections
     (which walk all of it) were measured at 67-352 ms each at 2,000 streams: every stream
@@ -64,6 +73,16 @@ def post_worker_init(worker):
     gc.collect()
     gc.freeze()
     gc.set_threshold(int(os.environ.get("BUPPLE_GC_THRESHOLD", 50_000)), 50, 100)
+    from bupple_flask.shutdown import watch_gunicorn_worker
+
+    watch_gunicorn_worker(worker, _shutdown.notice)  # SIGTERM: replies still running near the end get server_shutdown
+
+
+def worker_int(worker):
+    """SIGINT or SIGQUIT: a quick shutdown; every reply still running ends with server_shutdown now."""
+    from bupple_flask.shutdown import end_all_streams
+
+    end_all_streams()
 
 
 def on_starting(server):

@@ -55,9 +55,10 @@ def per_stream_us() -> dict[str, float]:
 
     from pythonjsonlogger.json import JsonFormatter
 
+    from bupple_flask.end_log import log_fields
     from bupple_flask.errors import RateLimitError
     from bupple_flask.metrics import MetricsListener, stream_metrics
-    from bupple_flask.relay import StreamOutcome, log_fields
+    from bupple_flask.relay import StreamOutcome
 
     metrics = stream_metrics()
     usage = {"input_tokens": 120, "output_tokens": 300}

@@ -30,7 +30,7 @@ from .identity import Identity, current_identity
 from .memory import ConversationMemory
 from .policy import ChatPolicy
 from .providers import ChatCall, HttpProvider, Provider, StreamState, Upstream, register_provider
-from .refusals import LimitExceededError, NotAllowedError, RefusedError
+from .refusals import LimitExceededError, NotAllowedError, RefusedError, ServerShutdownError, StreamNotFoundError
 from .relay import StreamListener, StreamOutcome
 from .sse import ServerSentEvent, SSEDecoder, encode_comment, encode_event
 from .stream import ChatStream, Deadline
@@ -74,8 +74,10 @@ __all__ = [
     "RefusedError",
     "SSEDecoder",
     "ServerSentEvent",
+    "ServerShutdownError",
     "StreamEvents",
     "StreamListener",
+    "StreamNotFoundError",
     "StreamOutcome",
     "StreamState",
     "StreamTimeoutError",

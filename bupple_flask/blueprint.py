@@ -2,7 +2,7 @@
 
 Endpoint names for ``url_for``: ``bupple.stream``, ``bupple.chat``, ``bupple.me``, ``bupple.list_conversations``,
 ``bupple.create_conversation``, ``bupple.get_conversation``, ``bupple.rename_conversation``,
-``bupple.delete_conversation``, ``bupple.conversation_messages``, ``bupple.providers``,
+``bupple.delete_conversation``, ``bupple.conversation_messages``, ``bupple.stop_stream``, ``bupple.providers``,
 ``bupple.healthz`` (readiness: each dependency checked), ``bupple.livez`` (liveness: no I/O),
 ``bupple.chat_page``, ``bupple.stream_events`` (re-attach: :mod:`bupple_flask.resume_api`),
 ``bupple.static`` (``filename="bupple-chat.js"``) and, with
@@ -34,6 +34,7 @@ from .identity import guard_blueprint
 from .policy import ChatPolicy, decide
 from .response import sse_response
 from .resume_api import add_resume_routes, chat_grace, reattach, reconnect
+from .stop_api import add_stop_routes, enable_stop
 from .stream_request import parse_stream_request
 from .tickets import StreamTicket
 from .turns import OwnedConversation
@@ -87,6 +88,7 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
     bp.add_url_rule("/api/chat", "chat", chat, methods=["POST"])
     add_conversation_routes(bp)
     add_resume_routes(bp)
+    add_stop_routes(bp)
     bp.add_url_rule("/api/providers", "providers", providers)
     bp.add_url_rule("/healthz", "healthz", healthz)
     bp.add_url_rule("/livez", "livez", livez)
@@ -99,11 +101,12 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
 
 
 def _on_register(setup: BlueprintSetupState) -> None:
-    """CORS for the API paths (``BUPPLE_CORS_ORIGINS``) and the limits: both are app-wide extensions."""
+    """CORS for the API paths (``BUPPLE_CORS_ORIGINS``), the limits and the running streams: app-wide extensions."""
     app = cast(Flask, setup.app)
     policy = get_state(app).settings.policy
     enable_cors(app, setup.url_prefix or "", policy)
     enable_limits(app, policy)
+    enable_stop(app)
 
 
 def providers() -> Response:

@@ -16,8 +16,9 @@ from typing import Any, Final, Literal, NotRequired, TypedDict
 
 ROLE: Final = "assistant"
 
-Ending = Literal["complete", "interrupted", "error"]
-"""How a stream ended: every token arrived, the reader left, or something failed."""
+Ending = Literal["complete", "interrupted", "stopped", "error"]
+"""How a stream ended: every token arrived, the reader left (or the server shut down), its owner stopped it
+(``POST /api/streams/<id>/stop``), or something failed."""
 
 
 class Usage(TypedDict):

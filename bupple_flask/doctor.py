@@ -148,8 +148,9 @@ def graceful_check(g: dict[str, Any], max_duration: float) -> Check:
     graceful = g["graceful_timeout"]
     if graceful < max_duration:
         return Check("graceful timeout", "warn", f"graceful_timeout={graceful}s < BUPPLE_ENGINE_MAX_DURATION="
-                     f"{max_duration:g}s: a restart or deploy cuts replies still streaming after {graceful}s; "
-                     "raise --graceful-timeout (GUNICORN_GRACEFUL_TIMEOUT) to let them finish")  # fmt: skip
+                     f"{max_duration:g}s: on a restart or deploy, replies still streaming near {graceful}s end with a "
+                     "retryable server_shutdown error (gunicorn.conf.py's hooks; cut without them); raise "
+                     "--graceful-timeout (GUNICORN_GRACEFUL_TIMEOUT) to let them finish")  # fmt: skip
     return Check("graceful timeout", "ok", f"graceful_timeout={graceful}s lets every stream finish on a restart")
 
 

@@ -98,10 +98,13 @@ class EventEncoder:
 
 
 def error_fields(exc: BuppleError) -> dict[str, Any]:
-    """``{"error": message, "code", "done": True}`` plus ``retry_after`` when the error knows it."""
+    """``{"error": message, "code", "done": True}`` plus ``retry_after`` when the error knows it, and
+    ``retryable: true`` when sending the same request again is expected to work (``server_shutdown``)."""
     fields: dict[str, Any] = {"error": exc.message, "code": exc.code, "done": True}
     if exc.retry_after is not None:
         fields["retry_after"] = exc.retry_after
+    if getattr(exc, "retryable", False):
+        fields["retryable"] = True
     return fields
 
 

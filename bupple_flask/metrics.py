@@ -153,7 +153,7 @@ class MetricsListener:
             series.metrics.errors.labels(series.provider, outcome.error.code).inc()
         if outcome.retries:
             series.retries.inc(outcome.retries)
-        if outcome.ending == "interrupted":
+        if outcome.ending == "interrupted" and outcome.error is None:  # not a shutdown's server_shutdown
             series.disconnects.inc()
         if self._open:
             series.open.dec()

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .builder import ChatRequestBuilder
-from .chunks import Declined, Ending, FinalChunk, Tick, Usage
+from .chunks import Declined, Ending, FinalChunk, Tick, Usage, final_chunk
 from .client_socket import bound_writes
 from .disconnect import Interrupted, Interrupter, watch_disconnect
+from .end_log import log_end
 from .errors import BuppleError
 from .events import HEARTBEAT, EventEncoder, StreamEvents
-from .green import BackgroundCall, Pending
+from .green import BackgroundCall, Pending, call_in_hub
 from .messages import Messages
-from .redact import escape_log_value
 from .stream import ChatStream, Deadline
 
 log = logging.getLogger("bupple_flask")
@@ -119,6 +119,7 @@ class Relay:
         self.interrupter: Interrupter | None = None
         """Set when the stream starts: ``interrupt()`` it (from the hub) to end the stream as a departure does."""
         self._events: Generator[bytes, None, None] | None = None
+        self._stop: tuple[str, BuppleError | None] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         if self._events is None:
@@ -130,11 +131,24 @@ class Relay:
         if self._events is not None:
             self._events.close()
 
+    def stop(self, reason: str = "stopped", error: BuppleError | None = None) -> None:
+        """End the stream from another greenlet (its owner's stop request, a shutdown); once, and never a finished one.
+
+        The upstream waits are interrupted as a departing browser's are (nothing is checked per chunk), the
+        upstream is closed, then the last event is written: a completion with ``finish_reason: "stopped"``
+        (ending ``stopped``), or ``error``'s event (ending ``interrupted``, e.g. ``server_shutdown``).
+        """
+        if self._stop is None:
+            self._stop = (reason, error)
+            if self.interrupter is not None:
+                call_in_hub(self.interrupter.interrupt)  # from the hub: a greenlet that threw would hang
+
     def _run(self) -> Generator[bytes, None, None]:
         self.started_at = started = time.monotonic()
         max_duration = self.builder.max_duration or self.builder.state.settings.max_duration
         deadline = Deadline(max_duration, self.builder.provider)
-        client = self.interrupter = Interrupter()  # a departure interrupts only waits for the upstream
+        client = self.interrupter = Interrupter()  # a departure (or a stop) interrupts only waits for the upstream
+        client.interrupted = self._stop is not None
         stop_watching = watch_disconnect(self.client_socket, client.interrupt)
         lift_write_bounds = bound_writes(self.client_socket, self.settings.write_timeout, deadline.at)
         stream: ChatStream | None = None
@@ -143,10 +157,16 @@ class Relay:
             stream = yield from self._open(deadline, client)
             if stream is not None:
                 yield from self._pump(stream, client)
+            if self._stop is not None and self.outcome.ending != "complete":
+                yield self._stopped(stream)  # stopped during a write: the loop saw it at its next check
         except Interrupted:
-            self.outcome.ending = "interrupted"  # the browser left while we waited; nobody to tell
+            if self._stop is None:
+                self.outcome.ending = "interrupted"  # the browser left while we waited; nobody to tell
+            else:
+                yield self._stopped(stream)
         except GeneratorExit:
-            self.outcome.ending = "interrupted"  # the browser left; nothing more can be sent
+            if self.outcome.ending != "stopped":
+                self.outcome.ending = "interrupted"  # the browser left; nothing more can be sent
             raise
         except BuppleError as exc:
             yield self._fail(exc)
@@ -228,6 +248,24 @@ class Relay:
         outcome.ending = "complete"
         return self.encode.completion(final, self.final_extra)
 
+    def _stopped(self, stream: ChatStream | None) -> bytes:
+        """The upstream closed, the last event of a stopped stream (see :meth:`stop`)."""
+        assert self._stop is not None
+        reason, error = self._stop
+        if stream is not None:
+            stream.close()
+        log.info("stream %s stopped (%s)", self.stream_id, reason)
+        if error is not None:
+            self.outcome.ending, self.outcome.error = "interrupted", error
+            return self.encode.error(error)
+        builder = self.builder
+        final = stream.final_chunk() if stream is not None else final_chunk(
+            finish_reason=None, usage={"input_tokens": None, "output_tokens": 0, "estimated": True},
+            provider=builder.provider, model=builder.model or builder.get_provider().model)  # fmt: skip
+        final["finish_reason"] = self.outcome.finish_reason = "stopped"
+        self.outcome.usage, self.outcome.model, self.outcome.ending = final["usage"], final["model"], "stopped"
+        return self.encode.completion(final, {**self.final_extra, "stopped": True})
+
     def _fail(self, exc: BuppleError) -> bytes:
         self.outcome.ending, self.outcome.error = "error", exc
         return self.encode.error(exc)
@@ -247,38 +285,9 @@ class Relay:
         outcome.content = "".join(self.parts)
         outcome.duration = time.monotonic() - started
         if log.isEnabledFor(logging.INFO):
-            self._log_end(outcome)
+            log_end(self.stream_id, outcome)
         for listener in self.listeners:
             try:
                 listener.ended(outcome)
             except Exception:
                 log.exception("stream %s: a listener failed at the end (%s)", self.stream_id, type(listener).__name__)
-
-    def _log_end(self, outcome: StreamOutcome) -> None:
-        error = outcome.error
-        log.info(  # the model and the error text come from outside: escaped, one line each
-            "stream %s provider=%s model=%s ending=%s chars=%d duration=%.2fs%s",
-            self.stream_id, outcome.provider, escape_log_value(outcome.model), outcome.ending, len(outcome.content),
-            outcome.duration, f" error={error.code} message={escape_log_value(error.message)}" if error else "",
-            extra=log_fields(self.stream_id, outcome),
-        )  # fmt: skip
-
-
-def log_fields(stream_id: str, outcome: StreamOutcome) -> dict[str, Any]:
-    """The stream's end as fields of its log record: JSON logs (``BUPPLE_LOG_JSON``) show each one."""
-    usage: Any = outcome.usage or {}
-    return {
-        "stream_id": stream_id,
-        "provider": outcome.provider,
-        "model": outcome.model,
-        "ending": outcome.ending,
-        "finish_reason": outcome.finish_reason,
-        "chars": len(outcome.content),
-        "duration": round(outcome.duration, 4),
-        "ttft": None if outcome.ttft is None else round(outcome.ttft, 4),
-        "max_chunk_gap": None if outcome.max_chunk_gap is None else round(outcome.max_chunk_gap, 4),
-        "input_tokens": usage.get("input_tokens"),
-        "output_tokens": usage.get("output_tokens"),
-        "retries": outcome.retries,
-        "error_code": outcome.error.code if outcome.error is not None else None,
-    }
