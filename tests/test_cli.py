@@ -139,7 +139,9 @@ def test_chat_streams_the_reply_then_usage_time_to_first_token_and_tokens_per_se
     assert "usage: 10 input tokens, 3 output tokens" in report
     ttft = stat(report, "time to first token")
     assert ttft >= 0.3  # the fake held its first byte that long
-    assert 0 < stat(report, "tokens/s") <= 3 / 0.2  # 3 tokens, at least two 0.1 s gaps after the first
+    # 3 tokens, two 0.1 s gaps after the first as the fake sends them; the first may arrive a few ms late and
+    # shorten the gaps the client measures (0.197 s: 15.2 tokens/s failed a loaded run)
+    assert 0 < stat(report, "tokens/s") <= 3 / 0.18
     assert stat(report, "total") >= ttft + 0.2 - 0.001  # both printed rounded to the millisecond
     sent = fake_openai.requests[0].json
     assert sent["model"] == "gpt-test" and sent["temperature"] == 0.3 and sent["max_tokens"] == 50
