@@ -89,6 +89,12 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
     add_conversation_routes(bp)
     add_resume_routes(bp)
     add_stop_routes(bp)
+    _add_plain_routes(bp, metrics)
+    return bp
+
+
+def _add_plain_routes(bp: Blueprint, metrics: bool) -> None:
+    """The providers, the probes, the page and, with ``metrics``, ``/metrics``."""
     bp.add_url_rule("/api/providers", "providers", providers)
     bp.add_url_rule("/healthz", "healthz", healthz)
     bp.add_url_rule("/livez", "livez", livez)
@@ -97,7 +103,6 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
         from .metrics import metrics_view
 
         bp.add_url_rule("/metrics", "metrics", metrics_view)
-    return bp
 
 
 def _on_register(setup: BlueprintSetupState) -> None:
