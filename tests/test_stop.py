@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import pytest
 import requests
 
 from bupple_flask.testing import Script
@@ -70,14 +71,14 @@ def assert_stopped(reply: LiveReply, fake, chunks_read: int) -> None:
 
 
 def stored_reply(visitor: Visitor, server: GunicornServer, conversation_id: str) -> dict:
-    """The stored reply, as ``server`` reads it once the turn is written (at the end: poll the other process)."""
+    """The stored reply, as ``server`` reads it once its end is written (it is stored while it streams: poll)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         response = visitor.http.get(f"{server.url}/api/conversations/{conversation_id}/messages", timeout=10)
-        if response.status_code == 200:
+        if response.status_code == 200 and response.json()["messages"][-1]["metadata"]["ending"] != "streaming":
             return response.json()["messages"][-1]
         time.sleep(0.1)
-    raise AssertionError(f"the turn of {conversation_id} was not stored")
+    raise AssertionError(f"the end of the reply in {conversation_id} was not stored")
 
 
 def test_the_owner_stops_a_reply_in_the_same_worker_without_redis(start_server, fake_openai) -> None:
@@ -100,12 +101,13 @@ def test_the_owner_stops_a_reply_in_the_same_worker_without_redis(start_server, 
     assert stop(stranger, server, reply.stream_id).status_code == 404
 
 
+@pytest.mark.parametrize("resume", ["true", "false"])
 def test_a_stop_sent_to_another_instance_closes_the_upstream_where_the_reply_runs(
-    start_server, fake_openai, redis_prefix, empty_postgres
+    start_server, fake_openai, redis_prefix, empty_postgres, resume
 ) -> None:
     fake_openai.script = ONE_A_SECOND
     shared = {"BUPPLE_REDIS_URL": REDIS_URL, "BUPPLE_REDIS_PREFIX": redis_prefix, "DATABASE_URL": empty_postgres,
-              "BUPPLE_CONVERSATIONS_TABLE": "conversations"}  # fmt: skip
+              "BUPPLE_CONVERSATIONS_TABLE": "conversations", "BUPPLE_RESUME": resume}  # fmt: skip
     a, b = start_server(**shared), start_server(**shared)
     visitor, stranger = Visitor(a.url), Visitor(a.url)
     reply = LiveReply(visitor)
@@ -169,3 +171,21 @@ def test_a_reply_stopped_while_the_model_thinks_ends_at_once_with_nothing(start_
     assert fake_openai.wait_for_client_close(timeout=10) is not None  # the upstream request was abandoned
     stored = stored_reply(visitor, server, reply.conversation_id)
     assert stored["content"] == "" and stored["metadata"]["ending"] == "stopped"
+
+
+def test_a_reply_left_generating_for_its_grace_is_stopped_by_its_owner_from_another_instance(
+    start_server, fake_openai, redis_prefix
+) -> None:
+    fake_openai.script = ONE_A_SECOND
+    shared = {"BUPPLE_REDIS_URL": REDIS_URL, "BUPPLE_REDIS_PREFIX": redis_prefix, "BUPPLE_RESUME": "true"}
+    a, b = start_server(**shared), start_server(**shared)
+    visitor = Visitor(a.url)
+    reply = LiveReply(visitor)
+    reply.read_chunks(1)
+    reply.response.close()  # the browser left without Stop: the reply goes on for its grace period
+    assert fake_openai.wait_for(lambda: fake_openai.streams and fake_openai.streams[0].chunks_sent >= 2, timeout=10)
+    assert stop(visitor, b, reply.stream_id).json()["status"] == "stopping"
+    record = fake_openai.wait_for_client_close(timeout=10)
+    assert record is not None and record.chunks_sent == 2, "the upstream was not closed before its next chunk"
+    stored = stored_reply(visitor, b, reply.conversation_id)
+    assert stored["content"] == "word0 word1 " and stored["metadata"]["ending"] == "stopped"
