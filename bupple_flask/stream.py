@@ -9,9 +9,10 @@ cue for a heartbeat. The stream's :class:`Deadline` is the one owner of the tota
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .chunks import (
     TICK,
@@ -26,11 +27,16 @@ from .chunks import (
     reasoning_chunk,
     text_chunk,
 )
-from .errors import ProviderDisconnectedError, StreamTimeoutError
+from .errors import BuppleError, ProviderDisconnectedError, StreamTimeoutError
 from .providers.base import Upstream
+
+if TYPE_CHECKING:
+    from .fallback import FallbackChain
 
 AnyChunk = Chunk | ReasoningChunk | FinalChunk
 """What iterating a stream yields."""
+TextsOf = Callable[[Upstream], Iterator[str | Tick]]
+"""How an upstream is read: with ticks or without."""
 
 
 class Deadline:
@@ -82,6 +88,7 @@ class ChatStream:
         self.ending: Ending | None = None  # set once it ended
         self.error: Exception | None = None
         self.fallback: dict[str, Any] | None = None  # set when it answers for a provider that failed
+        self.fallbacks: FallbackChain | None = None  # who answers if it fails before its first chunk
         self._chunks: Iterator[AnyChunk | Tick] | None = None
 
     # -- iteration -----------------------------------------------------------------------------
@@ -89,15 +96,16 @@ class ChatStream:
     def __iter__(self) -> Iterator[AnyChunk]:
         # A fresh wrapper per loop: when a ``for`` loop breaks or raises, the loop drops
         # the wrapper, its ``finally`` runs at once and the upstream closes (no waiting for GC).
-        return cast(Iterator[AnyChunk], self._iterate(self._source(lambda: iter(self.upstream))))
+        return cast(Iterator[AnyChunk], self._iterate(self._source(iter, math.inf)))
 
     def ticks(self, wake_every: float) -> Iterator[AnyChunk | Tick]:
         """The chunks, and :data:`TICK` whenever ``wake_every`` seconds pass without one; stops at the deadline."""
-        return self._iterate(self._source(lambda: self.upstream.ticks(wake_every, self.deadline.at)))
+        until = self.deadline.at
+        return self._iterate(self._source(lambda upstream: upstream.ticks(wake_every, until), wake_every))
 
-    def _source(self, texts: Callable[[], Iterator[str | Tick]]) -> Iterator[AnyChunk | Tick]:
+    def _source(self, texts: TextsOf, wake_every: float) -> Iterator[AnyChunk | Tick]:
         if self._chunks is None:  # the first reader decides how the upstream is read
-            self._chunks = self._generate(texts())
+            self._chunks = self._generate(texts, wake_every)
         return self._chunks
 
     def _iterate(self, chunks: Iterator[AnyChunk | Tick]) -> Iterator[AnyChunk | Tick]:
@@ -108,7 +116,7 @@ class ChatStream:
                 self.close()
 
     def __next__(self) -> AnyChunk:
-        return cast(AnyChunk, next(self._source(lambda: iter(self.upstream))))
+        return cast(AnyChunk, next(self._source(iter, math.inf)))
 
     def __enter__(self) -> ChatStream:
         return self
@@ -116,22 +124,30 @@ class ChatStream:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _generate(self, texts: Iterator[str | Tick]) -> Iterator[AnyChunk | Tick]:
-        state = self.upstream.state
+    def _generate(self, texts_of: TextsOf, wake_every: float) -> Iterator[AnyChunk | Tick]:
         parts = self.parts
         clock, deadline_at = time.monotonic, self.deadline.at  # read per chunk: kept local
         try:
-            for text in texts:
-                if clock() >= deadline_at:
-                    raise self.deadline.error()
-                if text.__class__ is not str:  # one test on the answer's path: a tick or reasoning
-                    if text is TICK:
-                        yield TICK
-                    else:
-                        yield from self._reasoning(text)  # type: ignore[arg-type]
-                    continue
-                parts.append(text)
-                yield text_chunk(text, state.tokens_so_far)
+            while True:  # once, or again with a fallback provider's upstream
+                state = self.upstream.state
+                texts = texts_of(self.upstream)
+                try:
+                    for text in texts:
+                        if clock() >= deadline_at:
+                            raise self.deadline.error()
+                        if text.__class__ is not str:  # one test on the answer's path: a tick or reasoning
+                            if text is TICK:
+                                yield TICK
+                            else:
+                                yield from self._reasoning(text)  # type: ignore[arg-type]
+                            continue
+                        parts.append(text)
+                        yield text_chunk(text, state.tokens_so_far)
+                    break
+                except BuppleError as exc:
+                    if self.fallbacks is None or parts or self.reasoning_parts:
+                        raise
+                    yield from self.fallbacks.replace(self, exc, wake_every)  # raises exc if none may answer
             if self.ending == "interrupted":
                 return
             if not state.finished:
@@ -149,6 +165,11 @@ class ChatStream:
             raise
         finally:
             self.upstream.close()
+
+    def adopt(self, other: ChatStream) -> None:
+        """Answer with ``other``'s upstream from now on: a fallback provider's, before any chunk was yielded."""
+        self.upstream, self.provider, self.mock = other.upstream, other.provider, other.mock
+        self.prompt_chars, self.fallback, self.fallbacks = other.prompt_chars, other.fallback, other.fallbacks
 
     def _reasoning(self, text: str) -> Iterator[ReasoningChunk]:
         self.reasoning_parts.append(text)

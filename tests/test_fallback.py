@@ -50,6 +50,66 @@ def test_fallback_on_503_before_the_first_token(start_server, fakes, first, seco
     assert metadata["model"] == completion["model"] and metadata["fallback"]["from"] == first
 
 
+# The code of the error each fake sends inside its 200 stream (Script.fail_mid_after): OpenAI's server_error,
+# Anthropic's overloaded_error, Gemini's 503 UNAVAILABLE.
+IN_STREAM_CODE = {"openai": "provider_error", "claude": "provider_unavailable", "gemini": "provider_unavailable"}
+
+
+@pytest.mark.parametrize("first,second", [("openai", "gemini"), ("claude", "openai"), ("gemini", "claude")])
+def test_fallback_on_an_in_stream_error_before_the_first_text(start_server, fakes, first, second) -> None:
+    server = start_server(BUPPLE_FALLBACKS=f"{first}>{second}")
+    visitor = Visitor(server.url)
+    conversation = visitor.new_conversation()
+    visitor.stream({"message": "First question", "conversation_id": conversation, "provider": first})
+    fakes[first].script = Script(chunks=["never", " sent"], fail_mid_after=0)  # a 200, then its error event
+    fakes[second].script = Script(chunks=["Second", " answer"])
+    payloads = visitor.stream({"message": "Second question", "conversation_id": conversation, "provider": first})
+    assert [p["type"] for p in payloads] == ["status", "chunk", "chunk", "completion"]
+    assert "".join(p["content"] for p in payloads if p["type"] == "chunk") == "Second answer"
+    completion = payloads[-1]
+    assert completion["provider"] == second and completion["model"]
+    assert completion["fallback"]["from"] == first and completion["fallback"]["reason"] == IN_STREAM_CODE[first]
+    assert completion["fallback"]["failed"][0]["provider"] == first
+    assert fakes[first].streams[-1].completed  # the failing stream was a 200 that sent its error, not a refusal
+    assert sent_history(second, fakes[second].requests[-1].json) == HISTORY
+    stored = visitor.messages(conversation)
+    assert [(m["role"], m["content"]) for m in stored][-2:] == [("user", "Second question"), ("assistant", "Second answer")]
+    metadata = stored[-1]["metadata"]
+    assert metadata["ending"] == "complete" and metadata["provider"] == second
+    assert metadata["model"] == completion["model"] and metadata["fallback"]["from"] == first
+
+
+def test_an_in_stream_error_then_an_open_error_exhausts_the_chain(start_server, fakes) -> None:
+    server = start_server(BUPPLE_FALLBACKS="claude>gemini>openai")
+    fakes["claude"].script = Script(fail_mid_after=0)
+    fakes["gemini"].script = Script(fail_before=503)
+    fakes["openai"].script = Script(chunks=["third", " time"])
+    payloads = Visitor(server.url).stream({"message": "Hi", "provider": "claude"})
+    completion = payloads[-1]
+    assert completion["type"] == "completion" and completion["provider"] == "openai"
+    assert [f["provider"] for f in completion["fallback"]["failed"]] == ["claude", "gemini"]
+    fakes["openai"].script = Script(fail_mid_after=0)
+    payloads = Visitor(server.url).stream({"message": "Hi", "provider": "claude"})
+    assert payloads[-1]["type"] == "error" and payloads[-1]["code"] == "provider_error"  # the last one's error
+    assert [p["type"] for p in payloads].count("chunk") == 0
+
+
+@pytest.mark.parametrize("provider", ["claude", "gemini"])
+def test_no_fallback_after_the_first_text_on_an_in_stream_error(start_server, fakes, provider) -> None:
+    other = "openai"
+    server = start_server(BUPPLE_FALLBACKS=f"{provider}>{other}")
+    fakes[provider].script = Script(chunks=["seen", " not seen"], fail_mid_after=1)
+    visitor = Visitor(server.url)
+    conversation = visitor.new_conversation()
+    payloads = visitor.stream({"message": "Hi", "conversation_id": conversation, "provider": provider})
+    assert [p["type"] for p in payloads] == ["status", "chunk", "error"]
+    assert payloads[-1]["code"] == IN_STREAM_CODE[provider]
+    assert fakes[other].requests == []
+    stored = visitor.messages(conversation)[-1]
+    assert stored["content"] == "seen" and stored["metadata"]["ending"] == "error"
+    assert stored["metadata"]["provider"] == provider and "fallback" not in stored["metadata"]
+
+
 def test_no_fallback_after_the_first_token(start_server, fakes) -> None:
     server = start_server(BUPPLE_FALLBACKS="openai>claude")
     fakes["openai"].script = Script(chunks=["partial", " text", " more"], fail_mid_after=2)
@@ -106,6 +166,20 @@ def test_python_builder_with_fallbacks(make_app, fakes) -> None:
         with pytest.raises(ProviderUnavailableError):
             base.with_fallbacks().stream("Hi")  # none: the first failure is the answer
         assert len(fakes["gemini"].requests) == 1
+
+
+def test_python_builder_falls_back_on_an_in_stream_error(make_app, fakes) -> None:
+    app = make_app(BUPPLE_ENGINE_MAX_RETRIES=0)
+    fakes["claude"].script = Script(fail_mid_after=0)
+    fakes["openai"].script = Script(chunks=["from", " openai"])
+    with app.app_context():
+        stream = BuppleEngine().ai("claude").with_fallbacks("openai").stream("Hi")
+        chunks = list(stream)
+        assert "".join(c["content"] for c in chunks if not c["done"]) == "from openai"
+        assert chunks[-1]["done"] and chunks[-1]["provider"] == "openai"
+        assert stream.provider == "openai" and stream.fallback is not None
+        assert stream.fallback["from"] == "claude" and stream.fallback["reason"] == "provider_unavailable"
+        assert stream.usage["output_tokens"] == 2 and "estimated" not in stream.usage  # the answering provider's
 
 
 def test_a_request_policy_hook_sets_the_fallbacks_per_request(tmp_path, fakes) -> None:
