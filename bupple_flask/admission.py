@@ -10,6 +10,7 @@ each limit falls back to this worker's own memory for a few seconds (logged): th
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -19,10 +20,11 @@ from typing import Any
 from flask import Flask, Response, current_app
 
 from .budget import TokenBudget, parse_budget
-from .leases import Leases, MemoryLeases, RedisLeases
+from .leases import Leases, MemoryLeases, RedisLeases, Refusal
 from .policy import ChatPolicy
 from .policy_settings import PolicySettings
 from .refusals import LimitExceededError
+from .renewer import LeaseRenewer
 from .requester import limit_key, rate_limit_key
 from .tickets import StreamTicket
 
@@ -32,6 +34,7 @@ REDIS_TIMEOUT = 1.0
 REDIS_OPTIONS: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
 """The client options of every Redis connection the limits open (leases, budgets, Flask-Limiter)."""
 RETRY_REDIS_AFTER = 5.0
+WORKER = "worker"
 log = logging.getLogger("bupple_flask")
 
 
@@ -59,25 +62,49 @@ class Limits:
         if settings.token_budget:
             self.budget, self.memory_budget = _budgets(settings)
         self.limiter = _flask_limiter(app, settings) if settings.rate_limit else None
+        self.renewer = LeaseRenewer(settings.stream_lease, self.shared)
 
     def admit(self, chat: ChatPolicy) -> StreamTicket:
         """Check the rate and the budget and take the stream's slots, or raise ``LimitExceededError``."""
         key = limit_key(chat.identity)
         self._check_rate()
-        if chat.token_budget:
-            budget = chat.token_budget
-            if self.budget is None or self.memory_budget is None:  # a hook's budget on an app without one
-                self.budget, self.memory_budget = _budgets(self.settings)
-            shared, memory = self.budget, self.memory_budget
-            wait = self.shared(lambda: shared.wait(budget, key), lambda: memory.wait(budget, key))
-            if wait is not None:
-                raise LimitExceededError(
-                    f"The token budget ({budget}) is used up; it renews in {_seconds(wait)}",
-                    code="budget_exhausted", retry_after=math.ceil(wait),
-                )  # fmt: skip
         ticket = StreamTicket(self, key, chat)
-        ticket.acquire()
+        try:
+            self._take_worker_slot(ticket)
+            self._take_user_slot(ticket, chat.token_budget)
+        except BaseException:
+            ticket.release()
+            raise
         return ticket
+
+    def _take_worker_slot(self, ticket: StreamTicket) -> None:
+        limit = self.settings.max_streams
+        if not limit:
+            return
+        if self.worker_leases.acquire(WORKER, ticket.member, limit, self.settings.stream_lease) is not None:
+            raise LimitExceededError("This server is busy; try again in a moment", code="too_many_streams",
+                                     retry_after=1)  # fmt: skip
+        ticket.hold(self.worker_leases, self.worker_leases, WORKER)
+
+    def _take_user_slot(self, ticket: StreamTicket, budget: str | None) -> None:
+        """Check the token budget and take the identity's slot: one Redis round trip for both."""
+        limit, ttl = self.settings.max_streams_per_user, self.settings.stream_lease
+        if budget and (self.budget is None or self.memory_budget is None):  # a hook's budget, no app budget
+            self.budget, self.memory_budget = _budgets(self.settings)
+        gate = functools.partial(_gate, ticket, budget, limit, ttl)
+        refusal = self.shared(functools.partial(gate, self.leases, self.budget),
+                              functools.partial(gate, self.memory_leases, self.memory_budget))  # fmt: skip
+        if refusal is None:
+            if limit:
+                ticket.hold(self.leases, self.memory_leases, ticket.key)
+            return
+        kind, wait = refusal
+        wait = max(wait, 1.0)
+        if kind == "budget":
+            raise LimitExceededError(f"The token budget ({budget}) is used up; it renews in {_seconds(wait)}",
+                                     code="budget_exhausted", retry_after=math.ceil(wait))  # fmt: skip
+        raise LimitExceededError(f"You have {limit} replies streaming already; wait for one to finish",
+                                 code="too_many_streams", retry_after=math.ceil(min(wait, ttl)))  # fmt: skip
 
     def shared(self, call: Any, fallback: Any) -> Any:
         """``call()`` on Redis, or ``fallback()`` on this worker's memory while Redis does not answer."""
@@ -106,6 +133,28 @@ class Limits:
                 f"Too many requests ({exc.description}); try again in {_seconds(wait)}",
                 code="rate_limit_exceeded", retry_after=math.ceil(wait),
             ) from None  # fmt: skip
+
+
+def _gate(ticket: StreamTicket, budget: str | None, limit: int, ttl: float, leases: Leases,
+          budgets: TokenBudget | None) -> Refusal | None:  # fmt: skip
+    """Check ``budget`` in ``budgets`` and take a slot of ``limit`` in ``leases``: None, or why not and how long.
+
+    In Redis both are one script (the budget's counter is read where the lease is taken);
+    elsewhere, the budget then the slot.
+    """
+    key, member = ticket.key, ticket.member
+    counter = budgets.counter(budget, key) if budget and budgets is not None else None
+    if limit and counter is not None and isinstance(leases, RedisLeases):
+        return leases.acquire_within(key, member, limit, ttl, counter)
+    if budget and budgets is not None:
+        wait = budgets.wait(budget, key)
+        if wait is not None:
+            return "budget", wait
+    if limit:
+        wait = leases.acquire(key, member, limit, ttl)
+        if wait is not None:
+            return "streams", wait
+    return None
 
 
 def _budgets(settings: PolicySettings) -> tuple[TokenBudget, TokenBudget]:

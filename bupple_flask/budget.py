@@ -42,6 +42,20 @@ class TokenBudget:
         stats = self.window.get_window_stats(item, self.prefix, key)
         return max(stats.reset_time - time.time(), 1.0)
 
+    def counter(self, budget: str, key: str) -> tuple[str, int] | None:
+        """The Redis key of ``key``'s counter for ``budget`` and the budget's size; None if not in Redis.
+
+        Lets the admission read the counter in the same round trip that takes the stream's slot
+        (:meth:`~bupple_flask.leases.RedisLeases.acquire_within`); the key is the ``limits`` library's own.
+        """
+        from limits.storage import RedisStorage
+
+        storage = self.window.storage
+        if not isinstance(storage, RedisStorage):
+            return None
+        item = parse_budget(budget)
+        return storage.prefixed_key(item.key_for(self.prefix, key)), item.amount
+
     def charge(self, budget: str, key: str, tokens: int) -> None:
         """Count ``tokens`` against ``key``'s budget (over it or not: they were spent)."""
         if tokens > 0:

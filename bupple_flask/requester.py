@@ -7,17 +7,18 @@ Werkzeug's ``ProxyFix`` so it is the visitor's, and only then).
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import has_request_context, request
 
-from .identity import current_identity
+from .identity import Identity, current_identity
 
 
-def limit_key(identity: Any = None) -> str:
-    """What the limits count under: ``user:<id>`` for a loaded user, ``ip:<address>`` otherwise."""
-    if identity is not None and not getattr(identity, "anonymous", True):
-        return str(identity.key)
+def limit_key(identity: Identity | None = None) -> str:
+    """What the limits count under: ``user:<id>`` for a loaded user, ``ip:<address>`` otherwise.
+
+    Anonymous identities are counted by address: a visitor can drop its cookie for a new one.
+    """
+    if identity is not None and not identity.anonymous:
+        return identity.key
     return "ip:" + (request.remote_addr or "unknown") if has_request_context() else "ip:unknown"
 
 

@@ -1,23 +1,20 @@
 """One admitted stream: the slots it holds (renewed while it runs) and the tokens it is charged.
 
-A :class:`StreamTicket` is the stream's listener: it renews its leases every third of
-``BUPPLE_STREAM_LEASE`` while the stream runs, charges the token budget with the stream's usage
-when it ends, and frees its slots then, or when the response is closed without ever starting.
+A :class:`StreamTicket` is the stream's listener: while the stream runs, its slots are renewed
+with every other stream's of the worker (:class:`~bupple_flask.renewer.LeaseRenewer`); when it
+ends it charges the token budget with the stream's usage and frees its slots, as it does when
+the response is closed without ever starting.
 """
 
 from __future__ import annotations
 
-import logging
-import math
+import functools
 import secrets
-import threading
 from typing import TYPE_CHECKING
 
 from flask import Response
 
-from .green import Task
 from .leases import Leases
-from .refusals import LimitExceededError
 from .signals import billable_usage
 
 if TYPE_CHECKING:
@@ -25,9 +22,6 @@ if TYPE_CHECKING:
     from .messages import Messages
     from .policy import ChatPolicy
     from .relay import StreamOutcome
-
-log = logging.getLogger("bupple_flask")
-WORKER = "worker"
 
 
 class StreamTicket:
@@ -40,31 +34,11 @@ class StreamTicket:
         self.member = secrets.token_hex(12)
         self.messages: Messages = chat.messages
         self.held: list[tuple[Leases, Leases, str]] = []  # (shared, fallback, key)
-        self._stop = threading.Event()
-        self._renewer: Task | None = None
         self._released = False
 
-    def acquire(self) -> None:
-        """Take a slot in this worker and one for the identity, or raise ``too_many_streams``."""
-        settings = self.limits.settings
-        ttl = settings.stream_lease
-        if settings.max_streams:
-            worker = self.limits.worker_leases
-            if worker.acquire(WORKER, self.member, settings.max_streams, ttl) is not None:
-                raise LimitExceededError("This server is busy; try again in a moment", code="too_many_streams",
-                                         retry_after=1)  # fmt: skip
-            self.held.append((worker, worker, WORKER))
-        if settings.max_streams_per_user:
-            shared, memory, limit = self.limits.leases, self.limits.memory_leases, settings.max_streams_per_user
-            wait = self.limits.shared(lambda: shared.acquire(self.key, self.member, limit, ttl),
-                                      lambda: memory.acquire(self.key, self.member, limit, ttl))  # fmt: skip
-            if wait is not None:
-                self.release()
-                raise LimitExceededError(
-                    f"You have {limit} replies streaming already; wait for one to finish",
-                    code="too_many_streams", retry_after=max(1, math.ceil(min(wait, ttl))),
-                )  # fmt: skip
-            self.held.append((shared, memory, self.key))
+    def hold(self, shared: Leases, memory: Leases, key: str) -> None:
+        """Keep the slot just taken under ``key`` (in ``shared``, or ``memory`` while Redis was down)."""
+        self.held.append((shared, memory, key))
 
     def bind(self, response: Response) -> None:
         """Free the slots when the response is closed, and estimate a cut stream from what was sent.
@@ -76,9 +50,9 @@ class StreamTicket:
         self.messages = getattr(response.response, "messages", self.messages)
 
     def started(self) -> None:
-        """Renew the leases in the background while the stream runs."""
+        """Have the worker's renewer renew the slots while the stream runs."""
         if self.held and not self._released:
-            self._renewer = Task(self._renew)
+            self.limits.renewer.add(self.member, self.held)
 
     def ended(self, outcome: StreamOutcome) -> None:
         """Charge the budget with the stream's usage, then free the slots."""
@@ -98,22 +72,8 @@ class StreamTicket:
         if self._released:
             return
         self._released = True
-        self._stop.set()
+        if self.held:
+            self.limits.renewer.discard(self.member)
         for shared, memory, key in self.held:
-            self._on_lease(shared, memory, key, None)
-
-    def _renew(self) -> None:
-        ttl = self.limits.settings.stream_lease
-        while not self._stop.wait(ttl / 3):
-            for shared, memory, key in self.held:
-                try:
-                    self._on_lease(shared, memory, key, ttl)
-                except Exception:
-                    log.exception("renewing the lease of a stream failed")
-
-    def _on_lease(self, shared: Leases, memory: Leases, key: str, ttl: float | None) -> None:
-        """Renew the lease for ``ttl`` seconds, or release it (None)."""
-        if ttl is None:
-            self.limits.shared(lambda: shared.release(key, self.member), lambda: memory.release(key, self.member))
-        else:
-            self.limits.shared(lambda: shared.renew(key, self.member, ttl), lambda: memory.renew(key, self.member, ttl))
+            self.limits.shared(functools.partial(shared.release, key, self.member),
+                               functools.partial(memory.release, key, self.member))  # fmt: skip

@@ -202,3 +202,98 @@ def test_the_widget_counts_down_a_429_in_chromium(start_server, fake_openai) -> 
         expect(page.get_by_test_id("message-assistant").last).to_have_text("Hello again")
         browser.close()
     assert len(fake_openai.requests) == 2
+
+
+def test_one_renewer_renews_every_stream_of_a_worker_and_dies_with_it(servers, redis_prefix, fake_openai) -> None:
+    import redis
+
+    lease = 3
+    env = {"BUPPLE_MAX_STREAMS_PER_USER": "2", "BUPPLE_STREAM_LEASE": str(lease), "BUPPLE_REDIS_URL": REDIS_URL,
+           "BUPPLE_REDIS_PREFIX": redis_prefix}
+    server = servers(**env)
+    fake_openai.script = Script(chunks=["a", "b"], gated=True)
+    held = [RawStream(server.url, {"message": "one", "provider": "openai"})]
+    assert fake_openai.wait_for_requests(1, timeout=20)
+    held.append(RawStream(server.url, {"message": "two", "provider": "openai"}))
+    assert fake_openai.wait_for_requests(2, timeout=20)
+    client = redis.Redis.from_url(REDIS_URL)
+    key = f"{redis_prefix}:streams:ip:127.0.0.1"
+    first = dict(client.zrange(key, 0, -1, withscores=True))
+    assert len(first) == 2 and len(set(first.values())) == 2  # taken at two moments
+
+    def renewed_together() -> bool:
+        scores = dict(client.zrange(key, 0, -1, withscores=True))
+        # One call renews both (one Redis clock reading: one score), past the first lease's end.
+        return scores.keys() == first.keys() and len(set(scores.values())) == 1 and \
+            min(scores.values()) > max(first.values())
+
+    assert poll(renewed_together, timeout=lease * 3)
+    assert poll(lambda: _redis_now(client) > max(first.values()) + 0.5, timeout=lease * 3)
+    assert_429(post(server), "too_many_streams", lease)  # both still held after their first lease ran out
+    os.kill(_worker_pids(server)[0], signal.SIGKILL)
+    assert fake_openai.wait_for_client_close(20) is not None
+    for stream in held:
+        stream.vanish()
+    last = max(client.zscore(key, member) or 0 for member in first)
+    # Nobody renews a killed worker's leases: they end at the last renewal's expiry, and the slots are free.
+    assert poll(lambda: _redis_now(client) > last + 0.2, timeout=lease * 3)
+    assert all((client.zscore(key, m) or 0) <= last for m in first)  # not renewed since the kill
+    fake_openai.script = Script(chunks=["ok"])
+
+    def two_admitted() -> bool:
+        try:
+            return [post(server).status_code for _ in range(2)] == [200, 200]
+        except requests.ConnectionError:  # the master is starting a new worker
+            return False
+
+    assert poll(two_admitted, timeout=lease * 5)
+
+
+def test_a_token_budget_and_a_slot_are_one_redis_call(redis_prefix) -> None:
+    import redis
+    from limits.storage import storage_from_string
+
+    from bupple_flask.budget import TokenBudget
+    from bupple_flask.leases import RedisLeases
+
+    leases = RedisLeases(redis.Redis.from_url(REDIS_URL), redis_prefix)
+    budget = TokenBudget(storage_from_string(REDIS_URL), redis_prefix)
+    counter = budget.counter("100/hour", "user:ada")
+    assert counter is not None and counter[1] == 100
+    assert leases.acquire_within("user:ada", "s1", 2, 60, counter) is None  # nothing spent yet: a slot
+    budget.charge("100/hour", "user:ada", 99)
+    assert leases.acquire_within("user:ada", "s2", 2, 60, counter) is None  # 1 token left
+    assert leases.acquire_within("user:ada", "s3", 2, 60, counter)[0] == "streams"  # two open already
+    leases.release("user:ada", "s2")
+    budget.charge("100/hour", "user:ada", 1)
+    assert budget.wait("100/hour", "user:ada") is not None  # the library's own check agrees: used up
+    kind, wait = leases.acquire_within("user:ada", "s4", 2, 60, counter)
+    assert kind == "budget" and 3500 < wait <= 3600
+    assert leases.client.zscore(f"{redis_prefix}:streams:user:ada", "s4") is None  # refused: no slot taken
+    assert budget.counter("100/hour", "user:bob") != counter
+
+
+def test_the_worker_renewer_starts_with_the_first_stream_and_stops_after_the_last() -> None:
+    from bupple_flask.leases import MemoryLeases
+    from bupple_flask.renewer import LeaseRenewer
+
+    lease = 0.3
+    leases = MemoryLeases()
+    renewer = LeaseRenewer(lease, lambda call, fallback: call())
+    assert not renewer.running
+    for member in ("s1", "s2"):
+        assert leases.acquire("ip:x", member, 2, lease) is None
+        renewer.add(member, [(leases, leases, "ip:x")])
+    assert renewer.running
+    started = time.monotonic()
+    # Held past several leases: renewed, so a third stream is still refused.
+    assert poll(lambda: time.monotonic() > started + lease * 4, timeout=5)
+    assert leases.acquire("ip:x", "s3", 2, lease) is not None
+    renewer.discard("s1")
+    renewer.discard("s2")
+    assert poll(lambda: not renewer.running, timeout=5)  # nothing held: the renewer ended
+    assert poll(lambda: leases.acquire("ip:x", "s3", 2, lease) is None, timeout=5)  # and the leases ran out
+    renewer.add("s3", [(leases, leases, "ip:x")])  # the next stream starts it again
+    assert renewer.running
+    renewer.discard("s3")
+    assert poll(lambda: not renewer.running, timeout=5)
