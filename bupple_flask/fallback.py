@@ -46,7 +46,7 @@ def falls_back(exc: BaseException) -> bool:
     if isinstance(exc, StreamTimeoutError):
         return exc.kind != "total"
     if type(exc) is ProviderError:  # an in-stream error named only by its type
-        return exc.upstream_type in TRANSIENT_TYPES
+        return exc.upstream_status is None and exc.upstream_type in TRANSIENT_TYPES
     return isinstance(exc, RateLimitError | ProviderUnavailableError)
 
 

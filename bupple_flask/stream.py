@@ -148,6 +148,8 @@ class ChatStream:
                     if self.fallbacks is None or parts or self.reasoning_parts:
                         raise
                     yield from self.fallbacks.replace(self, exc, wake_every)  # raises exc if none may answer
+                    if self.ending is not None:  # closed while the next one opened
+                        break
             if self.ending == "interrupted":
                 return
             if not state.finished:
