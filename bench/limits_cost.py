@@ -21,18 +21,14 @@ run it once with and once without for an A/B.
 
 from __future__ import annotations
 
-from gevent import monkey
-
-monkey.patch_all()
-
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import secrets  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import gc
+import json
+import secrets
+import sys
+import tempfile
+import time
+from typing import Any
 
 SENT = {"n": 0}
 
@@ -139,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis", help="also measure with the limits in this Redis (keys under a prefix of their own)")
     ap.add_argument("--checkout", help="measure the bupple_flask of this checkout")
     args = ap.parse_args(argv)
+    from gevent import monkey
+
+    monkey.patch_all()  # here, not at import: importing this module (a test does) must not patch the importer
     if args.checkout:
         sys.path.insert(0, args.checkout)
     import bupple_flask
