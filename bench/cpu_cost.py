@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.harness import SUT, Harness, Sizes, errors, streams_of
+from bench.harness import SUT, Harness, Sizes, errors, pct, streams_of
 from bench.run import make_sut
 from bench.sampler import cpu_seconds
 
@@ -53,8 +53,9 @@ def per_chunk(h: Harness, sut: SUT, streams: int, chunks: int) -> dict[str, Any]
     # the sampler's window is a little shorter than the steady one: scale the chunks to it
     span = (window[-1].t_ns - window[0].t_ns) if len(window) > 1 else 0
     share = span / (st["t_to"] - st["t_from"]) if span and st.get("t_to", 0) > st.get("t_from", 0) else math.nan
+    lat = sorted(x / 1e6 for x in st.get("lat_ns", []))  # one-way chunk latency (ms), upstream to client
     return {"us": cpu / (n * share) * 1e6 if n and share == share else math.nan, "chunks": n,
-            "errors": errors(streams_of(res, "cc"), streams)["errors"]}
+            "errors": errors(streams_of(res, "cc"), streams)["errors"], "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
 
 
 def per_stream(h: Harness, sut: SUT, burst: int) -> dict[str, Any]:

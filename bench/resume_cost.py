@@ -7,7 +7,8 @@ counts are ours alone) for the limits, so the difference is resume's:
   ``BUPPLE_RESUME`` off and on, in rotating order, ``--repeat`` rounds; the worker's CPU per chunk,
   and Redis's own command counts (``INFO commandstats``) over the run divided by the chunks relayed:
   every command, ``XADD`` (entries written: one per stream per flush that has new events) and
-  ``EVALSHA`` (what the worker sends: one per flush).
+  ``EVALSHA`` (what the worker sends: one per flush); and the steady state's one-way chunk latency
+  (upstream to client), whose difference between the modes is what resume adds.
 - **re-attach**: with those streams open, ``--probes`` replies of our own are started on instance
   A, read to their third chunk and dropped, then re-attached with ``Last-Event-ID`` at the first
   chunk on instance A (this worker's memory) and on instance B (another gunicorn on the same Redis:
@@ -77,7 +78,7 @@ def chunk_round(h: Harness, sut: SUT, port: int, resume: bool, streams: int, chu
     ramp = streams / 250
     relayed = streams * (math.ceil(ramp * 5) + chunks)  # every chunk of the run, ramp included
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    return {"us": c["us"], "errors": c["errors"], "chunks": relayed,
+    return {"us": c["us"], "errors": c["errors"], "chunks": relayed, "p50_ms": c["p50_ms"], "p99_ms": c["p99_ms"],
             "redis_per_chunk": delta["all"] / relayed, "xadd_per_chunk": delta.get("xadd", 0) / relayed,
             "evalsha_per_chunk": delta.get("evalsha", 0) / relayed}  # fmt: skip
 
@@ -130,12 +131,13 @@ def reattach(h: Harness, a: SUT, b: SUT, port: int, streams: int, probes: int) -
 
 
 def render(out: dict[str, Any]) -> str:
-    lines = ["| BUPPLE_RESUME | CPU us per chunk (rounds) | Redis commands per chunk | XADD per chunk | "
-             "EVALSHA per chunk | errors |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| BUPPLE_RESUME | CPU us per chunk (rounds) | chunk latency p50 / p99 (ms) | Redis commands per chunk | "
+             "XADD per chunk | EVALSHA per chunk | errors |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode, rounds in out["chunk"].items():
         us = "; ".join(f"{r['us']:.0f}" for r in rounds)
         last = rounds[-1]
         lines.append(f"| {mode} | {sorted(r['us'] for r in rounds)[len(rounds) // 2]:.0f} ({us}) | "
+                     f"{last['p50_ms']:.2f} / {last['p99_ms']:.2f} | "
                      f"{last['redis_per_chunk']:.3f} | {last['xadd_per_chunk']:.3f} | {last['evalsha_per_chunk']:.4f} |"
                      f" {sum(r['errors'] for r in rounds)} |")  # fmt: skip
     r = out["reattach"]
