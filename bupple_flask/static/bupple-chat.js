@@ -1515,9 +1515,21 @@
     if (link.controller) link.controller.abort();
   }
 
+  /** POST the stop endpoint, best effort (the EventSource transport: no request of its own to abort). */
+  function stopByFetch(request, streamId) {
+    var doFetch = request.fetch || (typeof root.fetch === 'function' ? function (url, init) { return root.fetch(url, init); } : null);
+    if (!doFetch) return;
+    var url = request.stopUrl(streamId);
+    Promise.resolve(request.stopHeaders).then(function (headers) {
+      return doFetch(url, { method: 'POST', headers: headersFor(headers || {}, { Accept: 'application/json' }), credentials: request.credentials, cache: 'no-store', keepalive: true });
+    }).catch(noop);
+  }
+
   /**
    * streamWithEventSource(reply, request): GET the stream with EventSource (no custom headers).
-   * request: {url (with the query string), withCredentials, EventSource?, reconnect?}. The EventSource is closed
+   * request: {url (with the query string), withCredentials, EventSource?, reconnect?, stopUrl?(streamId), stopHeaders?
+   * (object or Promise), fetch?}. Stop (or leaving the reply) closes it and POSTs stopUrl, so that a stream the
+   * server keeps for a re-attach is stopped, not left. The EventSource is closed
    * when the reply ends, and at a connection error, so the browser never reconnects and re-sends; except when
    * the server said the stream is resumable: then the browser's own reconnect (with Last-Event-ID) re-attaches,
    * replayed events are skipped, and it is given up after RECONNECT's number of attempts or limitMs.
@@ -1527,7 +1539,10 @@
     var EventSourceClass = request.EventSource || root.EventSource;
     try { es = new EventSourceClass(request.url, { withCredentials: !!request.withCredentials }); }
     catch (e) { reply.fail({ type: 'error', error: 'Could not open the event stream: ' + e.message, code: 'network_error', done: true }); return; }
-    reply.onClose = function () { es.close(); };
+    reply.onClose = function (result) {
+      es.close();
+      if (result === 'stopped' && request.stopUrl && reply.streamId) stopByFetch(request, reply.streamId);
+    };
     var cfg = settings(request.reconnect, RECONNECT);
     var drop = { attempts: 0, since: null };
     var handler = sseHandler(reply);
@@ -2476,7 +2491,10 @@
     var opts = w.opts;
     var transport = pickTransport(opts.transport);
     if (transport === 'eventsource') {
-      streamWithEventSource(reply, { url: eventSourceUrl(opts.endpoint, fields), withCredentials: opts.credentials === 'include', reconnect: opts.reconnect ? undefined : false });
+      streamWithEventSource(reply, { url: eventSourceUrl(opts.endpoint, fields), withCredentials: opts.credentials === 'include',
+        reconnect: opts.reconnect ? undefined : false, credentials: opts.credentials,
+        stopUrl: streamUrl(opts, 'x') ? function (id) { return streamUrl(opts, id) + '/stop'; } : null,
+        stopHeaders: userHeaders(opts, {}).then(function (hs) { return withCsrf(hs, 'POST', csrfToken(opts, w.doc)); }) });
     } else if (transport === 'fetch') {
       var headers = userHeaders(opts, { 'Content-Type': 'application/json', Accept: 'text/event-stream' }).then(function (hs) {
         return withCsrf(hs, 'POST', csrfToken(opts, w.doc));

@@ -418,3 +418,20 @@ test('EventSource on a resumable stream: the browser\'s reconnect re-attaches, r
   gone.dispatch('error');
   assert.equal((await closed.promise).payload.code, 'stream_interrupted');
 });
+
+test('EventSource: Stop closes the source and POSTs the stop endpoint with the CSRF token', async () => {
+  const { fetch, calls } = server({ [`POST /api/streams/${SID}/stop`]: () => json({ status: 'stopping' }) });
+  const reply = createReply('Hi');
+  streamWithEventSource(reply, { url: '/api/stream?message=Hi', EventSource: FakeEventSource, fetch,
+    stopUrl: (sid) => `/api/streams/${sid}/stop`, stopHeaders: Promise.resolve({ 'X-CSRFToken': 'tok' }) });
+  const es = FakeEventSource.last;
+  es.dispatch('status', status(), id(0));
+  es.dispatch('chunk', chunk('Some', 1), id(1));
+  reply.requestStop();
+  assert.equal(es.closed, true);
+  assert.deepEqual(await reply.promise, { status: 'stopped', content: 'Some', payload: null });
+  await until(() => calls.length === 1, 'the stop request');
+  assert.equal(calls[0].init.method, 'POST');
+  assert.equal(calls[0].init.headers['X-CSRFToken'], 'tok');
+  assert.equal(calls[0].init.keepalive, true);
+});
