@@ -2367,7 +2367,8 @@
     target.buppleChat = api;
     instances.push(api);
     api.ready = boot(w);
-    checkMockProvider(w);
+    // After /me: on a page that set no cookie, two first requests at once would each get a new anonymous identity.
+    w.identityReady.then(function () { checkMockProvider(w); });
     if (opts.autofocus) w.view.autofocus();
     return api;
   }
