@@ -112,3 +112,27 @@ def test_a_network_that_goes_silent_mid_reply_is_noticed_and_reattached(page: Pa
     assert page.get_by_test_id("error").count() == 0
     assert len(fake_openai.requests) == 1
     assert stored_reply(page)["content"] == "".join(words)
+
+
+EVENTSOURCE_PAGE = """<!doctype html><html><body><div id="chat" style="height: 600px"></div>
+<script src="/bupple/bupple-chat.js"></script>
+<script>BuppleChat.mount('#chat', {endpoint: '/api/stream', transport: 'eventsource'})</script></body></html>"""
+
+
+def test_eventsource_transport_reattaches_by_the_browsers_own_reconnect(page: Page, proxy: TcpProxy, fake_openai) -> None:
+    words = [f"e{i:02d} " for i in range(9)]
+    fake_openai.script = Script(chunks=words, gated=True)
+    page.route("**/es-widget.html", lambda route: route.fulfill(body=EVENTSOURCE_PAGE, content_type="text/html"))
+    page.goto("/es-widget.html")
+    send(page, "Nine words by GET")
+    fake_openai.release(3)
+    expect(assistant(page)).to_have_text("".join(words[:3]).strip())
+    proxy.cut()
+    expect(page.get_by_test_id("status")).to_have_text("Reconnecting…")
+    fake_openai.release(3)
+    proxy.restore()  # EventSource reconnects (the server's retry: hint) with Last-Event-ID: <stream_id>:<n>
+    fake_openai.release(3)
+    expect(assistant(page)).to_have_text("".join(words).strip(), timeout=30_000)
+    expect(page.get_by_test_id("send")).to_be_visible()
+    assert page.get_by_test_id("error").count() == 0
+    assert len(fake_openai.requests) == 1  # the reconnecting GET re-attached; it did not ask again
