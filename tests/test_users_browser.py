@@ -398,3 +398,25 @@ def test_a_signed_out_visitor_is_asked_to_sign_in(new_context) -> None:
     open_list(page)
     expect(page.get_by_test_id("conversations-status")).to_have_text(SIGN_IN)
     assert page.evaluate("() => Object.keys(localStorage)") == []
+
+
+def test_stop_behind_a_login_reaches_the_server_with_the_csrf_token(new_context, fake_openai) -> None:
+    page = new_context().new_page()
+    sign_in(page, "erin")
+    stops = []
+    page.on("request", lambda request: stops.append(request) if request.url.endswith("/stop") else None)
+    fake_openai.script = Script(chunks=[f"word{i} " for i in range(400)], interval=0.05)
+    page.get_by_test_id("input").fill("Go on")
+    page.get_by_test_id("input").press("Enter")
+    expect(page.get_by_test_id("message-assistant").last).to_contain_text("word2")
+    page.get_by_test_id("stop").click()
+    assert fake_openai.wait_for_client_close(timeout=15) is not None  # the upstream is closed
+    expect(page.get_by_test_id("message-meta").last).to_have_text("Stopped")
+    # Stop is a write under the prefix: CSRFProtect lets it through because the widget sends the token.
+    assert len(stops) == 1 and stops[0].method == "POST" and "/assist/api/streams/" in stops[0].url
+    assert stops[0].header_value("x-csrftoken")
+    assert stops[0].response().status == 200
+    conversation = page.locator(".bupple-chat").get_attribute("data-conversation-id")
+    stored = page.request.get(f"/assist/api/conversations/{conversation}/messages").json()["messages"][-1]
+    assert stored["metadata"]["ending"] == "stopped"
+    assert stored["content"].strip() == page.get_by_test_id("message-assistant").last.text_content().strip()

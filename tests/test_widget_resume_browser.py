@@ -1,4 +1,4 @@
-"""The widget (and the Vue example) in headless Chromium when the network drops or goes silent mid-reply.
+"""The widget (and the Vue example) in headless Chromium when the network drops mid-reply; its Stop; a deploy.
 
 The page is served through a TCP proxy (:class:`tests.tcp_proxy.TcpProxy`) in front of the real server
 (gunicorn + gevent, resume on: the in-process stream log). The test cuts the proxy mid-reply, as a phone
@@ -9,6 +9,8 @@ back, and the text ends complete, each chunk once, on screen and in the stored h
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -136,3 +138,52 @@ def test_eventsource_transport_reattaches_by_the_browsers_own_reconnect(page: Pa
     expect(page.get_by_test_id("send")).to_be_visible()
     assert page.get_by_test_id("error").count() == 0
     assert len(fake_openai.requests) == 1  # the reconnecting GET re-attached; it did not ask again
+
+
+@pytest.mark.parametrize("server", ["resume on", "resume off"], indirect=True)
+def test_stop_ends_a_running_reply_and_it_is_stored_stopped(page: Page, fake_openai) -> None:
+    fake_openai.script = Script(chunks=[f"word{i} " for i in range(400)], interval=0.05)
+    page.goto(PAGES["widget"])
+    send(page, "Go on forever")
+    expect(assistant(page)).to_contain_text("word2")
+    page.get_by_test_id("stop").click()
+    # The server stops the upstream: with resume on, the abort alone would leave it generating for the grace period.
+    record = fake_openai.wait_for_client_close(timeout=15)
+    assert record is not None and record.chunks_sent < 300
+    expect(page.get_by_test_id("send")).to_be_visible()
+    expect(page.get_by_test_id("message-meta").last).to_have_text("Stopped")
+    shown = assistant(page).text_content() or ""
+    stored = stored_reply(page)
+    assert stored["metadata"]["ending"] == "stopped"
+    assert stored["content"].strip() == shown.strip()  # the text left on screen is the text stored
+
+
+def test_a_deploy_mid_reply_asks_the_question_again_by_itself(browser: Browser, start_server, fake_openai) -> None:
+    # A deploy: SIGHUP to the master starts new workers and stops the old one gracefully; NOTICE seconds before its
+    # graceful timeout ends, the reply still running there ends with a retryable server_shutdown error.
+    server = start_server(BUPPLE_DEFAULT_ENGINE_DRIVER="openai", GUNICORN_GRACEFUL_TIMEOUT="6", BUPPLE_SHUTDOWN_NOTICE="3")
+    context = browser.new_context(base_url=server.url)
+    try:
+        page = context.new_page()
+        fake_openai.script = Script(chunks=[f"slow{i} " for i in range(600)], interval=0.2)
+        page.goto(PAGES["widget"])
+        page.evaluate("""() => { window.told = [];
+            for (const name of ['resend', 'error', 'done']) document.addEventListener('bupple:' + name, () => told.push(name)); }""")
+        send(page, "Hello")
+        expect(assistant(page)).to_contain_text("slow1")
+        fake_openai.script = Script(chunks=["After ", "the ", "deploy"])  # what the new worker's upstream says
+        os.kill(server.process.pid, signal.SIGHUP)
+        expect(assistant(page)).to_have_text("After the deploy", timeout=30_000)
+        expect(page.get_by_test_id("send")).to_be_visible()
+        assert page.evaluate("() => told") == ["resend", "done"]  # asked again once, by itself; no error shown
+        assert page.get_by_test_id("error").count() == 0
+        assert len(fake_openai.requests) == 2
+        messages = stored_messages(page)
+        assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+        cut, answer = messages[1], messages[3]
+        assert cut["content"].startswith("slow0 slow1 ")  # the history keeps what the first attempt had written
+        assert cut["metadata"]["ending"] == "interrupted"
+        assert cut["metadata"]["error"]["code"] == "server_shutdown"
+        assert answer["content"] == "After the deploy"
+    finally:
+        context.close()
