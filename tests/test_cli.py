@@ -237,7 +237,7 @@ def test_ctrl_c_in_chat_closes_the_upstream_at_once_and_stores_the_partial_reply
         seen = _read_until(process, b"first ", timeout=30)
         assert seen == b"first "
         process.send_signal(signal.SIGINT)
-        closed = fake.wait_for_client_close(timeout=5)
+        closed = fake.wait_for_client_close(timeout=30)  # a bound for a loaded machine: the gate proves the moment
         assert closed is not None and closed.chunks_sent == 1  # closed while waiting for the next chunk
         assert process.wait(timeout=30) == 130
     finally:
