@@ -27,12 +27,28 @@ def sent_history(name: str, body: dict) -> list[tuple[str, str]]:
 HISTORY = [("user", "First question"), ("assistant", "Hello there!"), ("user", "Second question")]
 
 
-@pytest.mark.parametrize("first,second", [("openai", "claude"), ("claude", "gemini"), ("gemini", "openai")])
-def test_fallback_on_503_before_the_first_token(start_server, fakes, first, second) -> None:
+def _first_turn(start_server, first: str, second: str) -> tuple[Visitor, str]:
+    """A server falling back from ``first`` to ``second``, and a conversation with one turn answered by ``first``."""
     server = start_server(BUPPLE_FALLBACKS=f"{first}>{second}")
     visitor = Visitor(server.url)
     conversation = visitor.new_conversation()
     visitor.stream({"message": "First question", "conversation_id": conversation, "provider": first})
+    return visitor, conversation
+
+
+def _assert_second_answered_and_stored(visitor, conversation, fakes, completion, first: str, second: str) -> None:
+    """``second`` got the same history in its own format, and the stored reply says it answered for ``first``."""
+    assert sent_history(second, fakes[second].requests[-1].json) == HISTORY
+    stored = visitor.messages(conversation)
+    assert [(m["role"], m["content"]) for m in stored][-2:] == [("user", "Second question"), ("assistant", "Second answer")]
+    metadata = stored[-1]["metadata"]
+    assert metadata["ending"] == "complete" and metadata["provider"] == second
+    assert metadata["model"] == completion["model"] and metadata["fallback"]["from"] == first
+
+
+@pytest.mark.parametrize("first,second", [("openai", "claude"), ("claude", "gemini"), ("gemini", "openai")])
+def test_fallback_on_503_before_the_first_token(start_server, fakes, first, second) -> None:
+    visitor, conversation = _first_turn(start_server, first, second)
     fakes[first].script = Script(fail_before=503)
     fakes[second].script = Script(chunks=["Second", " answer"])
     payloads = visitor.stream({"message": "Second question", "conversation_id": conversation, "provider": first})
@@ -41,13 +57,7 @@ def test_fallback_on_503_before_the_first_token(start_server, fakes, first, seco
     assert completion["provider"] == second and completion["model"]
     assert completion["fallback"]["from"] == first and completion["fallback"]["reason"] == "provider_unavailable"
     assert completion["fallback"]["failed"][0]["status"] == 503
-    # The second provider got the same history, in its own format, with its own default model.
-    assert sent_history(second, fakes[second].requests[-1].json) == HISTORY
-    stored = visitor.messages(conversation)
-    assert [(m["role"], m["content"]) for m in stored][-2:] == [("user", "Second question"), ("assistant", "Second answer")]
-    metadata = stored[-1]["metadata"]
-    assert metadata["ending"] == "complete" and metadata["provider"] == second
-    assert metadata["model"] == completion["model"] and metadata["fallback"]["from"] == first
+    _assert_second_answered_and_stored(visitor, conversation, fakes, completion, first, second)
 
 
 # The code of the error each fake sends inside its 200 stream (Script.fail_mid_after): OpenAI's server_error,
@@ -57,10 +67,7 @@ IN_STREAM_CODE = {"openai": "provider_error", "claude": "provider_unavailable", 
 
 @pytest.mark.parametrize("first,second", [("openai", "gemini"), ("claude", "openai"), ("gemini", "claude")])
 def test_fallback_on_an_in_stream_error_before_the_first_text(start_server, fakes, first, second) -> None:
-    server = start_server(BUPPLE_FALLBACKS=f"{first}>{second}")
-    visitor = Visitor(server.url)
-    conversation = visitor.new_conversation()
-    visitor.stream({"message": "First question", "conversation_id": conversation, "provider": first})
+    visitor, conversation = _first_turn(start_server, first, second)
     fakes[first].script = Script(chunks=["never", " sent"], fail_mid_after=0)  # a 200, then its error event
     fakes[second].script = Script(chunks=["Second", " answer"])
     payloads = visitor.stream({"message": "Second question", "conversation_id": conversation, "provider": first})
@@ -71,12 +78,7 @@ def test_fallback_on_an_in_stream_error_before_the_first_text(start_server, fake
     assert completion["fallback"]["from"] == first and completion["fallback"]["reason"] == IN_STREAM_CODE[first]
     assert completion["fallback"]["failed"][0]["provider"] == first
     assert fakes[first].streams[-1].completed  # the failing stream was a 200 that sent its error, not a refusal
-    assert sent_history(second, fakes[second].requests[-1].json) == HISTORY
-    stored = visitor.messages(conversation)
-    assert [(m["role"], m["content"]) for m in stored][-2:] == [("user", "Second question"), ("assistant", "Second answer")]
-    metadata = stored[-1]["metadata"]
-    assert metadata["ending"] == "complete" and metadata["provider"] == second
-    assert metadata["model"] == completion["model"] and metadata["fallback"]["from"] == first
+    _assert_second_answered_and_stored(visitor, conversation, fakes, completion, first, second)
 
 
 def test_an_in_stream_error_then_an_open_error_exhausts_the_chain(start_server, fakes) -> None:
