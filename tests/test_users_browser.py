@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sy
 
 from bupple_flask.testing import Script
 from tests.server import GunicornServer
+from tests.test_database_faults import poll
 
 pytest.importorskip("flask_login", reason="the host app uses Flask-Login (the test extra installs it)")
 pytest.importorskip("flask_wtf", reason="the host app uses Flask-WTF (the test extra installs it)")
@@ -417,6 +418,11 @@ def test_stop_behind_a_login_reaches_the_server_with_the_csrf_token(new_context,
     assert stops[0].header_value("x-csrftoken")
     assert stops[0].response().status == 200
     conversation = page.locator(".bupple-chat").get_attribute("data-conversation-id")
-    stored = page.request.get(f"/assist/api/conversations/{conversation}/messages").json()["messages"][-1]
+
+    def last_reply() -> dict:
+        return page.request.get(f"/assist/api/conversations/{conversation}/messages").json()["messages"][-1]
+
+    # The stopped completion reaches the page before the reply's end is written: wait for the end, not the row.
+    stored = poll(lambda: (reply := last_reply())["metadata"]["ending"] != "streaming" and reply) or last_reply()
     assert stored["metadata"]["ending"] == "stopped"
     assert stored["content"].strip() == page.get_by_test_id("message-assistant").last.text_content().strip()
