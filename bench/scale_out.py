@@ -8,11 +8,14 @@ errors and added p99 <= 10 ms (issue 14's T1 target); the figure is the largest 
 
 The fake upstream and the load client stay on core 0, so with two workers one of them
 shares its core with the load: on this 2-core machine the ratio is a floor, not a ceiling.
-``python -m bench.scale_out [--quick]`` runs it alone; ``bench.run --only T11`` in a run.
+``python -m bench.scale_out [--quick] [--resume]`` runs it alone (``--resume``: with
+``BUPPLE_RESUME`` on, its stream log in a redis-server of its own, issue 11's scale-out);
+``bench.run --only T11`` in a run.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -54,13 +57,13 @@ def level(h: Harness, sut: SUT, n: int, chunks: int) -> dict[str, Any]:
     return out
 
 
-def scale_out(h: Harness, sut: SUT) -> dict[str, Any]:
-    """T11: the same levels with one worker and with two."""
-    out: dict[str, Any] = {"target_added_p99_ms": TARGET_P99_MS, "workers": {}}
+def scale_out(h: Harness, sut: SUT, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """T11: the same levels with one worker and with two (``env``: extra server settings)."""
+    out: dict[str, Any] = {"target_added_p99_ms": TARGET_P99_MS, "workers": {}, "env": env or {}}
     chunks = max(h.sizes.chunks, 50)  # a steady state of 10 s at every level
     for workers in (1, 2):
         sut.workers = workers
-        h.start_sut(sut)
+        h.start_sut(sut, env)
         first = levels(h.sizes.quick)[0]  # unjudged: fills every worker's upstream pool first
         h.client(sut.target(), [{"name": "sowarm", "count": first, "ramp_s": first / RAMP, "n": 5, "iv": 200}])
         points = [level(h, sut, n, chunks) for n in levels(h.sizes.quick)]
@@ -82,6 +85,8 @@ def render(t: dict[str, Any]) -> str:
             lines.append(f"| {workers} | {p['streams']} | {p['errors']} | {p['added_p99']:+.1f} ms "
                          f"(direct p99 {p['direct_p99']:.1f}) | {p['chunks_per_s']:.0f} | {cpu} | "
                          f"{'yes' if p['held'] else 'no'} |")
+    if t.get("env", {}).get("BUPPLE_RESUME") == "true":
+        lines.append("\nWith `BUPPLE_RESUME` on: every event also goes to the Redis stream log.")
     lines.append(f"\nLargest level held (0 errors, added p99 <= {t['target_added_p99_ms']:g} ms): one worker "
                  f"{t['workers']['1']['held']}, two workers {t['workers']['2']['held']} (x{t['ratio']:.2f}).")
     return "\n".join(lines)
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="BUPPLE_RESUME on, the log in a redis-server of its own")
+    ap.add_argument("--json", help="write the raw figures here")
     args = ap.parse_args(argv)
     procs.raise_nofile()
     import os
@@ -102,11 +109,24 @@ def main(argv: list[str] | None = None) -> int:
     sut, why = make_sut("bupple", h)
     if sut is None:
         raise SystemExit(why)
+    redis_proc = None
+    env: dict[str, str] | None = None
+    if args.resume:
+        from bench.resume_cost import env as resume_env
+        from bench.resume_cost import redis_server
+
+        redis_proc, port = redis_server()
+        env = resume_env(port, True)
     try:
-        print(render(scale_out(h, sut)))
+        out = scale_out(h, sut, env)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        print(render(out))
     finally:
         h.stop_sut(sut)
         h.close()
+        if redis_proc is not None:
+            redis_proc.kill()
     return 0
 
 
