@@ -23,7 +23,6 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    case,
     delete,
     func,
     insert,
@@ -218,37 +217,6 @@ class ConversationStore:
                 raise ConversationNotFoundError()  # the transaction is rolled back: nothing deleted
             connection.execute(delete(m).where(m.c.parent_class == PARENT_CLASS, m.c.parent_id == conversation_id))
         return {"conversation_id": conversation_id, "deleted": True}
-
-    def start_turn(
-        self,
-        connection: Connection,
-        conversation_id: str,
-        question_rows: Sequence[dict[str, Any]],
-        *,
-        new: bool,
-        title: str | None,
-        provider: str | None,
-        model: str | None,
-    ) -> None:
-        """Store a turn's messages and create or touch its conversation, in ``connection``'s transaction.
-
-        A new conversation is inserted with ``title``; an existing one gets ``updated_at`` bumped,
-        the provider and model of this turn, and ``title`` if it has none and was never renamed.
-        The caller's transaction is the reply writer's (:mod:`bupple_flask.reply_writer`).
-        """
-        t = self.table
-        if new:
-            connection.execute(insert(t).values(**self._new_row(conversation_id, title, provider, model)))
-        else:
-            untitled = and_(t.c.title.is_(None), t.c.title_locked.is_(False))
-            touched = {"updated_at": now(), "provider": provider, "model": model,
-                       "title": case((untitled, title), else_=t.c.title)}  # fmt: skip
-            mine = and_(t.c.id == conversation_id, t.c.owner == self.owner)
-            result = connection.execute(update(t).where(mine).values(**touched))
-            if not result.rowcount:
-                raise ConversationNotFoundError()  # deleted meanwhile
-        if question_rows:
-            connection.execute(insert(self.messages_table), list(question_rows))
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import traceback
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .green import gevent_active
 
@@ -121,3 +122,21 @@ def describe_error(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
     return f"{exc.__class__.__name__}: {text[0] if text else ''}"[:300]
+
+
+def drop_frames(exc: BaseException | None) -> None:
+    """Clear the variables of the frames a write error went through (its cause's and context's too).
+
+    A database error's traceback usually sits in a reference cycle (a frame holding the error),
+    which only a full collection frees, seldom run in a worker (gunicorn.conf.py); its frames
+    would keep the round's replies, and their text, alive that long.
+    """
+    seen = 0
+    while exc is not None and seen < 10:
+        traceback.clear_frames(exc.__traceback__)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The database itself failed (gone, timed out), not one statement's rows."""
+    return isinstance(exc, DatabaseTimeoutError) or (isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))

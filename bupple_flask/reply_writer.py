@@ -15,11 +15,13 @@ connection, returned between rounds:
   history is final when the response ends. Only the writer writes a streaming row, round after
   round, so a late batch can never overwrite the end.
 
-Failures: a round that fails is retried reply by reply (one bad row, a conversation deleted
-meanwhile, does not sink the others; a database that is gone stops the retries until the next
-round). A start that fails twice is given up and tried once more together with the end; an end
-gets two attempts, then is logged (the row keeps its last batch and is shown ``interrupted`` once
-its lease is over); a batch of text that fails is simply written at a later round.
+Failures: a round that fails on a row is retried reply by reply (one bad row, a conversation
+deleted meanwhile, does not sink the others); a round the database did not answer in time (gone,
+or a worker too busy to read its answers) is tried again whole at the next round, since one
+transaction per reply would take longer still. A start that fails twice is given up and tried
+once more together with the end; an end gets two attempts, then is logged (the row keeps its
+last batch and is shown ``interrupted`` once its lease is over); a batch of text that fails is
+simply written at a later round.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, update
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import Engine
 
-from .database import DatabaseTimeoutError, bounded, describe_error
+from .database import bounded, describe_error, drop_frames, unreachable
 from .green import Queue, QueueEmpty, spawn
 from .memory import without_nul
 from .streaming_rows import LEASE_KEY
 from .times import now
+from .turn_starts import TurnStart, write_starts
 
 if TYPE_CHECKING:
     from .engine import EngineState
@@ -48,7 +50,21 @@ if TYPE_CHECKING:
 __all__ = ["Reply", "ReplyWriter", "writer_of"]
 
 log = logging.getLogger("bupple_flask")
-StartRows = Callable[[Connection, dict[str, Any]], None]
+MAX_REPLIES = 200
+"""Replies written per round at most (ends first); the others go in the next round, at once.
+
+In a worker busy with 2,000 streams, a round with 2,000 starts spent 12.6 s sending one
+``INSERT`` (0.08 s in an idle process); a bounded batch keeps the ends behind it waiting less.
+"""
+ROUND_BOUND = 3
+"""A round may take this many times ``BUPPLE_DB_TIMEOUT`` before it counts as failed.
+
+The bound is there for a database that does not answer (a statement that runs too long is ended
+by the database itself at ``BUPPLE_DB_TIMEOUT``). A round is a few statements in a row in one
+greenlet, and in a worker whose CPU is saturated (measured: 2,000 streams open while 250 more
+per second arrive) each answer waits its turn in the hub for up to a few hundred ms; with the
+bound at one timeout, rounds of a few dozen starts failed and were retried while the load grew.
+"""
 
 
 class Reply:
@@ -57,10 +73,10 @@ class Reply:
     __slots__ = ("attempts", "done", "final", "held", "label", "message_id", "metadata", "parts", "renewed_at",
                  "start", "written", "written_at")  # fmt: skip
 
-    def __init__(self, message_id: str, start: StartRows, metadata: dict[str, Any], label: str) -> None:
+    def __init__(self, message_id: str, start: TurnStart, metadata: dict[str, Any], label: str) -> None:
         self.message_id = message_id
-        self.start: StartRows | None = start
-        """Writes the turn's rows (with the streaming metadata given); None once written."""
+        self.start: TurnStart | None = start
+        """The turn's rows to write (with the streaming metadata); None once written."""
         self.metadata = metadata
         self.label = label
         self.parts: list[str] | None = None
@@ -83,7 +99,8 @@ class ReplyWriter:
         self.sql_engine = sql_engine
         self.interval = interval
         self.lease = lease
-        self.timeout = timeout
+        self.timeout = None if not timeout or timeout <= 0 else ROUND_BOUND * timeout
+        """A round's bound: ``BUPPLE_DB_TIMEOUT`` times :data:`ROUND_BOUND` (a busy worker reads answers late)."""
         self.tick = min(interval, lease / 3)
         self.pid = os.getpid()
         t = table
@@ -109,7 +126,7 @@ class ReplyWriter:
         reply.done = done = Queue()
         reply.final = values
         self._wake.put(None)
-        bound = None if not self.timeout or self.timeout <= 0 else 4 * self.timeout + 2 * self.tick + 1
+        bound = None if self.timeout is None else 2 * self.timeout + 2 * self.tick + 1  # two rounds, two ticks
         try:
             done.get(timeout=bound)
         except QueueEmpty:
@@ -122,37 +139,55 @@ class ReplyWriter:
     # -- the writer's greenlet -----------------------------------------------------------------
 
     def _run(self) -> None:
+        more = False
         while True:
             with self._lock:
                 if not self._replies:
                     self._running = False
                     return
             try:
-                self._wake.get(timeout=self.tick)
+                if not more:  # replies left over from a full round go next, without waiting
+                    self._wake.get(timeout=self.tick)
                 while True:  # one round for everything that woke it meanwhile
                     self._wake.get(timeout=0)
             except QueueEmpty:
                 pass
             try:
-                self._round(time.monotonic())
+                more = self._round(time.monotonic())
             except Exception:  # a bug must not stop every stream's writes
                 log.exception("the reply writer failed a round")
+                more = False
 
-    def _round(self, at: float) -> None:
+    def _round(self, at: float) -> bool:
+        """One transaction; True when replies were left for the next round (:data:`MAX_REPLIES`)."""
         with self._lock:
             replies = list(self._replies.values())
-        jobs = [self._job(reply) for reply in replies if self._wanted(reply, at)]
-        if not jobs:
-            return
+        wanted = [reply for reply in replies if self._wanted(reply, at)]
+        if len(wanted) > MAX_REPLIES:  # ends first (a stream waits on each), then starts, then text
+            wanted.sort(key=lambda reply: (reply.final is None, reply.start is None))
+        jobs = [self._job(reply) for reply in wanted[:MAX_REPLIES]]
+        written = not jobs or self._write_round(jobs, at)
+        return written and len(wanted) > MAX_REPLIES  # after a failure, the next round waits its tick
+
+    def _write_round(self, jobs: list[_Job], at: float) -> bool:
+        """Write ``jobs`` in one transaction (else retry them as the error says); False if it failed."""
         try:
             self._write(jobs)
         except Exception as exc:
+            drop_frames(exc)
+            must = [job for job in jobs if job.reply.start is not None or job.final is not None]
+            if unreachable(exc):  # slow or gone for all: one transaction each would only take longer
+                log.warning("storing %d streaming replies failed (%s); tried again at the next round",
+                            len(jobs), describe_error(exc))  # fmt: skip
+                self._failed_round(must)
+                return False
             log.warning("storing %d streaming replies in one transaction failed (%s); each is retried on its own",
                         len(jobs), describe_error(exc))  # fmt: skip
-            self._one_by_one([job for job in jobs if job.reply.start is not None or job.final is not None])
-            return
+            self._one_by_one(must)
+            return False
         for job in jobs:
             self._written(job, at)
+        return True
 
     def _wanted(self, reply: Reply, at: float) -> bool:
         """Its end, its start (unless held until the end), or its text or lease when due."""
@@ -177,9 +212,10 @@ class ReplyWriter:
         rows: list[dict[str, Any]] = []
         moment = now()
         with bounded(self.timeout), self.sql_engine().begin() as connection:
+            starts = [(job.reply.start, self.streaming_metadata(job.reply)) for job in jobs if job.reply.start]
+            if starts:
+                write_starts(connection, starts)  # their content is still empty
             for reply, final, upto, text in jobs:
-                if reply.start is not None:
-                    reply.start(connection, self.streaming_metadata(reply))  # its content is still empty
                 if final is not None:
                     rows.append({"b_id": reply.message_id, "b_content": final["content"], "b_at": moment,
                                  "b_metadata": final["metadata"], "b_driver": final["driver"]})  # fmt: skip
@@ -199,19 +235,26 @@ class ReplyWriter:
         if job.upto > reply.written:
             reply.written, reply.written_at = job.upto, at
 
-    def _one_by_one(self, jobs: list[_Job]) -> None:
+    def _failed_round(self, jobs: list[_Job]) -> list[_Job]:
+        """Count the failed round for each job; give up those that failed twice. The others, to try again."""
+        again = []
         for job in jobs:
-            job.reply.attempts += 1  # the round's
-        for job in jobs:
+            job.reply.attempts += 1
             if job.reply.attempts >= 2:
                 self._give_up(job, "after two attempts")
-                continue
+            else:
+                again.append(job)
+        return again
+
+    def _one_by_one(self, jobs: list[_Job]) -> None:
+        for job in self._failed_round(jobs):
             try:
                 self._write([job])
             except Exception as exc:
+                drop_frames(exc)
                 job.reply.attempts += 1
                 self._give_up(job, describe_error(exc))
-                if _unreachable(exc):
+                if unreachable(exc):
                     return  # the database is gone: the others wait for the next round
             else:
                 self._written(job, time.monotonic())
@@ -238,11 +281,6 @@ class _Job(NamedTuple):
     final: dict[str, Any] | None
     upto: int
     text: str
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """The database itself failed (gone, timed out), not one reply's rows."""
-    return isinstance(exc, DatabaseTimeoutError) or (isinstance(exc, DBAPIError) and bool(exc.connection_invalidated))
 
 
 _writers: weakref.WeakKeyDictionary[Any, ReplyWriter] = weakref.WeakKeyDictionary()

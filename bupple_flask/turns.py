@@ -21,11 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
-
-from sqlalchemy import insert
-from sqlalchemy.engine import Connection
 
 from .conversations import ConversationStore, auto_title
 from .memory import ConversationMemory, check_content, without_nul
@@ -34,6 +30,7 @@ from .relay import StreamOutcome
 from .reply_writer import Reply, ReplyWriter
 from .streaming_rows import STREAMING
 from .times import now
+from .turn_starts import ConversationChange, TurnStart
 
 
 @dataclass(frozen=True)
@@ -112,23 +109,20 @@ class ConversationTurn:
         metadata = {"ending": STREAMING, "provider": self.memory.driver,
                     "model": conversation.model if conversation is not None else None}  # fmt: skip
         label = f"conversation {conversation.id if conversation is not None else self.memory.parent_id}"
-        reply = Reply(rows[-1]["message_id"], partial(self._start, rows), metadata, label)
+        reply = Reply(rows[-1]["message_id"], self._turn_start(rows), metadata, label)
         reply.parts = self._parts
         self._reply = reply
         self.writer.begin(reply)
 
-    def _start(self, rows: list[dict[str, Any]], connection: Connection, metadata: dict[str, Any]) -> None:
-        """The turn's start, in the writer's transaction: the conversation made or touched, the rows."""
-        rows[-1]["metadata"] = metadata
+    def _turn_start(self, rows: list[dict[str, Any]]) -> TurnStart:
+        """What the writer writes first: the conversation made or touched, the rows (no reference back to this turn)."""
         conversation = self.conversation
         if conversation is None:
-            connection.execute(insert(self.memory.table), rows)
-            return
-        if conversation.prepare is not None:
-            conversation.prepare()
-        conversation.store.start_turn(connection, conversation.id, rows, new=conversation.new,
-                                      title=auto_title(self.question), provider=self.memory.driver,
-                                      model=conversation.model)  # fmt: skip
+            return TurnStart(self.memory.table, rows)
+        store = conversation.store
+        change = ConversationChange(store.table, conversation.id, store.owner, conversation.new,
+                                    auto_title(self.question), self.memory.driver, conversation.model)  # fmt: skip
+        return TurnStart(store.messages_table, rows, change, conversation.prepare)
 
     def ended(self, outcome: StreamOutcome) -> None:
         """Store the reply's end (the writer writes it after everything before it) and wait until it is stored."""

@@ -1,0 +1,146 @@
+"""A writer round's starts cost a few statements whatever their number, and a round writes a bounded number.
+
+Measured at 2,000 streams (bench T6): a start written as two statements in a row made rounds of
+16 starts take 1.8 s in a busy gevent worker, and a round of 2,000 starts hit the database timeout.
+On SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event, select
+
+from bupple_flask.engine import get_state
+from bupple_flask.errors import ConversationNotFoundError
+from bupple_flask.memory import ConversationMemory
+from bupple_flask.reply_writer import Reply, ReplyWriter
+from bupple_flask.turn_starts import ConversationChange, TurnStart, write_starts
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request: pytest.FixtureRequest, make_app: Any, tmp_path: Any) -> Iterator[Flask]:
+    """The app on a fresh SQLite file, or on PostgreSQL with tables of this test's own (dropped after)."""
+    suffix = uuid.uuid4().hex[:10]
+    url = (f"sqlite:///{tmp_path / 'starts.sqlite3'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))  # fmt: skip
+    app = make_app(SQLALCHEMY_DATABASE_URI=url, BUPPLE_MEMORY_TABLE=f"starts_m_{suffix}",
+                   BUPPLE_CONVERSATIONS_TABLE=f"starts_c_{suffix}")  # fmt: skip
+    yield app
+    with app.app_context():
+        state = get_state(app)
+        state.table.metadata.drop_all(state.sql_engine(), [state.table, state.conversations_table])
+
+
+def a_turn(app: Flask, conversation_id: str, *, new: bool, owner: str = "user:1", question: str = "Hi") -> TurnStart:
+    """The start the turn of ``/api/stream`` hands the writer: question and empty reply rows, the conversation."""
+    state = get_state(app)
+    memory = ConversationMemory(state.sql_engine(), state.table).set_parent("conversation", conversation_id)
+    rows = memory.message_rows([{"role": "user", "content": question}, {"role": "assistant", "content": ""}])
+    change = ConversationChange(state.conversations_table, conversation_id, owner, new, question, "openai", "m")
+    return TurnStart(state.table, rows, change)
+
+
+def statements_of(app: Flask, starts: list[TurnStart]) -> int:
+    """Write ``starts`` in one transaction; the number of statements sent (an executemany is one)."""
+    engine = get_state(app).sql_engine()
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:
+        sent.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with engine.begin() as connection:
+            write_starts(connection, [(start, {"ending": "streaming"}) for start in starts])
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(sent)
+
+
+def stored(app: Flask, conversation_id: str) -> list[tuple[str, str, Any]]:
+    state = get_state(app)
+    m = state.table
+    with state.sql_engine().connect() as connection:
+        rows = connection.execute(select(m.c.role, m.c.content, m.c["metadata"]).where(
+            m.c.parent_id == conversation_id).order_by(m.c.id)).all()  # fmt: skip
+    return [(role, content, metadata) for role, content, metadata in rows]
+
+
+def test_many_starts_cost_as_many_statements_as_a_few(app: Flask) -> None:
+    with app.app_context():
+        get_state(app).ensure_tables()
+        existing = [f"old{i}" for i in range(40)]
+        statements_of(app, [a_turn(app, c, new=True) for c in existing])  # conversations to touch later
+        few = statements_of(app, [a_turn(app, "new0", new=True), a_turn(app, "old0", new=False)])
+        many = statements_of(app, [a_turn(app, f"new{i}", new=True) for i in range(1, 41)]
+                             + [a_turn(app, c, new=False, question=f"again {c}") for c in existing])  # fmt: skip
+        assert many == few <= 3  # new conversations, touched ones, messages: one statement each
+        assert stored(app, "new7") == [("user", "Hi", None), ("assistant", "", {"ending": "streaming"})]
+        assert [row[1] for row in stored(app, "old3")] == ["Hi", "", "again old3", ""]
+        c = get_state(app).conversations_table
+        with get_state(app).sql_engine().connect() as connection:
+            titles = dict(connection.execute(select(c.c.id, c.c.title)).all())
+        assert len(titles) == 81 and titles["old3"] == "Hi"  # a touch keeps the title it has
+
+
+def test_a_conversation_gone_meanwhile_fails_only_its_own_turn(app: Flask) -> None:
+    with app.app_context():
+        state = get_state(app)
+        state.ensure_tables()
+        statements_of(app, [a_turn(app, "kept", new=True), a_turn(app, "gone", new=True)])
+        with state.sql_engine().begin() as connection:
+            connection.execute(state.conversations_table.delete().where(state.conversations_table.c.id == "gone"))
+        with pytest.raises(ConversationNotFoundError), state.sql_engine().begin() as connection:
+            write_starts(connection, [(a_turn(app, "gone", new=False), {})])
+        # In the writer: the round fails, each reply is retried alone; the others are stored.
+        three_replies_one_gone(app, ReplyWriter(state.sql_engine, state.table, interval=60, lease=60, timeout=10))
+        assert [row[1] for row in stored(app, "kept")] == ["Hi", "", "to kept", "answer kept"]
+        assert [row[1] for row in stored(app, "fresh")] == ["to fresh", "answer fresh"]
+        assert stored(app, "gone") == [("user", "Hi", None), ("assistant", "", {"ending": "streaming"})]
+
+
+def three_replies_one_gone(app: Flask, writer: ReplyWriter) -> None:
+    """Three replies through ``writer``, started and ended; the conversation "gone" was deleted."""
+    turns = {name: a_turn(app, name, new=name != "kept", question=f"to {name}") for name in ("kept", "fresh")}
+    turns["gone"] = a_turn(app, "gone", new=False)
+    replies = {name: Reply(start.rows[-1]["message_id"], start, {"ending": "streaming"}, name)
+               for name, start in turns.items()}  # fmt: skip
+    for reply in replies.values():
+        writer.begin(reply)
+    for name, reply in replies.items():
+        writer.end(reply, {"content": f"answer {name}", "metadata": {"ending": "complete"}, "driver": "openai"})
+
+
+def test_a_round_writes_a_bounded_number_of_replies_and_the_rest_follow(app: Flask, monkeypatch: Any) -> None:
+    monkeypatch.setattr("bupple_flask.reply_writer.MAX_REPLIES", 2)
+    with app.app_context():
+        state = get_state(app)
+        state.ensure_tables()
+        engine = state.sql_engine()
+        sizes: list[int] = []
+
+        def count(connection: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+            if statement.startswith("INSERT INTO " + state.conversations_table.name):
+                sizes.append(len(parameters) if isinstance(parameters, list) else 1)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            writer = ReplyWriter(state.sql_engine, state.table, interval=60, lease=60, timeout=10)
+            starts = [a_turn(app, f"c{i}", new=True) for i in range(5)]
+            replies = [Reply(s.rows[-1]["message_id"], s, {"ending": "streaming"}, f"c{i}") for i, s in enumerate(starts)]
+            writer._running = True  # all five pending before its first round: then it runs
+            for reply in replies:
+                writer.begin(reply)
+            threading.Thread(target=writer._run, daemon=True).start()
+            for i, reply in enumerate(replies):
+                writer.end(reply, {"content": f"answer {i}", "metadata": {"ending": "complete"}, "driver": "openai"})
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert max(sizes) <= 2 and sum(sizes) == 5  # five starts, in rounds of two at most
+        assert all([row[1] for row in stored(app, f"c{i}")] == ["Hi", f"answer {i}"] for i in range(5))
