@@ -8,10 +8,13 @@ runs (gunicorn.conf.py): ~18 KiB per stream kept after every stream, ~36 MiB per
 from __future__ import annotations
 
 import gc
+import weakref
 from typing import Any
 
 import pytest
 from flask import Flask
+
+from bupple_flask.database import DatabaseTimeoutError, drop_frames
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -39,3 +42,30 @@ def test_a_finished_stream_leaves_no_reference_cycle(client: Any) -> None:
         gc.garbage.clear()
         gc.enable()
     assert ours == []
+
+
+def test_a_failed_database_write_does_not_keep_what_its_frames_held() -> None:
+    """The reply writer clears a failed round's frames: an error's traceback in a cycle would keep its replies."""
+
+    class Round:
+        """Stands for the round's replies and their text."""
+
+    def write(replies: Round) -> None:
+        try:
+            raise ConnectionError("server closed the connection")
+        except ConnectionError as error:
+            seen = error  # a frame holding its own error, as database drivers' handlers do: a cycle
+            raise DatabaseTimeoutError("the database did not answer") from seen
+
+    gc.disable()
+    try:
+        replies = Round()
+        kept = weakref.ref(replies)
+        try:
+            write(replies)
+        except DatabaseTimeoutError as exc:
+            del replies
+            drop_frames(exc)
+        assert kept() is None  # freed now, without waiting for a collection
+    finally:
+        gc.enable()
