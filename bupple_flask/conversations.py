@@ -48,7 +48,8 @@ from .errors import ConversationNotFoundError, InvalidRequestError
 from .streaming_rows import lease_of, settled, shown_metadata
 from .times import iso, now, utc
 
-__all__ = ["PARENT_CLASS", "ConversationStore", "auto_title", "conversations_table", "new_conversation_id"]
+__all__ = ["PARENT_CLASS", "ConversationStore", "auto_title", "conversation_row", "conversations_table",
+           "new_conversation_id"]  # fmt: skip
 
 PARENT_CLASS = "conversation"
 """The memory rows' ``parent_class`` for a conversation's messages (``parent_id`` is its id)."""
@@ -188,7 +189,7 @@ class ConversationStore:
     def create(self, title: Any = None, *, provider: str | None = None, model: str | None = None) -> dict[str, Any]:
         """A new conversation of this owner (a given title counts as the user's: it is kept); its JSON."""
         text = check_title(title) if title is not None else None
-        row = self._new_row(new_conversation_id(), text, provider, model, locked=text is not None)
+        row = conversation_row(new_conversation_id(), self.owner, text, provider, model, locked=text is not None)
         with bounded(self.timeout), self.sql_engine.begin() as connection:
             connection.execute(insert(self.table).values(**row))
         return conversation_json({**row, "message_count": 0})
@@ -247,12 +248,16 @@ class ConversationStore:
         if not _possible_id(conversation_id) or connection.execute(query).first() is None:
             raise ConversationNotFoundError()
 
-    def _new_row(
-        self, conversation_id: str, title: str | None, provider: str | None, model: str | None, *, locked: bool = False
-    ) -> dict[str, Any]:
-        moment = now()
-        return {"id": conversation_id, "owner": self.owner, "title": title, "title_locked": locked,
-                "provider": provider, "model": model, "created_at": moment, "updated_at": moment}  # fmt: skip
+
+
+def conversation_row(
+    conversation_id: str, owner: str, title: str | None, provider: str | None, model: str | None, *,
+    locked: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """A new conversation's row (created and updated now); ``locked``: a title the owner chose."""
+    moment = now()
+    return {"id": conversation_id, "owner": owner, "title": title, "title_locked": locked,
+            "provider": provider, "model": model, "created_at": moment, "updated_at": moment}  # fmt: skip
 
 
 def _possible_id(value: Any) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
+from .conversations import conversation_row
 from .errors import ConversationNotFoundError
 from .times import now
 
@@ -65,7 +66,8 @@ def write_starts(connection: Connection, starts: Sequence[tuple[TurnStart, dict[
         prepare()
     changes = [start.conversation for start, _ in starts if start.conversation is not None]
     for table, made in _by_table([c for c in changes if c.new]).items():
-        connection.execute(_insert_once(connection, table), [_new_row(c) for c in made])
+        rows = [conversation_row(c.id, c.owner, c.title, c.provider, c.model) for c in made]
+        connection.execute(_insert_once(connection, table), rows)
     for table, touched in _by_table([c for c in changes if not c.new]).items():
         _touch(connection, table, touched)
     rows_by_table: dict[Table, list[dict[str, Any]]] = {}
@@ -95,12 +97,6 @@ def _by_table(changes: list[ConversationChange]) -> dict[Table, list[Conversatio
     for change in changes:
         grouped.setdefault(change.table, []).append(change)
     return grouped
-
-
-def _new_row(change: ConversationChange) -> dict[str, Any]:
-    moment = now()
-    return {"id": change.id, "owner": change.owner, "title": change.title, "title_locked": False,
-            "provider": change.provider, "model": change.model, "created_at": moment, "updated_at": moment}  # fmt: skip
 
 
 def _touch(connection: Connection, t: Table, touched: list[ConversationChange]) -> None:
