@@ -113,8 +113,7 @@ def engine_options(url: str, env: StandaloneSettings, db_timeout: float = 0) -> 
     """
     if url.startswith("sqlite"):
         return {}
-    options: dict[str, Any] = {
-        "pool_pre_ping": True,
+    options: dict[str, Any] = {  # no pool_pre_ping: the engine checks connections (bupple_flask.pool_checks)
         "pool_size": env.db_pool_size,
         "max_overflow": env.db_max_overflow,
         "pool_recycle": 1800,

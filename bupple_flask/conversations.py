@@ -43,7 +43,7 @@ from .conversation_values import (
     encode_cursor,
     new_conversation_id,
 )
-from .database import bounded
+from .database import bounded, reading
 from .errors import ConversationNotFoundError, InvalidRequestError
 from .streaming_rows import lease_of, settled, shown_metadata
 from .times import iso, now, utc
@@ -79,7 +79,7 @@ class ConversationStore:
     """One owner's conversations (``engine.conversations(owner)``): list, get, create, rename, delete.
 
     ``owner`` is an owner key (``"user:42"``, ``"anon:..."``) or an :class:`~bupple_flask.identity.Identity`.
-    Each call is one short transaction bounded by ``timeout`` (``BUPPLE_DB_TIMEOUT``).
+    Each call is bounded by ``timeout`` (``BUPPLE_DB_TIMEOUT``): a write is one short transaction, a read none.
     """
 
     def __init__(
@@ -110,7 +110,7 @@ class ConversationStore:
             older = or_(t.c.updated_at < updated, and_(t.c.updated_at == updated, t.c.id < last_id))
             query = query.where(older)
         query = query.order_by(t.c.updated_at.desc(), t.c.id.desc()).limit(size + 1)
-        with bounded(self.timeout), self.sql_engine.connect() as connection:
+        with reading(self.sql_engine, self.timeout) as connection:
             rows = [dict(row._mapping) for row in connection.execute(query)]
         next_cursor = None
         if len(rows) > size:
@@ -120,7 +120,7 @@ class ConversationStore:
 
     def get(self, conversation_id: Any) -> dict[str, Any]:
         """One conversation's JSON (with ``message_count``), or ``ConversationNotFoundError``."""
-        with bounded(self.timeout), self.sql_engine.connect() as connection:
+        with reading(self.sql_engine, self.timeout) as connection:
             return self._get(connection, conversation_id)
 
     def history(self, conversation_id: Any, max_chars: int | None = None) -> Sequence[dict[str, str]]:
@@ -149,7 +149,7 @@ class ConversationStore:
             .where(t.c.id == conversation_id, t.c.owner == self.owner)
             .order_by(newest.c.id)
         )
-        with bounded(self.timeout), self.sql_engine.connect() as connection:
+        with reading(self.sql_engine, self.timeout) as connection:
             rows = connection.execute(query).all()
         if not rows:
             raise ConversationNotFoundError()
@@ -171,7 +171,7 @@ class ConversationStore:
                 raise InvalidRequestError("cursor is not valid")
             query = query.where(m.c.id < position)
         query = query.order_by(m.c.id.desc()).limit(size + 1)
-        with bounded(self.timeout), self.sql_engine.connect() as connection:
+        with reading(self.sql_engine, self.timeout) as connection:
             self._require(connection, conversation_id)
             rows = [dict(row._mapping) for row in connection.execute(query)]
         next_cursor = encode_cursor(rows[size - 1]["id"]) if len(rows) > size else None

@@ -37,6 +37,7 @@ from .identity import IdentityHooks, IdentityLoader
 from .memory import ConversationMemory, memory_table
 from .metrics import enable_metrics
 from .policy import RequestPolicies
+from .pool_checks import ping_when_gone
 from .providers import Provider, canonical_name, provider_class, provider_classes, register_provider
 from .providers.registry import load_entry_points
 from .redact import Redactor
@@ -94,8 +95,8 @@ class EngineState:
     def sql_engine(self) -> Engine:
         """The SQLAlchemy engine of the app's Flask-SQLAlchemy, or the engine's own database; looked up once.
 
-        Its new connections get the ``BUPPLE_DB_TIMEOUT`` bounds the app did not set itself
-        (:mod:`bupple_flask.database`); the engine's own database also gets a statement timeout.
+        New connections get the ``BUPPLE_DB_TIMEOUT`` bounds the app did not set (:mod:`~bupple_flask.database`; its
+        own database a statement timeout too); one the server closed is replaced (:mod:`~bupple_flask.pool_checks`).
         """
         if self._sql_engine is None:
             timeout = self.settings.db_timeout
@@ -106,6 +107,7 @@ class EngineState:
                 uri = self.settings.database_uri or instance_sqlite_uri(self.app)
                 sql_engine = create_engine(uri, connect_args=statement_timeout_args(uri, timeout))
             bound_connections(sql_engine, timeout)
+            ping_when_gone(sql_engine)
             self._sql_engine = sql_engine
         return self._sql_engine
 
@@ -142,10 +144,8 @@ class EngineState:
     def check_database(self) -> dict[str, Any]:
         """Readiness of the memory database: ``{"status": "ok"}`` or ``{"status": "unavailable", "error": ...}``."""
         try:
-            if self._tables_pending:
-                self.create_tables()
-            else:
-                ping(self.sql_engine(), self.settings.db_timeout)
+            self.ensure_tables()
+            ping(self.sql_engine(), self.settings.db_timeout)
         except SQLAlchemyError as exc:
             log.warning("health check: conversation memory database unavailable (%s)", describe_error(exc))
             return {"status": "unavailable", "error": exc.__class__.__name__}

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from .database import bounded
+from .database import bounded, reading
 from .errors import InvalidRequestError
 from .messages import ROLES
 from .streaming_rows import lease_of, settled, shown_metadata
@@ -242,7 +242,7 @@ class ConversationMemory:
             query = query.order_by(newest.c.id)
         else:
             query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
-        with bounded(self.timeout), self.sql_engine.connect() as connection:
+        with reading(self.sql_engine, self.timeout) as connection:
             rows = [(role, content, lease) for role, content, lease in connection.execute(query)]
         if limit is not None and not max_chars:
             rows.reverse()  # read newest first
@@ -256,7 +256,7 @@ class ConversationMemory:
             t.c.message_id, t.c.role, t.c.content, t.c.type, t.c["metadata"], t.c.driver, t.c.created_at
         ).where(*self._where())
         query = query.order_by(t.c.id.desc()).limit(limit) if limit is not None else query.order_by(t.c.id)
-        with bounded(self.timeout), self.sql_engine.connect() as connection:
+        with reading(self.sql_engine, self.timeout) as connection:
             rows = [dict(row._mapping) for row in connection.execute(query)]
         if limit is not None:
             rows.reverse()
@@ -269,7 +269,7 @@ class ConversationMemory:
     def count(self) -> int:
         """How many messages this parent has."""
         self._require_parent()
-        with bounded(self.timeout), self.sql_engine.connect() as connection:
+        with reading(self.sql_engine, self.timeout) as connection:
             return connection.execute(select(func.count()).select_from(self.table).where(*self._where())).scalar_one()
 
     def _where(self) -> tuple[Any, ...]:
