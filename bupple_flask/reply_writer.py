@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import Table, bindparam, update
 from sqlalchemy.engine import Engine
 
+from .bulk_rows import update_by
 from .database import bounded, describe_error, drop_frames, unreachable
 from .green import Queue, QueueEmpty, spawn
 from .memory import without_nul
@@ -103,9 +104,9 @@ class ReplyWriter:
         """A round's bound: ``BUPPLE_DB_TIMEOUT`` times :data:`ROUND_BOUND` (a busy worker reads answers late)."""
         self.tick = min(interval, lease / 3)
         self.pid = os.getpid()
-        t = table
-        self._update = update(t).where(t.c.message_id == bindparam("b_id")).values(
-            content=bindparam("b_content"), driver=bindparam("b_driver"), updated_at=bindparam("b_at"),
+        self.table = t = table
+        self._update = update(t).where(t.c.message_id == bindparam("b_message_id")).values(
+            content=bindparam("b_content"), driver=bindparam("b_driver"), updated_at=bindparam("b_updated_at"),
             metadata=bindparam("b_metadata", type_=t.c["metadata"].type))  # fmt: skip
         self._replies: dict[str, Reply] = {}
         self._lock = threading.Lock()
@@ -136,9 +137,8 @@ class ReplyWriter:
         """The reply's metadata while it streams, with a lease from now."""
         return {**reply.metadata, LEASE_KEY: round(time.time() + self.lease, 3)}
 
-    # -- the writer's greenlet -----------------------------------------------------------------
-
     def _run(self) -> None:
+        """The writer's greenlet: a round whenever woken, or every tick, while replies stream."""
         more = False
         while True:
             with self._lock:
@@ -217,14 +217,14 @@ class ReplyWriter:
                 write_starts(connection, starts)  # their content is still empty
             for reply, final, upto, text in jobs:
                 if final is not None:
-                    rows.append({"b_id": reply.message_id, "b_content": final["content"], "b_at": moment,
-                                 "b_metadata": final["metadata"], "b_driver": final["driver"]})  # fmt: skip
+                    rows.append({"message_id": reply.message_id, "content": final["content"], "updated_at": moment,
+                                 "metadata": final["metadata"], "driver": final["driver"]})  # fmt: skip
                 elif reply.start is None or upto:  # text, or only the lease
-                    rows.append({"b_id": reply.message_id, "b_content": text, "b_at": moment,
-                                 "b_metadata": self.streaming_metadata(reply),
-                                 "b_driver": reply.metadata.get("provider")})  # fmt: skip
+                    rows.append({"message_id": reply.message_id, "content": text, "updated_at": moment,
+                                 "metadata": self.streaming_metadata(reply),
+                                 "driver": reply.metadata.get("provider")})  # fmt: skip
             if rows:
-                connection.execute(self._update, rows)
+                update_by(connection, self.table, "message_id", rows, self._update)
 
     def _written(self, job: _Job, at: float) -> None:
         reply = job.reply

@@ -6,8 +6,9 @@ database round trips in a row, and in a gevent worker busy with 2,000 streams ea
 waits its turn in the hub: a round of 16 starts took 1.8 s, larger ones hit ``BUPPLE_DB_TIMEOUT``
 and fell back to one transaction per reply (bench T6). Here a round costs at most three
 statements per table, whatever the number of starts: one ``INSERT`` of the new conversations,
-one ``UPDATE`` executed for the touched ones, one ``INSERT`` of the messages. Writing a start
-twice is harmless (a retried round whose first commit did reach the database).
+one ``UPDATE`` executed for the touched ones, one ``INSERT`` of the messages (on PostgreSQL the
+``INSERT`` rows go as one document: :mod:`bupple_flask.bulk_rows`). Writing a start twice is
+harmless (a retried round whose first commit did reach the database).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
+from .bulk_rows import insert_rows
 from .conversations import conversation_row
 from .errors import ConversationNotFoundError
 from .times import now
@@ -67,7 +69,7 @@ def write_starts(connection: Connection, starts: Sequence[tuple[TurnStart, dict[
     changes = [start.conversation for start, _ in starts if start.conversation is not None]
     for table, made in _by_table([c for c in changes if c.new]).items():
         rows = [conversation_row(c.id, c.owner, c.title, c.provider, c.model) for c in made]
-        connection.execute(_insert_once(connection, table), rows)
+        insert_rows(connection, _insert_once(connection, table), rows, skip_existing=True)
     for table, touched in _by_table([c for c in changes if not c.new]).items():
         _touch(connection, table, touched)
     rows_by_table: dict[Table, list[dict[str, Any]]] = {}
@@ -75,7 +77,7 @@ def write_starts(connection: Connection, starts: Sequence[tuple[TurnStart, dict[
         start.rows[-1]["metadata"] = metadata
         rows_by_table.setdefault(start.messages, []).extend(start.rows)
     for messages, rows in rows_by_table.items():
-        connection.execute(_insert_once(connection, messages), rows)
+        insert_rows(connection, _insert_once(connection, messages), rows, skip_existing=True)
 
 
 def _insert_once(connection: Connection, table: Table) -> Insert:

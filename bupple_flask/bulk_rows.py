@@ -1,0 +1,110 @@
+"""Many rows in one PostgreSQL statement: sent as one JSON document, unpacked by ``json_to_recordset``.
+
+Why: the reply writer writes hundreds of rows a round (turn starts, growing text, ends). psycopg's
+``executemany`` adapts and sends each row in Python, about 40 us of the worker's CPU per row: at
+2,000 open streams the writer took a seventh of a saturated worker, and a round of 200 starts held
+its loop for ~17 ms (bench T1; README, "CPU budget"). As one document (orjson when installed) the
+same 400 rows cost the worker under 1 ms; the database parses them. The statement is the same for
+every round, so SQLAlchemy compiles it once and psycopg prepares it.
+
+Other databases keep ``executemany`` (SQLite has no round trips, and its driver's loop is C), and
+so do rows JSON cannot carry as they are (a string with a lone surrogate, which no encoding can
+send): they then fail or pass exactly as before. ``None`` in a JSON column is stored as SQL
+``NULL`` here, JSON ``null`` by ``executemany``; both read back as ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Column, Table, Text, bindparam, cast, column, func, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert, Update
+
+__all__ = ["insert_rows", "update_by"]
+
+
+
+def json_dumps(rows: Any) -> str:
+    """The document without orjson: ``json``, times as ISO 8601 (as orjson writes them)."""
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"), default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_dumps: Callable[[Any], bytes | str]
+try:
+    from orjson import dumps as _dumps
+except ImportError:  # the ``fast`` extra is not installed
+    _dumps = json_dumps
+
+
+def insert_rows(connection: Connection, statement: Insert, rows: list[dict[str, Any]], *, skip_existing: bool) -> None:
+    """``connection.execute(statement, rows)``, an ``INSERT`` of the rows: in one statement on PostgreSQL.
+
+    ``skip_existing``: rows whose unique keys are there already are skipped (``ON CONFLICT DO NOTHING``,
+    as ``statement`` does it on the other databases). Every row has the same keys.
+    """
+    document = _document(connection, rows)
+    if document is None:
+        connection.execute(statement, rows)
+        return
+    table = statement.table
+    assert isinstance(table, Table)
+    names = list(rows[0])
+    source = _recordset([table.c[name] for name in names])
+    bulk = postgresql.insert(table).from_select(names, select(*source.c))
+    connection.execute(bulk.on_conflict_do_nothing() if skip_existing else bulk, {"bulk_rows": document})
+
+
+def update_by(connection: Connection, table: Table, key: str, rows: list[dict[str, Any]], fallback: Update) -> None:
+    """Set each row's other columns where ``table.c[key]`` equals its ``key``: one statement on PostgreSQL.
+
+    Elsewhere ``fallback`` is executed with ``rows`` (its bind names are the row's keys prefixed with ``b_``).
+    """
+    document = _document(connection, rows)
+    if document is None:
+        connection.execute(fallback, [{f"b_{name}": value for name, value in row.items()} for row in rows])
+        return
+    names = list(rows[0])
+    source = _recordset([table.c[name] for name in names])
+    statement = (
+        update(table)
+        .where(table.c[key] == source.c[key])
+        .values({name: source.c[name] for name in names if name != key})
+    )
+    connection.execute(statement, {"bulk_rows": document})
+
+
+def _document(connection: Connection, rows: Sequence[dict[str, Any]]) -> str | None:
+    """The rows as one JSON text when they go as one statement here; else None (``executemany``)."""
+    if connection.dialect.name != "postgresql" or not rows:
+        return None
+    try:
+        document = _dumps(rows)
+    except (TypeError, ValueError):  # e.g. a lone surrogate (orjson.JSONEncodeError is a TypeError)
+        return None
+    text = document.decode() if isinstance(document, bytes) else document
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # json's output keeps a lone surrogate, which the driver cannot send
+        return None
+    return text
+
+
+def _recordset(columns: Sequence[Column[Any]]) -> Any:
+    """``json_to_recordset(:bulk_rows) AS bulk(<column> <type>, ...)``, typed as the table's columns."""
+    document = cast(bindparam("bulk_rows", type_=Text), postgresql.JSON)
+    return (
+        func.json_to_recordset(document)
+        .table_valued(*(column(c.name, c.type) for c in columns))
+        .render_derived(name="bulk", with_types=True)
+    )
