@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert, Update
 
-__all__ = ["insert_rows", "update_by"]
+__all__ = ["document", "insert_rows", "recordset", "update_by"]
 
 
 
@@ -53,16 +53,16 @@ def insert_rows(connection: Connection, statement: Insert, rows: list[dict[str, 
     ``skip_existing``: rows whose unique keys are there already are skipped (``ON CONFLICT DO NOTHING``,
     as ``statement`` does it on the other databases). Every row has the same keys.
     """
-    document = _document(connection, rows)
-    if document is None:
+    rows_document = document(connection, rows)
+    if rows_document is None:
         connection.execute(statement, rows)
         return
     table = statement.table
     assert isinstance(table, Table)
     names = list(rows[0])
-    source = _recordset([table.c[name] for name in names])
+    source = recordset([table.c[name] for name in names])
     bulk = postgresql.insert(table).from_select(names, select(*source.c))
-    connection.execute(bulk.on_conflict_do_nothing() if skip_existing else bulk, {"bulk_rows": document})
+    connection.execute(bulk.on_conflict_do_nothing() if skip_existing else bulk, {"bulk_rows": rows_document})
 
 
 def update_by(connection: Connection, table: Table, key: str, rows: list[dict[str, Any]], fallback: Update) -> None:
@@ -70,41 +70,42 @@ def update_by(connection: Connection, table: Table, key: str, rows: list[dict[st
 
     Elsewhere ``fallback`` is executed with ``rows`` (its bind names are the row's keys prefixed with ``b_``).
     """
-    document = _document(connection, rows)
-    if document is None:
+    rows_document = document(connection, rows)
+    if rows_document is None:
         connection.execute(fallback, [{f"b_{name}": value for name, value in row.items()} for row in rows])
         return
     names = list(rows[0])
-    source = _recordset([table.c[name] for name in names])
+    source = recordset([table.c[name] for name in names])
     statement = (
         update(table)
         .where(table.c[key] == source.c[key])
         .values({name: source.c[name] for name in names if name != key})
     )
-    connection.execute(statement, {"bulk_rows": document})
+    connection.execute(statement, {"bulk_rows": rows_document})
 
 
-def _document(connection: Connection, rows: Sequence[dict[str, Any]]) -> str | None:
+def document(connection: Connection, rows: Sequence[dict[str, Any]]) -> str | None:
     """The rows as one JSON text when they go as one statement here; else None (``executemany``)."""
     if connection.dialect.name != "postgresql" or not rows:
         return None
     try:
-        document = _dumps(rows)
+        dumped = _dumps(rows)
     except (TypeError, ValueError):  # e.g. a lone surrogate (orjson.JSONEncodeError is a TypeError)
         return None
-    text = document.decode() if isinstance(document, bytes) else document
+    if isinstance(dumped, bytes):
+        return dumped.decode()  # orjson writes valid UTF-8 only
     try:
-        text.encode()
+        dumped.encode()
     except UnicodeEncodeError:  # json's output keeps a lone surrogate, which the driver cannot send
         return None
-    return text
+    return dumped
 
 
-def _recordset(columns: Sequence[Column[Any]]) -> Any:
+def recordset(columns: Sequence[Column[Any]]) -> Any:
     """``json_to_recordset(:bulk_rows) AS bulk(<column> <type>, ...)``, typed as the table's columns."""
-    document = cast(bindparam("bulk_rows", type_=Text), postgresql.JSON)
+    rows_param = cast(bindparam("bulk_rows", type_=Text), postgresql.JSON)
     return (
-        func.json_to_recordset(document)
+        func.json_to_recordset(rows_param)
         .table_valued(*(column(c.name, c.type) for c in columns))
         .render_derived(name="bulk", with_types=True)
     )

@@ -6,9 +6,9 @@ database round trips in a row, and in a gevent worker busy with 2,000 streams ea
 waits its turn in the hub: a round of 16 starts took 1.8 s, larger ones hit ``BUPPLE_DB_TIMEOUT``
 and fell back to one transaction per reply (bench T6). Here a round costs at most three
 statements per table, whatever the number of starts: one ``INSERT`` of the new conversations,
-one ``UPDATE`` executed for the touched ones, one ``INSERT`` of the messages (on PostgreSQL the
-``INSERT`` rows go as one document: :mod:`bupple_flask.bulk_rows`). Writing a start twice is
-harmless (a retried round whose first commit did reach the database).
+one ``UPDATE`` of the touched ones, one ``INSERT`` of the messages (on PostgreSQL each statement's
+rows go as one document: :mod:`bupple_flask.bulk_rows`). Writing a start twice is harmless (a
+retried round whose first commit did reach the database).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
-from .bulk_rows import insert_rows
+from .bulk_rows import document, insert_rows, recordset
 from .conversations import conversation_row
 from .errors import ConversationNotFoundError
 from .times import now
@@ -102,17 +102,27 @@ def _by_table(changes: list[ConversationChange]) -> dict[Table, list[Conversatio
 
 
 def _touch(connection: Connection, t: Table, touched: list[ConversationChange]) -> None:
-    """``updated_at``, provider and model of this turn, and ``title`` if it has none and was never renamed."""
-    untitled = and_(t.c.title.is_(None), t.c.title_locked.is_(False))
-    statement = (
-        update(t)
-        .where(t.c.id == bindparam("c_id"), t.c.owner == bindparam("c_owner"))
-        .values(updated_at=bindparam("c_at"), provider=bindparam("c_provider"), model=bindparam("c_model"),
-                title=case((untitled, bindparam("c_title")), else_=t.c.title))
-    )  # fmt: skip
+    """``updated_at``, provider and model of this turn, and ``title`` if it has none and was never renamed.
+
+    Each conversation (and owner) once: on PostgreSQL the rows go as one document, and a row named twice
+    there would be updated once. Fewer rows updated than named: one is gone or not the owner's.
+    """
     moment = now()
-    params = [{"c_id": c.id, "c_owner": c.owner, "c_at": moment, "c_provider": c.provider, "c_model": c.model,
-               "c_title": c.title} for c in touched]  # fmt: skip
-    result = connection.execute(statement, params)
-    if result.rowcount != len(params):
+    rows = list({(c.id, c.owner): {"id": c.id, "owner": c.owner, "updated_at": moment, "provider": c.provider,
+                                   "model": c.model, "title": c.title} for c in touched}.values())  # fmt: skip
+    untitled = and_(t.c.title.is_(None), t.c.title_locked.is_(False))
+    rows_document = document(connection, rows)
+    if rows_document is not None:
+        source = recordset([t.c[name] for name in rows[0]])
+        result = connection.execute(
+            update(t).where(t.c.id == source.c.id, t.c.owner == source.c.owner).values(
+                updated_at=source.c.updated_at, provider=source.c.provider, model=source.c.model,
+                title=case((untitled, source.c.title), else_=t.c.title)),
+            {"bulk_rows": rows_document})  # fmt: skip
+    else:
+        statement = update(t).where(t.c.id == bindparam("b_id"), t.c.owner == bindparam("b_owner")).values(
+            updated_at=bindparam("b_updated_at"), provider=bindparam("b_provider"), model=bindparam("b_model"),
+            title=case((untitled, bindparam("b_title")), else_=t.c.title))  # fmt: skip
+        result = connection.execute(statement, [{f"b_{name}": value for name, value in row.items()} for row in rows])
+    if result.rowcount != len(rows):
         raise ConversationNotFoundError()  # deleted meanwhile

@@ -106,6 +106,21 @@ def test_a_conversation_gone_meanwhile_fails_only_its_own_turn(app: Flask) -> No
         assert stored(app, "gone") == [("user", "Hi", None), ("assistant", "", {"ending": "streaming"})]
 
 
+def test_two_turns_of_one_conversation_in_one_round_are_both_stored(app: Flask) -> None:
+    """Two tabs asking in one conversation at once: a round touches it twice (one row of the document, once)."""
+    with app.app_context():
+        state = get_state(app)
+        state.ensure_tables()
+        statements_of(app, [a_turn(app, "shared", new=True)])
+        statements_of(app, [a_turn(app, "shared", new=False, question="tab one"),
+                            a_turn(app, "shared", new=False, question="tab two")])  # fmt: skip
+        assert [row[1] for row in stored(app, "shared")] == ["Hi", "", "tab one", "", "tab two", ""]
+        with pytest.raises(ConversationNotFoundError), state.sql_engine().begin() as connection:
+            write_starts(connection, [(a_turn(app, "shared", new=False), {}),
+                                      (a_turn(app, "shared", new=False, owner="user:2"), {})])  # not user 2's
+        assert len(stored(app, "shared")) == 6  # nothing of that round was kept
+
+
 def three_replies_one_gone(app: Flask, writer: ReplyWriter) -> None:
     """Three replies through ``writer``, started and ended; the conversation "gone" was deleted."""
     turns = {name: a_turn(app, name, new=name != "kept", question=f"to {name}") for name in ("kept", "fresh")}
