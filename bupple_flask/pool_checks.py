@@ -64,5 +64,5 @@ def _maybe_gone(dbapi_connection: Any) -> bool:
         return True
     try:
         return has_input(fileno())
-    except (OSError, ValueError):
-        return True  # closed already
+    except Exception:  # closed already (psycopg raises its OperationalError): the ping decides
+        return True

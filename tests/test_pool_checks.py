@@ -122,6 +122,16 @@ def test_a_connection_the_server_closed_is_replaced_at_checkout(store: Conversat
     assert backend_of(engine) != first
 
 
+def test_a_pooled_connection_closed_on_our_side_is_replaced_too(store: ConversationStore) -> None:
+    conversation = a_conversation(store)
+    raw = store.sql_engine.raw_connection()
+    connection = raw.driver_connection
+    assert isinstance(connection, psycopg.Connection)
+    raw.close()
+    connection.close()  # its socket is gone: fileno() raises psycopg's own error, not OSError
+    assert store.history(conversation)[0] == {"role": "user", "content": "Hi"}
+
+
 def test_a_connection_idle_for_long_is_pinged(store: ConversationStore, tmp_path: Path) -> None:
     conversation = a_conversation(store)
     engine = create_engine(store.sql_engine.url, pool_size=1, max_overflow=0)
