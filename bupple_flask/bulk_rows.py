@@ -22,11 +22,10 @@ from typing import Any
 
 from sqlalchemy import Column, Table, Text, bindparam, cast, column, func, select, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
-from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.sql.dml import Insert
 
-__all__ = ["document", "insert_rows", "recordset", "update_by"]
-
+__all__ = ["insert_rows", "update_rows"]
 
 
 def json_dumps(rows: Any) -> str:
@@ -65,23 +64,25 @@ def insert_rows(connection: Connection, statement: Insert, rows: list[dict[str, 
     connection.execute(bulk.on_conflict_do_nothing() if skip_existing else bulk, {"bulk_rows": rows_document})
 
 
-def update_by(connection: Connection, table: Table, key: str, rows: list[dict[str, Any]], fallback: Update) -> None:
-    """Set each row's other columns where ``table.c[key]`` equals its ``key``: one statement on PostgreSQL.
+def update_rows(
+    connection: Connection, table: Table, rows: list[dict[str, Any]], match: Sequence[str],
+    values: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> CursorResult[Any]:  # fmt: skip
+    """Update ``table`` where its ``match`` columns equal each row's: one statement on PostgreSQL, else ``executemany``.
 
-    Elsewhere ``fallback`` is executed with ``rows`` (its bind names are the row's keys prefixed with ``b_``).
+    ``values(source)`` gives the ``SET`` clause from the rows' values by column name (default: every
+    other column of the rows, as is). The result's ``rowcount`` is the rows updated.
     """
-    rows_document = document(connection, rows)
-    if rows_document is None:
-        connection.execute(fallback, [{f"b_{name}": value for name, value in row.items()} for row in rows])
-        return
-    names = list(rows[0])
-    source = recordset([table.c[name] for name in names])
-    statement = (
-        update(table)
-        .where(table.c[key] == source.c[key])
-        .values({name: source.c[name] for name in names if name != key})
-    )
-    connection.execute(statement, {"bulk_rows": rows_document})
+    names, rows_document = list(rows[0]), document(connection, rows)
+    if rows_document is None:  # bind names other than the columns' own, which SQLAlchemy reserves
+        source: dict[str, Any] = {name: bindparam(f"b_{name}", type_=table.c[name].type) for name in names}
+        params: Any = [{f"b_{name}": value for name, value in row.items()} for row in rows]
+    else:
+        derived = recordset([table.c[name] for name in names])
+        source, params = {name: derived.c[name] for name in names}, {"bulk_rows": rows_document}
+    changes = values(source) if values is not None else {name: source[name] for name in names if name not in match}
+    statement = update(table).where(*(table.c[name] == source[name] for name in match)).values(changes)
+    return connection.execute(statement, params)
 
 
 def document(connection: Connection, rows: Sequence[dict[str, Any]]) -> str | None:

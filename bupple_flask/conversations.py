@@ -249,7 +249,6 @@ class ConversationStore:
             raise ConversationNotFoundError()
 
 
-
 def conversation_row(
     conversation_id: str, owner: str, title: str | None, provider: str | None, model: str | None, *,
     locked: bool = False,

@@ -32,10 +32,10 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table
 from sqlalchemy.engine import Engine
 
-from .bulk_rows import update_by
+from .bulk_rows import update_rows
 from .database import bounded, describe_error, drop_frames, unreachable
 from .green import Queue, QueueEmpty, spawn
 from .memory import without_nul
@@ -100,10 +100,7 @@ class ReplyWriter:
         """A round's bound: ``BUPPLE_DB_TIMEOUT`` times :data:`ROUND_BOUND` (a busy worker reads answers late)."""
         self.tick = min(interval, lease / 3)
         self.pid = os.getpid()
-        self.table = t = table
-        self._update = update(t).where(t.c.message_id == bindparam("b_message_id")).values(
-            content=bindparam("b_content"), driver=bindparam("b_driver"), updated_at=bindparam("b_updated_at"),
-            metadata=bindparam("b_metadata", type_=t.c["metadata"].type))  # fmt: skip
+        self.table = table
         self._replies: dict[str, Reply] = {}
         self._lock = threading.Lock()
         self._wake, self._running = Queue(), False
@@ -224,7 +221,7 @@ class ReplyWriter:
                                  "metadata": self.streaming_metadata(reply),
                                  "driver": reply.metadata.get("provider")})  # fmt: skip
             if rows:
-                update_by(connection, self.table, "message_id", rows, self._update)
+                update_rows(connection, self.table, rows, match=("message_id",))
 
     def _written(self, job: _Job, at: float) -> None:
         reply = job.reply

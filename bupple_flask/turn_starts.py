@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, insert, update
+from sqlalchemy import Table, and_, case, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
-from .bulk_rows import document, insert_rows, recordset
+from .bulk_rows import insert_rows, update_rows
 from .conversations import conversation_row
 from .errors import ConversationNotFoundError
 from .times import now
@@ -111,18 +111,8 @@ def _touch(connection: Connection, t: Table, touched: list[ConversationChange]) 
     rows = list({(c.id, c.owner): {"id": c.id, "owner": c.owner, "updated_at": moment, "provider": c.provider,
                                    "model": c.model, "title": c.title} for c in touched}.values())  # fmt: skip
     untitled = and_(t.c.title.is_(None), t.c.title_locked.is_(False))
-    rows_document = document(connection, rows)
-    if rows_document is not None:
-        source = recordset([t.c[name] for name in rows[0]])
-        result = connection.execute(
-            update(t).where(t.c.id == source.c.id, t.c.owner == source.c.owner).values(
-                updated_at=source.c.updated_at, provider=source.c.provider, model=source.c.model,
-                title=case((untitled, source.c.title), else_=t.c.title)),
-            {"bulk_rows": rows_document})  # fmt: skip
-    else:
-        statement = update(t).where(t.c.id == bindparam("b_id"), t.c.owner == bindparam("b_owner")).values(
-            updated_at=bindparam("b_updated_at"), provider=bindparam("b_provider"), model=bindparam("b_model"),
-            title=case((untitled, bindparam("b_title")), else_=t.c.title))  # fmt: skip
-        result = connection.execute(statement, [{f"b_{name}": value for name, value in row.items()} for row in rows])
+    result = update_rows(connection, t, rows, match=("id", "owner"), values=lambda source: {
+        "updated_at": source["updated_at"], "provider": source["provider"], "model": source["model"],
+        "title": case((untitled, source["title"]), else_=t.c.title)})  # fmt: skip
     if result.rowcount != len(rows):
         raise ConversationNotFoundError()  # deleted meanwhile

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 from bupple_flask import bulk_rows
-from bupple_flask.bulk_rows import insert_rows, update_by
+from bupple_flask.bulk_rows import insert_rows, update_rows
 from bupple_flask.memory import memory_table
 
 TEXTS = ['plain', 'quotes " and \' and \\ backslash \\n literal', "new\nlines\r\n\ttab", "emoji 😀 and ✓ é ß 中文",
@@ -102,7 +102,7 @@ def test_updates_in_one_statement_set_only_their_rows(engine, tables) -> None:
             metadata=bindparam("b_metadata", type_=table.c["metadata"].type), driver=bindparam("b_driver"))  # fmt: skip
         with engine.begin() as connection:
             if table is one:
-                update_by(connection, table, "message_id", changes, fallback)
+                update_rows(connection, table, changes, match=("message_id",))
             else:
                 connection.execute(fallback, [{f"b_{k}": v for k, v in change.items()} for change in changes])
     assert isinstance(sent[0], dict) and set(sent[0]) == {"bulk_rows"}
