@@ -9,6 +9,7 @@ not exist and one that is someone else's are the same :class:`ConversationNotFou
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,9 +21,11 @@ from sqlalchemy import (
     DateTime,
     Index,
     MetaData,
+    Select,
     String,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -133,24 +136,10 @@ class ConversationStore:
         """
         if not _possible_id(conversation_id):
             raise ConversationNotFoundError()
-        t, m = self.table, self.messages_table
-        mine = (m.c.parent_class == PARENT_CLASS, m.c.parent_id == conversation_id)
-        columns = (m.c.id, m.c.role, m.c.content, lease_of(m))
-        if max_chars:
-            running = func.sum(func.length(m.c.content)).over(order_by=m.c.id.desc()).label("running")
-            newest = select(*columns, running).where(*mine).subquery()
-            kept: Any = newest.c.running <= max_chars
-        else:
-            newest = select(*columns).where(*mine).subquery()
-            kept = true()
-        query = (
-            select(t.c.id, newest.c.role, newest.c.content, newest.c.lease_until)
-            .select_from(t.outerjoin(newest, kept))
-            .where(t.c.id == conversation_id, t.c.owner == self.owner)
-            .order_by(newest.c.id)
-        )
+        query = history_query(self.table, self.messages_table, bool(max_chars))
+        params = {"conversation_id": conversation_id, "owner": self.owner, "max_chars": max_chars}
         with reading(self.sql_engine, self.timeout) as connection:
-            rows = connection.execute(query).all()
+            rows = connection.execute(query, params).all()
         if not rows:
             raise ConversationNotFoundError()
         return settled((role, content, lease) for _, role, content, lease in rows if role is not None)
@@ -249,6 +238,32 @@ class ConversationStore:
             raise ConversationNotFoundError()
 
 
+@functools.lru_cache(maxsize=64)
+def history_query(table: Table, messages: Table, budgeted: bool) -> Select[Any]:
+    """The history read of :meth:`ConversationStore.history`, built once per pair of tables.
+
+    It is on every turn's first-token path: building it (a subquery, a window, a join) cost
+    more of the worker's CPU than the database's answer; one statement object also keeps
+    SQLAlchemy's cache key for it. Parameters: ``conversation_id``, ``owner``, ``max_chars``.
+    """
+    t, m = table, messages
+    mine = (m.c.parent_class == PARENT_CLASS, m.c.parent_id == bindparam("conversation_id"))
+    columns = (m.c.id, m.c.role, m.c.content, lease_of(m))
+    if budgeted:
+        running = func.sum(func.length(m.c.content)).over(order_by=m.c.id.desc()).label("running")
+        newest = select(*columns, running).where(*mine).subquery()
+        kept: Any = newest.c.running <= bindparam("max_chars")
+    else:
+        newest = select(*columns).where(*mine).subquery()
+        kept = true()
+    return (
+        select(t.c.id, newest.c.role, newest.c.content, newest.c.lease_until)
+        .select_from(t.outerjoin(newest, kept))
+        .where(t.c.id == bindparam("conversation_id"), t.c.owner == bindparam("owner"))
+        .order_by(newest.c.id)
+    )
+
+
 def conversation_row(
     conversation_id: str, owner: str, title: str | None, provider: str | None, model: str | None, *,
     locked: bool = False,
@@ -262,4 +277,3 @@ def conversation_row(
 def _possible_id(value: Any) -> bool:
     """Could be a stored id: a short printable string (anything else is simply not found)."""
     return isinstance(value, str) and 1 <= len(value) <= MAX_ID and value.isprintable()
-
