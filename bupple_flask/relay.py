@@ -65,10 +65,15 @@ class StreamListener(Protocol):
 
     A relay tells its own listener (the request's), then each one the engine made for it
     (``EngineState.stream_listeners``: the metrics); one listener failing does not stop the others.
+    Optional: ``attached(relay)`` before ``started()``, and ``opened()`` when the upstream answered.
     """
 
     def started(self) -> None:
-        """The upstream request is in flight: work done here is off the time-to-first-token path."""
+        """The upstream request is in flight; work that can wait goes in ``opened()``.
+
+        On a gevent worker all greenlets share a core: a database round run while the request is
+        in flight delays reading its answer. ``opened()`` comes when it answered (first chunk next).
+        """
 
     def ended(self, outcome: StreamOutcome) -> None:
         """The response ended, whichever way."""
@@ -181,20 +186,15 @@ class Relay:
     def _open(self, deadline: Deadline, client: Interrupter) -> Generator[bytes, None, ChatStream | None]:
         """Start the upstream request in the background; heartbeats until it answers."""
         opening = BackgroundCall(lambda: self.builder.stream(self.messages, deadline=deadline), ChatStream.close)
-        for listener in self.listeners:
-            try:
-                attached = getattr(listener, "attached", None)  # optional: the listener reads self.parts
-                if attached is not None:
-                    attached(self)
-                listener.started()
-            except Exception:
-                log.exception("stream %s: a listener failed at the start", self.stream_id)
+        self._tell("attached", self)  # optional: the listener reads self.parts
+        self._tell("started")
         stream = None
         try:
             while not client.interrupted:
                 result = client.call(opening.wait, min(self.settings.heartbeat, deadline.remaining()))
                 if not isinstance(result, Pending):
                     stream = result
+                    self._tell("opened")
                     return stream
                 deadline.check()
                 yield HEARTBEAT
@@ -202,6 +202,16 @@ class Relay:
         finally:
             if stream is None:
                 opening.abandon()
+
+    def _tell(self, event: str, *args: Any) -> None:
+        """Call each listener's ``event`` method where it has one; one that raises does not stop the others."""
+        for listener in self.listeners:
+            method = getattr(listener, event, None)
+            try:
+                if method is not None:
+                    method(*args)
+            except Exception:
+                log.exception("stream %s: a listener failed (%s.%s)", self.stream_id, type(listener).__name__, event)
 
     def _pump(self, stream: ChatStream, client: Interrupter) -> Iterator[bytes]:
         """Relay chunks until the final one (or until the client leaves).
@@ -286,8 +296,4 @@ class Relay:
         outcome.duration = time.monotonic() - started
         if log.isEnabledFor(logging.INFO):
             log_end(self.stream_id, outcome)
-        for listener in self.listeners:
-            try:
-                listener.ended(outcome)
-            except Exception:
-                log.exception("stream %s: a listener failed at the end (%s)", self.stream_id, type(listener).__name__)
+        self._tell("ended", outcome)

@@ -5,7 +5,8 @@ One greenlet (a thread without gevent) per engine state and worker does every wr
 streaming reply, each round in one short transaction on a pooled connection:
 
 - a reply that starts (its conversation made or touched, its question, an assistant row with
-  ``metadata.ending = "streaming"``): written at once, with whatever else is due;
+  ``metadata.ending = "streaming"``): written once its upstream answered (not while the request
+  is in flight: the round would delay reading the answer), with whatever else is due;
 - its text, read from the relay's ``parts`` (no call per chunk): every ``BUPPLE_PERSIST_INTERVAL``
   seconds when it grew, so a crash loses at most that interval of text;
 - its lease (:mod:`bupple_flask.streaming_rows`): pushed ``BUPPLE_STREAM_LEASE`` seconds ahead at
@@ -106,12 +107,15 @@ class ReplyWriter:
         self._wake, self._running = Queue(), False
 
     def begin(self, reply: Reply) -> None:
-        """Write the reply's start as soon as possible (never on the caller's time), then follow its text."""
+        """Follow the reply: its start is written at the next :meth:`wake`, tick or end, whichever comes first."""
         with self._lock:
             self._replies[reply.message_id] = reply
             idle, self._running = not self._running, True
         if idle:
             spawn(self._run)
+
+    def wake(self) -> None:
+        """A round now, for the starts and ends waiting (they are written in order: starts, then text)."""
         self._wake.put(None)
 
     def end(self, reply: Reply, values: dict[str, Any]) -> None:

@@ -126,6 +126,12 @@ class _Listeners:
         for listener in self.listeners:
             listener.started()
 
+    def opened(self) -> None:
+        for listener in self.listeners:
+            opened = getattr(listener, "opened", None)
+            if opened is not None:
+                opened()
+
     def ended(self, outcome: StreamOutcome) -> None:
         try:
             self.listeners[0].ended(outcome)

@@ -100,7 +100,7 @@ class ConversationTurn:
         self._parts = relay.parts
 
     def started(self) -> None:
-        """Hand the turn's start to the writer while the upstream request is in flight (no wait here)."""
+        """Hand the turn's start to the writer while the upstream request is in flight (no wait, no round yet)."""
         asked_at = now()
         rows = self.memory.message_rows([*self.question, {"role": "assistant", "content": ""}])
         for row in rows:
@@ -113,6 +113,16 @@ class ConversationTurn:
         reply.parts = self._parts
         self._reply = reply
         self.writer.begin(reply)
+
+    def opened(self) -> None:
+        """The upstream answered: the writer writes the turn's start now, while the first chunk goes out.
+
+        Not while the request was in flight: that round's work (tens of microseconds per row, on
+        the core every greenlet shares) delayed reading the answer by milliseconds. A stream
+        that never opens has its start written with its end; one slow to answer, at the next tick.
+        """
+        if self._reply is not None:
+            self.writer.wake()
 
     def _turn_start(self, rows: list[dict[str, Any]]) -> TurnStart:
         """What the writer writes first: the conversation made or touched, the rows (no reference back to this turn)."""

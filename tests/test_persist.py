@@ -93,6 +93,34 @@ def test_a_reply_is_stored_while_it_streams_and_its_end_when_it_ends(database, s
     assert "lease_until" not in reply["metadata"] and question["content"] == "Where do rivers go?"
 
 
+def test_a_turn_is_written_when_its_upstream_answers_not_while_its_request_is_in_flight(
+    database, start_server, fake_openai
+) -> None:
+    """The turn's start waits for the provider's answer: a round run meanwhile delayed reading it (issue 14's T4).
+
+    The provider answers 5 s after the request; the interval (60 s) keeps the writer's own tick
+    (a third of the 60 s lease) out of the way. Nothing is stored in the first second after the
+    request (the start used to be written at once); the turn is stored once the answer came,
+    before its first token.
+    """
+    server = _start(start_server, database, BUPPLE_PERSIST_INTERVAL="60")
+    fake_openai.script = Script(chunks=CHUNKS, gated=True, first_byte_delay=5.0)
+    visitor = Visitor(server.url)
+    visitor.http.get(server.url + "/api/me", timeout=30)
+    raw, events, conversation = open_stream(visitor, {"message": "Where do rivers go?"})
+    try:
+        assert fake_openai.wait_for_requests(1, timeout=30)
+        assert not poll(lambda: stored(visitor, conversation), timeout=1.0)  # in flight: not yet written
+        assert poll(reply_is(visitor, conversation, "", "streaming"), timeout=30), stored(visitor, conversation)
+        assert stored(visitor, conversation) == [("user", "Where do rivers go?", None), ("assistant", "", "streaming")]
+        fake_openai.release(len(CHUNKS) + 1)
+        assert list(events)[-1]["type"] == "completion"
+    finally:
+        raw.vanish()
+    assert [(m["role"], m["content"]) for m in visitor.messages(conversation)] == [
+        ("user", "Where do rivers go?"), ("assistant", "Rivers reach the sea.")]  # fmt: skip
+
+
 def test_a_killed_worker_leaves_the_question_and_the_last_batch_shown_interrupted(
     database, start_server, fake_openai
 ) -> None:
