@@ -4,9 +4,8 @@ Why one writer: a write per stream exhausted the pool with 500 simultaneous stre
 One greenlet (a thread without gevent) per engine state and worker does every write of every
 streaming reply, each round in one short transaction on a pooled connection:
 
-- a reply that starts (its conversation made or touched, its question, an assistant row with
-  ``metadata.ending = "streaming"``): written once its upstream answered (not while the request
-  is in flight: the round would delay reading the answer), with whatever else is due;
+- a reply that starts (its conversation made or touched, its question, an assistant row with ``metadata.ending =
+  "streaming"``): written once its upstream answered (a round meanwhile delays reading the answer), with the rest due;
 - its text, read from the relay's ``parts`` (no call per chunk): every ``BUPPLE_PERSIST_INTERVAL``
   seconds when it grew, so a crash loses at most that interval of text;
 - its lease (:mod:`bupple_flask.streaming_rows`): pushed ``BUPPLE_STREAM_LEASE`` seconds ahead at
