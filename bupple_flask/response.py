@@ -117,20 +117,21 @@ class _Listeners:
         self.listeners = (first, second)
 
     def attached(self, relay: Relay) -> None:
-        for listener in self.listeners:
-            attached = getattr(listener, "attached", None)
-            if attached is not None:
-                attached(relay)
+        self._optional("attached", relay)
 
     def started(self) -> None:
         for listener in self.listeners:
             listener.started()
 
     def opened(self) -> None:
+        self._optional("opened")
+
+    def _optional(self, event: str, *args: Any) -> None:
+        """Call ``event`` on each listener that has it (``attached`` and ``opened`` are optional)."""
         for listener in self.listeners:
-            opened = getattr(listener, "opened", None)
-            if opened is not None:
-                opened()
+            method = getattr(listener, event, None)
+            if method is not None:
+                method(*args)
 
     def ended(self, outcome: StreamOutcome) -> None:
         try:
