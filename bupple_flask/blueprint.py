@@ -74,13 +74,14 @@ def create_blueprint(engine: BuppleEngine, name: str = "bupple", *, metrics: boo
 
     def chat() -> Response:
         settings = get_state().settings
-        spec, new_id = parse_chat_request(request, caller().key, settings.max_request_bytes, settings.body_timeout)
+        spec, new_id, redo = parse_chat_request(request, caller().key, settings.max_request_bytes,
+                                                settings.body_timeout)  # fmt: skip
         chat = decide(get_state(), spec, engine.request_policies)
         if isinstance(chat, Response):
             return chat
         grace = chat_grace() if settings.policy.resume.enabled else None
         response = reattach(settings) or admitted(
-            chat, lambda ticket: start_stream(engine, chat, ticket, UIMessageStream, new_id, grace))
+            chat, lambda ticket: start_stream(engine, chat, ticket, UIMessageStream, new_id, grace, redo))
         response.headers.set(*PROTOCOL_HEADER)
         return response
 
@@ -154,6 +155,7 @@ def chat_page() -> str:
 def start_stream(
     engine: BuppleEngine, spec: ChatPolicy, ticket: StreamTicket | None = None,
     encoder: Callable[[bool, str], StreamEvents] | None = None, new_id: str | None = None, grace: float | None = None,
+    redo: bool = False,
 ) -> Response:
     """Check the request against the provider and the conversation against its owner, then stream.
 
@@ -163,7 +165,8 @@ def start_stream(
     ``ticket`` (the limits' admission, :func:`~bupple_flask.admission.admitted`) is the stream's listener.
     ``encoder(named, conversation_id)`` writes the events (``/api/chat``: the AI SDK's UI message
     stream; default: ours); ``new_id`` is the id a new conversation gets (``useChat``'s chat id); ``grace``
-    (resume on) how long the reply outlives its client (None: ``BUPPLE_RESUME_GRACE``).
+    (resume on) how long the reply outlives its client (None: ``BUPPLE_RESUME_GRACE``); ``redo``: the turn
+    regenerates the stored answer to its question (:class:`~bupple_flask.turns.OwnedConversation`).
     """
     builder = (
         engine.ai(spec.provider)
@@ -183,7 +186,8 @@ def start_stream(
         store = conversation_store(state, caller(), ensure_tables=False)  # no database work before the upstream
         conversation = OwnedConversation(store, new_id or new_conversation_id(), True, model, state.ensure_tables)
     else:  # the caller's own only: the history is read with the owner check, else 404 before any upstream request
-        conversation = OwnedConversation(conversation_store(state, caller()), spec.conversation_id, False, model)
+        conversation = OwnedConversation(conversation_store(state, caller()), spec.conversation_id, False, model,
+                                         redo=redo)  # fmt: skip
     events = (encoder or ConversationEvents)(spec.named_events, conversation.id)
     return sse_response(builder, spec.messages, events=events, conversation=conversation, listener=ticket,
                         grace=grace)  # fmt: skip

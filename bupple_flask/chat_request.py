@@ -5,7 +5,8 @@
 ``body`` option. The chat ``id`` names the conversation: its id is made by the server from the
 caller and that id (:func:`conversation_for_chat`), so a chat whose messages hold no reply yet
 starts a conversation of the caller's, and a later turn continues it, the caller's own only (else
-404), with the stored history (as ``/api/stream`` with a ``conversation_id``).
+404), with the stored history (as ``/api/stream`` with a ``conversation_id``). A ``regenerate-message``
+turn asks the last question again: the stored answer it replaces is neither sent nor kept.
 The new question is the text of the last user message; the rest is validated as ``/api/stream``.
 """
 
@@ -29,8 +30,9 @@ PASSED_ON = ("provider", "model", "temperature", "max_tokens", "reasoning")
 
 def parse_chat_request(
     request: Request, owner: str, max_bytes: int, body_timeout: float = 0.0
-) -> tuple[StreamRequest, str | None]:
-    """The ``useChat`` body as a stream request, and the id of the conversation it starts (None: it continues one).
+) -> tuple[StreamRequest, str | None, bool]:
+    """The ``useChat`` body as a stream request, the id of the conversation it starts (None: it continues one),
+    and whether it regenerates (asks the stored question again: its stored answer is replaced, not followed).
 
     ``owner`` is the caller's identity key: the conversation is :func:`conversation_for_chat` of it and the chat id.
 
@@ -50,9 +52,10 @@ def parse_chat_request(
     spec = _build(fields, None)  # the chat id checked as any conversation id
     conversation_id = conversation_for_chat(owner, chat_id)
     messages = body["messages"]
-    if trigger != "submit-message" or any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
-        return dataclasses.replace(spec, conversation_id=conversation_id), None
-    return dataclasses.replace(spec, conversation_id=None), conversation_id
+    regenerate = trigger == "regenerate-message"
+    if regenerate or any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        return dataclasses.replace(spec, conversation_id=conversation_id), None, regenerate
+    return dataclasses.replace(spec, conversation_id=None), conversation_id, False
 
 
 def conversation_for_chat(owner: str, chat_id: str) -> str:

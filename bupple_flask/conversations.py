@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -126,13 +126,16 @@ class ConversationStore:
         with reading(self.sql_engine, self.timeout) as connection:
             return self._get(connection, conversation_id)
 
-    def history(self, conversation_id: Any, max_chars: int | None = None) -> Sequence[dict[str, str]]:
+    def history(
+        self, conversation_id: Any, max_chars: int | None = None, ids: MutableSequence[int] | None = None
+    ) -> Sequence[dict[str, str]]:
         """``[{"role", "content"}, ...]`` oldest first, read with the owner check in one query (the first-token path).
 
         The conversation row is outer-joined to its messages: no row at all means it is not this
         owner's (``ConversationNotFoundError``); a row without a message, that it has none yet.
         ``max_chars`` keeps the newest messages whose contents add up to at most that many characters.
         A reply still streaming is left out with its question (:func:`~bupple_flask.streaming_rows.settled`).
+        ``ids`` gets each message's row id, in order (the rows a regenerated turn replaces).
         """
         if not _possible_id(conversation_id):
             raise ConversationNotFoundError()
@@ -142,7 +145,8 @@ class ConversationStore:
             rows = connection.execute(query, params).all()
         if not rows:
             raise ConversationNotFoundError()
-        return settled((role, content, lease) for _, role, content, lease in rows if role is not None)
+        return settled(((role, content, lease, row_id) for _, row_id, role, content, lease in rows if role is not None),
+                       ids)  # fmt: skip
 
     def message_count(self, conversation_id: Any) -> int:
         """How many messages the conversation has (``ConversationNotFoundError`` if it is not this owner's)."""
@@ -257,7 +261,7 @@ def history_query(table: Table, messages: Table, budgeted: bool) -> Select[Any]:
         newest = select(*columns).where(*mine).subquery()
         kept = true()
     return (
-        select(t.c.id, newest.c.role, newest.c.content, newest.c.lease_until)
+        select(t.c.id, newest.c.id, newest.c.role, newest.c.content, newest.c.lease_until)
         .select_from(t.outerjoin(newest, kept))
         .where(t.c.id == bindparam("conversation_id"), t.c.owner == bindparam("owner"))
         .order_by(newest.c.id)

@@ -16,7 +16,7 @@ is an interrupted reply like any other: its partial text is kept.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableSequence, Sequence
 from typing import Any
 
 from sqlalchemy import Table
@@ -49,16 +49,24 @@ def shown_metadata(metadata: Any, at: float | None = None) -> Any:
     return shown
 
 
-def settled(rows: Iterable[tuple[str, str, float | None]]) -> list[dict[str, str]]:
-    """``(role, content, lease)`` rows as ``{"role", "content"}`` messages to send, without a live reply's turn."""
+def settled(rows: Iterable[Sequence[Any]], ids: MutableSequence[Any] | None = None) -> list[dict[str, str]]:
+    """``(role, content, lease)`` rows as ``{"role", "content"}`` messages to send, without a live reply's turn.
+
+    With ``ids``, rows are ``(role, content, lease, row_id)`` and ``ids`` gets each kept message's row id, in order.
+    """
     at = time.time()
     messages: list[dict[str, str]] = []
-    for role, content, lease in rows:
+    for row in rows:
+        role, content, lease = row[0], row[1], row[2]
         if role == "assistant" and live(lease, at):
             while messages and messages[-1]["role"] == "user":
                 messages.pop()  # its question: that turn has no answer yet
+                if ids is not None:
+                    ids.pop()
             continue
         messages.append({"role": role, "content": content})
+        if ids is not None:
+            ids.append(row[3])
     return messages
 
 

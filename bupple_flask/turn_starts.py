@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, case, insert
+from sqlalchemy import Table, and_, case, delete, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
 from .bulk_rows import insert_rows, update_rows
-from .conversations import conversation_row
+from .conversations import PARENT_CLASS, conversation_row
 from .errors import ConversationNotFoundError
 from .times import now
 
@@ -49,12 +49,14 @@ class TurnStart:
 
     ``prepare`` runs before the write (creating the tables if start-up could not). It holds no
     reference to the turn or the relay, so a finished reply is freed by reference counting.
+    ``replaces``: ids of the conversation's message rows this turn replaces (a regenerated answer), deleted with it.
     """
 
     messages: Table
     rows: list[dict[str, Any]]
     conversation: ConversationChange | None = None
     prepare: Callable[[], None] | None = None
+    replaces: tuple[int, ...] = ()
 
 
 def write_starts(connection: Connection, starts: Sequence[tuple[TurnStart, dict[str, Any]]]) -> None:
@@ -72,6 +74,11 @@ def write_starts(connection: Connection, starts: Sequence[tuple[TurnStart, dict[
         insert_rows(connection, _insert_once(connection, table), rows, skip_existing=True)
     for table, touched in _by_table([c for c in changes if not c.new]).items():
         _touch(connection, table, touched)
+    for start, _ in starts:  # after the touch: the conversation is the owner's
+        if start.replaces and start.conversation is not None:
+            m = start.messages
+            connection.execute(delete(m).where(m.c.parent_class == PARENT_CLASS, m.c.id.in_(start.replaces),
+                                               m.c.parent_id == start.conversation.id))  # fmt: skip
     rows_by_table: dict[Table, list[dict[str, Any]]] = {}
     for start, metadata in starts:
         start.rows[-1]["metadata"] = metadata

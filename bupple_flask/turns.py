@@ -19,7 +19,7 @@ its question (Claude refuses a history that starts with one).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ class OwnedConversation:
     """The conversation a turn of ``/api/stream`` belongs to: checked as the caller's, or ``new`` (made by the turn).
 
     ``prepare`` runs before the turn's first write (creating the tables if start-up could not).
+    ``redo``: the turn asks a stored question again (``useChat``'s regenerate); see :meth:`ConversationTurn.messages`.
     """
 
     store: ConversationStore
@@ -45,6 +46,7 @@ class OwnedConversation:
     new: bool
     model: str | None = None
     prepare: Callable[[], None] | None = None
+    redo: bool = False
 
 
 class ConversationTurn:
@@ -70,6 +72,7 @@ class ConversationTurn:
         self.conversation = conversation
         self._parts: list[str] | None = None
         self._reply: Reply | None = None
+        self._replaced: tuple[int, ...] = ()
 
     def messages(self) -> Messages:
         """The history to send: stored turns (failed, empty replies skipped), then the question.
@@ -78,6 +81,10 @@ class ConversationTurn:
         stored by an older version, or the oldest turn left after the ``max_history_chars``
         bound) is skipped too: every provider gets a history that starts with a question.
         A reply still streaming (another tab's) is not sent, nor its question.
+
+        A ``redo`` turn (regenerate) asks the newest stored question with the new question's text
+        again: that question and what follows it are neither sent nor kept (the turn's start
+        deletes them as it stores the question and the new reply), as the browser dropped them.
         """
         history: list[dict[str, str]] = []
         asked = False
@@ -85,7 +92,10 @@ class ConversationTurn:
         if conversation is not None and conversation.new:
             return Messages(list(self.question))  # nothing stored yet: no query on the first-token path
         if conversation is not None:  # the caller's only: checked in the same query (else a 404, nothing asked)
-            stored = conversation.store.history(conversation.id, max_chars)
+            ids: list[int] = []
+            stored = conversation.store.history(conversation.id, max_chars, ids)
+            if conversation.redo:
+                stored = self._without_asked_again(stored, ids)
         else:
             stored = self.memory.get_messages(max_chars=max_chars)
         for message in stored:
@@ -94,6 +104,15 @@ class ConversationTurn:
             asked = asked or message["role"] == "user"
             history.append(message)
         return Messages(history + list(self.question))  # stored history is canonical already
+
+    def _without_asked_again(self, stored: Sequence[dict[str, str]], ids: list[int]) -> Sequence[dict[str, str]]:
+        """``stored`` up to the newest question with the text asked again; its rows and later ones are replaced."""
+        asked = self.question[-1]["content"] if self.question else None
+        for index in range(len(stored) - 1, -1, -1):
+            if stored[index]["role"] == "user" and stored[index]["content"] == asked:
+                self._replaced = tuple(ids[index:])
+                return stored[:index]
+        return stored  # not stored (or no longer within the history read): a new question
 
     def attached(self, relay: Any) -> None:
         """The relay's text as it grows (``relay.parts``): the writer reads it each round, nothing per chunk."""
@@ -132,7 +151,7 @@ class ConversationTurn:
         store = conversation.store
         change = ConversationChange(store.table, conversation.id, store.owner, conversation.new,
                                     auto_title(self.question), self.memory.driver, conversation.model)  # fmt: skip
-        return TurnStart(store.messages_table, rows, change, conversation.prepare)
+        return TurnStart(store.messages_table, rows, change, conversation.prepare, self._replaced)
 
     def ended(self, outcome: StreamOutcome) -> None:
         """Store the reply's end (the writer writes it after everything before it) and wait until it is stored."""

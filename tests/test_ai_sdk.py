@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,52 @@ def test_the_chat_id_is_the_conversation_its_history_is_sent_and_stored(visitor,
                       ("user", QUESTION), ("assistant", "Sunsets are red.")]  # fmt: skip
 
 
+def test_regenerate_replaces_the_last_answer_in_what_is_sent_and_stored(visitor, fake_openai) -> None:
+    """useChat's regenerate() drops the last answer and asks its question again: sent once, the answer replaced."""
+    fake_openai.script = Script(chunks=["Blue light scatters."])
+    first = read_chat(visitor, "chat-regenerate")
+    earlier = [{"id": "u0", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}, first["message"]]
+    fake_openai.script = Script(chunks=["Sunsets are red."])
+    second = read_chat(visitor, "chat-regenerate", earlier=earlier)
+    fake_openai.script = Script(chunks=["Rayleigh scattering."])
+    seen = read_chat(visitor, "chat-regenerate", mode="regenerate", earlier=earlier)
+    assert seen["error"] is None and parts(seen, "text") == ["Rayleigh scattering."]
+    sent = fake_openai.requests[-1].json["messages"]
+    assert [m["content"] for m in sent if m["role"] != "system"] == [QUESTION, "Blue light scatters.", QUESTION]
+    conversation_id = seen["message"]["metadata"]["conversation_id"]
+    assert conversation_id == second["message"]["metadata"]["conversation_id"]
+    stored = [(m["role"], m["content"]) for m in visitor.messages(conversation_id)]
+    assert stored == [("user", QUESTION), ("assistant", "Blue light scatters."),
+                      ("user", QUESTION), ("assistant", "Rayleigh scattering.")]  # fmt: skip
+
+
+def test_regenerate_after_a_failed_answer_asks_again_and_keeps_one_question(visitor, fake_openai) -> None:
+    fake_openai.script = Script(chunks=["Partial", " more"], fail_mid_after=1)
+    assert read_chat(visitor, "chat-retry")["error"]
+    fake_openai.script = Script(chunks=["Whole answer."])
+    seen = read_chat(visitor, "chat-retry", mode="regenerate")
+    assert seen["error"] is None and parts(seen, "text") == ["Whole answer."]
+    assert [m["content"] for m in fake_openai.requests[-1].json["messages"] if m["role"] != "system"] == [QUESTION]
+    stored = visitor.messages(seen["message"]["metadata"]["conversation_id"])
+    assert [(m["role"], m["content"]) for m in stored] == [("user", QUESTION), ("assistant", "Whole answer.")]
+    assert stored[-1]["metadata"]["ending"] == "complete"
+
+
+def test_regenerate_of_a_question_not_stored_last_deletes_nothing(visitor, fake_openai) -> None:
+    """No stored question has the text asked again: nothing is replaced, the question follows the stored history."""
+    fake_openai.script = Script(chunks=["Kept."])
+    other = {"id": "u0", "role": "user", "parts": [{"type": "text", "text": "Another question"}]}
+    body = {"id": "chat-unmatched", "messages": [other], "trigger": "submit-message"}
+    assert b"Kept." in visitor.http.post(visitor.url + "/api/chat", json=body, timeout=30).content
+    fake_openai.script = Script(chunks=["New."])
+    seen = read_chat(visitor, "chat-unmatched", mode="regenerate", earlier=[other])
+    assert seen["error"] is None and parts(seen, "text") == ["New."]
+    sent = fake_openai.requests[-1].json["messages"]
+    assert [m["content"] for m in sent if m["role"] != "system"] == ["Another question", "Kept.", QUESTION]
+    stored = visitor.messages(seen["message"]["metadata"]["conversation_id"])
+    assert [m["content"] for m in stored] == ["Another question", "Kept.", QUESTION, "New."]
+
+
 def test_another_visitor_cannot_continue_the_chat(visitor, fake_openai) -> None:
     fake_openai.script = Script(chunks=["Mine."])
     first = read_chat(visitor, "chat-owned")
@@ -156,8 +203,10 @@ def test_abort_closes_the_upstream(visitor, fake_openai) -> None:
 PAGE = Path(__file__).parent / "js" / "usechat" / "page.jsx"
 
 
-def test_a_usechat_page_streams_a_reply_and_stops_one(visitor, fake_openai, tmp_path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+@pytest.fixture
+def usechat_page(visitor, tmp_path) -> Iterator[Any]:
+    """The useChat page in headless Chromium, served beside the app (one origin): its own visitor."""
+    from playwright.sync_api import sync_playwright
 
     from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -172,21 +221,53 @@ def test_a_usechat_page_streams_a_reply_and_stops_one(visitor, fake_openai, tmp_
         page.route("**/usechat/index.html", lambda route: route.fulfill(body=html, content_type="text/html"))
         page.route("**/usechat/page.js", lambda route: route.fulfill(path=str(bundle), content_type="text/javascript"))
         page.goto("/usechat/index.html")
-        fake_openai.script = Script(chunks=["Rivers ", "reach ", "the sea."], gated=True)
-        page.get_by_test_id("input").fill("Where do rivers go?")
-        page.get_by_test_id("input").press("Enter")
-        for text in ["Rivers", "Rivers reach", "Rivers reach the sea."]:
-            fake_openai.release()
-            expect(page.get_by_test_id("message-assistant").last).to_have_text(text)
-        expect(page.get_by_test_id("status")).to_have_text("ready")
-        fake_openai.script = Script(chunks=[f"word{i} " for i in range(400)], interval=0.05)
-        page.get_by_test_id("input").fill("Go on forever")
-        page.get_by_test_id("input").press("Enter")
-        expect(page.get_by_test_id("message-assistant").last).to_contain_text("word2")
-        page.get_by_test_id("stop").click()
-        record = fake_openai.wait_for_client_close(timeout=15)
-        assert record is not None and record.client_closed_early
-        expect(page.get_by_test_id("status")).to_have_text("ready")
-        assert page.get_by_test_id("error").count() == 0
-        assert "word2" in page.get_by_test_id("message-assistant").last.text_content()  # the partial reply stays
+        yield page
         browser.close()
+
+
+def test_a_usechat_page_streams_a_reply_and_stops_one(usechat_page, fake_openai) -> None:
+    from playwright.sync_api import expect
+
+    page = usechat_page
+    fake_openai.script = Script(chunks=["Rivers ", "reach ", "the sea."], gated=True)
+    page.get_by_test_id("input").fill("Where do rivers go?")
+    page.get_by_test_id("input").press("Enter")
+    for text in ["Rivers", "Rivers reach", "Rivers reach the sea."]:
+        fake_openai.release()
+        expect(page.get_by_test_id("message-assistant").last).to_have_text(text)
+    expect(page.get_by_test_id("status")).to_have_text("ready")
+    fake_openai.script = Script(chunks=[f"word{i} " for i in range(400)], interval=0.05)
+    page.get_by_test_id("input").fill("Go on forever")
+    page.get_by_test_id("input").press("Enter")
+    expect(page.get_by_test_id("message-assistant").last).to_contain_text("word2")
+    page.get_by_test_id("stop").click()
+    record = fake_openai.wait_for_client_close(timeout=15)
+    assert record is not None and record.client_closed_early
+    expect(page.get_by_test_id("status")).to_have_text("ready")
+    assert page.get_by_test_id("error").count() == 0
+    assert "word2" in page.get_by_test_id("message-assistant").last.text_content()  # the partial reply stays
+
+
+def test_a_usechat_page_regenerates_an_answer_and_the_stored_history_follows(usechat_page, fake_openai) -> None:
+    from playwright.sync_api import expect
+
+    page = usechat_page
+    fake_openai.script = Script(chunks=["Rivers ", "reach the sea."])
+    page.get_by_test_id("input").fill("Where do rivers go?")
+    page.get_by_test_id("input").press("Enter")
+    expect(page.get_by_test_id("message-assistant")).to_have_text("Rivers reach the sea.")
+    expect(page.get_by_test_id("status")).to_have_text("ready")
+    fake_openai.script = Script(chunks=["To ", "the ocean."])
+    page.get_by_test_id("regenerate").click()
+    expect(page.get_by_test_id("message-assistant")).to_have_text("To the ocean.")
+    expect(page.get_by_test_id("status")).to_have_text("ready")
+    expect(page.get_by_test_id("message-user")).to_have_count(1)
+    sent = fake_openai.requests[-1].json["messages"]
+    assert [m["content"] for m in sent if m["role"] != "system"] == ["Where do rivers go?"]
+    stored = page.evaluate("""async () => {
+        const listed = await (await fetch('/api/conversations')).json();
+        const id = listed.conversations[0].id;
+        return (await (await fetch(`/api/conversations/${id}/messages`)).json()).messages;
+    }""")
+    assert [(m["role"], m["content"]) for m in stored] == [
+        ("user", "Where do rivers go?"), ("assistant", "To the ocean.")]  # fmt: skip

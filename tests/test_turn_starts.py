@@ -7,6 +7,7 @@ On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import uuid
@@ -119,6 +120,28 @@ def test_two_turns_of_one_conversation_in_one_round_are_both_stored(app: Flask) 
             write_starts(connection, [(a_turn(app, "shared", new=False), {}),
                                       (a_turn(app, "shared", new=False, owner="user:2"), {})])  # not user 2's
         assert len(stored(app, "shared")) == 6  # nothing of that round was kept
+
+
+def test_a_regenerated_turn_replaces_the_rows_it_names_in_its_own_conversation_only(app: Flask) -> None:
+    """useChat's regenerate: the old question and answer go in the transaction that stores the new ones."""
+    with app.app_context():
+        state = get_state(app)
+        state.ensure_tables()
+        statements_of(app, [a_turn(app, "mine", new=True), a_turn(app, "theirs", new=True, owner="user:2")])
+        m = state.table
+        with state.sql_engine().connect() as connection:
+            ids = dict(connection.execute(select(m.c.id, m.c.parent_id)).all())
+        again = dataclasses.replace(a_turn(app, "mine", new=False), replaces=tuple(ids))  # theirs named too
+        statements_of(app, [again])
+        assert stored(app, "mine") == [("user", "Hi", None), ("assistant", "", {"ending": "streaming"})]
+        with state.sql_engine().connect() as connection:
+            assert connection.execute(select(m.c.id).where(m.c.parent_id == "mine")).scalars().all() != [
+                i for i, parent in ids.items() if parent == "mine"]  # the new rows, not the old ones
+        assert [row[1] for row in stored(app, "theirs")] == ["Hi", ""]  # another conversation's rows stay
+        with pytest.raises(ConversationNotFoundError), state.sql_engine().begin() as connection:
+            stranger = dataclasses.replace(a_turn(app, "mine", new=False, owner="user:2"), replaces=tuple(ids))
+            write_starts(connection, [(stranger, {})])  # not user 2's: nothing deleted
+        assert len(stored(app, "mine")) == 2
 
 
 def three_replies_one_gone(app: Flask, writer: ReplyWriter) -> None:

@@ -1,6 +1,7 @@
 // The real `ai` package's client code (DefaultChatTransport + readUIMessageStream, what useChat runs)
 // reading POST /api/chat. Driven by tests/test_ai_sdk.py; prints one JSON line with what it saw.
-// Usage: node ai_sdk_client.mjs <base url> <chat id> <"abort"|"read"> <body extras JSON> <earlier messages JSON>
+// Usage: node ai_sdk_client.mjs <base url> <chat id> <"abort"|"read"|"regenerate"> <body extras JSON> <earlier messages JSON>
+// ("regenerate": the request useChat's regenerate() sends once it dropped the last answer)
 // with CHAT_COOKIE in the environment: the visitor's cookie (its anonymous identity).
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -18,7 +19,9 @@ const messages = [...JSON.parse(earlier || '[]'), { id: 'u1', role: 'user', part
 const seen = { chunks: [], message: null, error: null, aborted: false };
 try {
   const chunks = await transport.sendMessages({
-    chatId, messages, trigger: 'submit-message', messageId: undefined, abortSignal: controller.signal,
+    chatId, messages, abortSignal: controller.signal,
+    trigger: mode === 'regenerate' ? 'regenerate-message' : 'submit-message',
+    messageId: mode === 'regenerate' ? 'a-dropped' : undefined,
   });
   const recorded = chunks.pipeThrough(new TransformStream({
     transform(chunk, out) {

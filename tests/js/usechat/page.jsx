@@ -6,7 +6,7 @@ import { createRoot } from 'react-dom/client';
 
 function Chat() {
   const [input, setInput] = useState('');
-  const { messages, sendMessage, status, stop, error } = useChat({
+  const { messages, sendMessage, regenerate, status, stop, error } = useChat({
     transport: new DefaultChatTransport({ api: '/api/chat' }),
   });
   const busy = status === 'streaming' || status === 'submitted';
@@ -23,6 +23,7 @@ function Chat() {
         <input data-testid="input" value={input} onChange={(e) => setInput(e.target.value)} />
         <button data-testid="send" disabled={busy}>Send</button>
         <button type="button" data-testid="stop" disabled={!busy} onClick={() => stop()}>Stop</button>
+        <button type="button" data-testid="regenerate" disabled={busy} onClick={() => regenerate()}>Regenerate</button>
       </form>
     </div>
   );
