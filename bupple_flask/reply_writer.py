@@ -98,7 +98,7 @@ class ReplyWriter:
         self.sql_engine, self.interval, self.lease = sql_engine, interval, lease
         self.timeout = None if not timeout or timeout <= 0 else ROUND_BOUND * timeout
         """A round's bound: ``BUPPLE_DB_TIMEOUT`` times :data:`ROUND_BOUND` (a busy worker reads answers late)."""
-        self.tick = min(interval, lease / 3)
+        self.tick = min(interval, lease / 6)  # < a third of the lease: see _due
         self.pid = os.getpid()
         self.table = table
         self._replies: dict[str, Reply] = {}
@@ -196,8 +196,9 @@ class ReplyWriter:
         return ends + starts + due
 
     def _due(self, reply: Reply, at: float) -> bool:
+        """Grown for an interval, or its lease renewed a third of it ago by the next tick (not at every round)."""
         grown = reply.parts is not None and len(reply.parts) > reply.written and at - reply.written_at >= self.interval
-        return grown or at + self.tick >= reply.renewed_at + self.lease / 3
+        return grown or at - reply.renewed_at >= self.lease / 3 - self.tick
 
     @staticmethod
     def _job(reply: Reply) -> _Job:

@@ -99,7 +99,7 @@ def test_a_turn_is_written_when_its_upstream_answers_not_while_its_request_is_in
     """The turn's start waits for the provider's answer: a round run meanwhile delayed reading it (issue 14's T4).
 
     The provider answers 5 s after the request; the interval (60 s) keeps the writer's own tick
-    (a third of the 60 s lease) out of the way. Nothing is stored in the first second after the
+    (a sixth of the 60 s lease: 10 s) out of the way. Nothing is stored in the first second after the
     request (the start used to be written at once); the turn is stored once the answer came,
     before its first token.
     """

@@ -144,6 +144,38 @@ def test_a_regenerated_turn_replaces_the_rows_it_names_in_its_own_conversation_o
         assert len(stored(app, "mine")) == 2
 
 
+def test_a_long_interval_does_not_make_the_writer_rewrite_every_reply_at_every_round(app: Flask) -> None:
+    """``BUPPLE_PERSIST_INTERVAL`` at or above a third of the lease (fewer writes asked for): a streaming reply is
+    written when its lease is due, not in every round that other replies' starts and ends cause."""
+    with app.app_context():
+        state = get_state(app)
+        state.ensure_tables()
+        writer = ReplyWriter(state.sql_engine, state.table, interval=600, lease=600, timeout=10)
+        long = a_turn(app, "long", new=True)
+        reply = Reply(long.rows[-1]["message_id"], long, {"ending": "streaming"}, "long")
+        updates: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+            if statement.lstrip().upper().startswith("UPDATE") and reply.message_id in str(parameters):
+                updates.append(statement)
+
+        engine = state.sql_engine()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            writer.begin(reply)
+            for i in range(8):  # each end is written (and waited for) in a round of its own
+                other = a_turn(app, f"other{i}", new=True)
+                turn = Reply(other.rows[-1]["message_id"], other, {"ending": "streaming"}, f"other{i}")
+                writer.begin(turn)
+                writer.end(turn, {"content": "done", "metadata": {"ending": "complete"}, "driver": "openai"})
+            assert [row[1] for row in stored(app, "long")] == ["Hi", ""]  # its start went with the first round
+            assert updates == []  # its lease is not due for 100 s (a third of 600, less the 100 s tick)
+            writer.end(reply, {"content": "long done", "metadata": {"ending": "complete"}, "driver": "openai"})
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert len(updates) == 1 and [row[1] for row in stored(app, "long")] == ["Hi", "long done"]
+
+
 def three_replies_one_gone(app: Flask, writer: ReplyWriter) -> None:
     """Three replies through ``writer``, started and ended; the conversation "gone" was deleted."""
     turns = {name: a_turn(app, name, new=name != "kept", question=f"to {name}") for name in ("kept", "fresh")}
