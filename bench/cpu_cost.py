@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 s = per_stream(h, sut, args.burst)
                 out[sut.name]["chunk"].append(c)
                 out[sut.name]["stream"].append(s)
-                print(f"  round {r + 1} {sut.name}: {c['us']:.1f} us/chunk ({c['chunks']} chunks, {c['errors']} errors),"
+                print(f"  round {r + 1} {sut.name}: {c['us']:.1f} us/chunk ({c['chunks']} chunks, {c['errors']} errors,"
+                      f" latency p50 {c['p50_ms']:.2f} ms, p99 {c['p99_ms']:.2f} ms),"
                       f" {s['us']:.0f} us/stream ({s['rate']:.0f}/s, {s['errors']} errors)", flush=True)
         return out
     finally:
@@ -108,18 +109,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summary(out: dict[str, Any], ref: str = "naive") -> str:
-    """A Markdown table: medians (and the spread of the rounds) and ratios to ``ref``."""
+    """A Markdown table: medians (and the spread of the rounds) and ratios to ``ref``.
+
+    The chunk latency (one way, upstream to client, of the steady state) comes from the same
+    rounds: with the systems rotated round by round, a swing of the machine falls on both.
+    """
     med = {name: (statistics.median(x["us"] for x in v["chunk"]), statistics.median(x["us"] for x in v["stream"]))
            for name, v in out.items()}
-    lines = ["| system | CPU us per chunk (median; rounds) | CPU us per stream (median; rounds) | vs naive |",
-             "|---|---|---|---|"]
+    lines = ["| system | CPU us per chunk (median; rounds) | CPU us per stream (median; rounds) "
+             "| chunk latency p99 ms (median; rounds) | chunk latency p50 ms (median) | vs naive |",
+             "|---|---|---|---|---|---|"]
     for name, v in out.items():
         chunk, stream = med[name]
         rc = "; ".join(f"{x['us']:.0f}" for x in v["chunk"])
         rs = "; ".join(f"{x['us']:.0f}" for x in v["stream"])
+        p99s = [x["p99_ms"] for x in v["chunk"]]
+        p99 = statistics.median(p99s)
+        p50 = statistics.median(x["p50_ms"] for x in v["chunk"])
+        rl = "; ".join(f"{x:.1f}" for x in p99s)
         vs = (f"x{chunk / med[ref][0]:.2f} per chunk, x{stream / med[ref][1]:.2f} per stream"
               if ref in med and name != ref else "-")
-        lines.append(f"| {name} | {chunk:.1f} ({rc}) | {stream:.0f} ({rs}) | {vs} |")
+        lines.append(f"| {name} | {chunk:.1f} ({rc}) | {stream:.0f} ({rs}) | {p99:.2f} ({rl}) | {p50:.2f} | {vs} |")
     return "\n".join(lines)
 
 
