@@ -6,7 +6,7 @@
 caller and that id (:func:`conversation_for_chat`), so a chat whose messages hold no reply yet
 starts a conversation of the caller's, and a later turn continues it, the caller's own only (else
 404), with the stored history (as ``/api/stream`` with a ``conversation_id``). A ``regenerate-message``
-turn asks the last question again: the stored answer it replaces is neither sent nor kept.
+turn asks the newest stored question again: the answer it replaces is neither sent nor kept.
 The new question is the text of the last user message; the rest is validated as ``/api/stream``.
 """
 

@@ -82,9 +82,9 @@ class ConversationTurn:
         bound) is skipped too: every provider gets a history that starts with a question.
         A reply still streaming (another tab's) is not sent, nor its question.
 
-        A ``redo`` turn (regenerate) asks the newest stored question with the new question's text
-        again: that question and what follows it are neither sent nor kept (the turn's start
-        deletes them as it stores the question and the new reply), as the browser dropped them.
+        A ``redo`` turn (regenerate) whose question is the newest stored one asks it again: that
+        question and its answer are neither sent nor kept (the turn's start deletes them as it
+        stores the question and the new reply), as the browser dropped them.
         """
         history: list[dict[str, str]] = []
         asked = False
@@ -106,13 +106,17 @@ class ConversationTurn:
         return Messages(history + list(self.question))  # stored history is canonical already
 
     def _without_asked_again(self, stored: Sequence[dict[str, str]], ids: list[int]) -> Sequence[dict[str, str]]:
-        """``stored`` up to the newest question with the text asked again; its rows and later ones are replaced."""
+        """``stored`` without its newest question when that is the one asked again, nor what follows it (replaced).
+
+        Only the newest: an older question with that text is left alone, with the turns after it,
+        which another tab may have added since this page last saw the conversation.
+        """
         asked = self.question[-1]["content"] if self.question else None
-        for index in range(len(stored) - 1, -1, -1):
-            if stored[index]["role"] == "user" and stored[index]["content"] == asked:
-                self._replaced = tuple(ids[index:])
-                return stored[:index]
-        return stored  # not stored (or no longer within the history read): a new question
+        newest = next((index for index in range(len(stored) - 1, -1, -1) if stored[index]["role"] == "user"), None)
+        if newest is None or stored[newest]["content"] != asked:
+            return stored  # not the newest question: asked as a new one, nothing replaced
+        self._replaced = tuple(ids[newest:])
+        return stored[:newest]
 
     def attached(self, relay: Any) -> None:
         """The relay's text as it grows (``relay.parts``): the writer reads it each round, nothing per chunk."""

@@ -122,19 +122,23 @@ def test_regenerate_after_a_failed_answer_asks_again_and_keeps_one_question(visi
     assert stored[-1]["metadata"]["ending"] == "complete"
 
 
-def test_regenerate_of_a_question_not_stored_last_deletes_nothing(visitor, fake_openai) -> None:
-    """No stored question has the text asked again: nothing is replaced, the question follows the stored history."""
+def test_regenerate_when_another_tab_asked_since_replaces_nothing(visitor, fake_openai) -> None:
+    """This page shows one turn, another tab added a second: regenerating the first deletes nothing of either."""
     fake_openai.script = Script(chunks=["Kept."])
-    other = {"id": "u0", "role": "user", "parts": [{"type": "text", "text": "Another question"}]}
-    body = {"id": "chat-unmatched", "messages": [other], "trigger": "submit-message"}
-    assert b"Kept." in visitor.http.post(visitor.url + "/api/chat", json=body, timeout=30).content
+    first = read_chat(visitor, "chat-two-tabs")
+    asked = {"id": "u0", "role": "user", "parts": [{"type": "text", "text": QUESTION}]}
+    other = {"id": "u9", "role": "user", "parts": [{"type": "text", "text": "Another question"}]}
+    body = {"id": "chat-two-tabs", "messages": [asked, first["message"], other], "trigger": "submit-message"}
+    fake_openai.script = Script(chunks=["Later."])
+    assert b"Later." in visitor.http.post(visitor.url + "/api/chat", json=body, timeout=30).content  # the other tab
     fake_openai.script = Script(chunks=["New."])
-    seen = read_chat(visitor, "chat-unmatched", mode="regenerate", earlier=[other])
+    seen = read_chat(visitor, "chat-two-tabs", mode="regenerate")
     assert seen["error"] is None and parts(seen, "text") == ["New."]
     sent = fake_openai.requests[-1].json["messages"]
-    assert [m["content"] for m in sent if m["role"] != "system"] == ["Another question", "Kept.", QUESTION]
+    assert [m["content"] for m in sent if m["role"] != "system"] == [
+        QUESTION, "Kept.", "Another question", "Later.", QUESTION]  # fmt: skip
     stored = visitor.messages(seen["message"]["metadata"]["conversation_id"])
-    assert [m["content"] for m in stored] == ["Another question", "Kept.", QUESTION, "New."]
+    assert [m["content"] for m in stored] == [QUESTION, "Kept.", "Another question", "Later.", QUESTION, "New."]
 
 
 def test_another_visitor_cannot_continue_the_chat(visitor, fake_openai) -> None:
