@@ -196,9 +196,8 @@ class ReplyWriter:
         return ends + starts + due
 
     def _due(self, reply: Reply, at: float) -> bool:
-        """Grown for an interval, or its lease renewed a third of it ago by the next tick (not at every round)."""
         grown = reply.parts is not None and len(reply.parts) > reply.written and at - reply.written_at >= self.interval
-        return grown or at - reply.renewed_at >= self.lease / 3 - self.tick
+        return grown or at - reply.renewed_at >= self.lease / 3 - self.tick  # renewed every third, not every round
 
     @staticmethod
     def _job(reply: Reply) -> _Job:
