@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,7 +63,7 @@ class StreamOutcome:
 class StreamListener(Protocol):
     """Told when the upstream request is under way and when the response ended (e.g. a conversation turn).
 
-    A relay tells its own listener (the request's), then each one the engine made for it
+    A relay tells its own listeners (the request's), then each one the engine made for it
     (``EngineState.stream_listeners``: the metrics); one listener failing does not stop the others.
     Optional: ``attached(relay)`` before ``started()``, and ``opened()`` when the upstream answered.
     """
@@ -105,7 +105,7 @@ class Relay:
         stream_id: str,
         events: StreamEvents | None = None,
         final_extra: dict[str, Any] | None = None,
-        listener: StreamListener | None = None,
+        listeners: Sequence[StreamListener] = (),
         client_socket: Any = None,
     ) -> None:
         self.builder = builder
@@ -113,8 +113,7 @@ class Relay:
         self.settings = settings
         self.stream_id = stream_id
         self.final_extra = final_extra or {}
-        self.listeners: list[StreamListener] = [listener] if listener is not None else []
-        self.listeners += [make(self) for make in builder.state.stream_listeners]
+        self.listeners = [*listeners, *(make(self) for make in builder.state.stream_listeners)]
         self.client_socket = client_socket
         self.encode = (events or EventEncoder()).for_stream()
         self.encode_reasoning = getattr(self.encode, "reasoning", None)  # an encoder may not write reasoning

@@ -20,7 +20,7 @@ from .conversations import PARENT_CLASS
 from .events import StreamEvents
 from .memory import ConversationMemory
 from .messages import Messages, normalize_messages
-from .relay import Relay, RelaySettings, StreamListener, StreamOutcome
+from .relay import Relay, RelaySettings, StreamListener
 from .reply_writer import writer_of
 from .signals import signal_listener
 from .turns import ConversationTurn, OwnedConversation
@@ -63,6 +63,7 @@ def sse_response(
         heartbeat=settings.heartbeat, retry_ms=settings.sse_retry_ms, write_timeout=settings.write_timeout
     )
     detached = settings.policy.resume.enabled
+    signals = signal_listener(builder, to_send, stream_id, conversation_id)
     relay = Relay(
         builder,
         to_send,
@@ -70,7 +71,7 @@ def sse_response(
         stream_id=stream_id,
         events=events,
         final_extra={"conversation_id": conversation_id} if conversation_id is not None else None,
-        listener=_both(_both(turn, listener), signal_listener(builder, to_send, stream_id, conversation_id)),
+        listeners=[x for x in (turn, listener, signals) if x is not None],
         client_socket=request.environ.get("gunicorn.socket") if has_request_context() and not detached else None,
     )
     response = _respond(relay, detached, grace, conversation_id)
@@ -102,39 +103,3 @@ def _turn(
     memory.set_parent(PARENT_CLASS, conversation_id).set_driver(builder.provider)
     return ConversationTurn(memory, question, writer=writer_of(state), max_history_chars=settings.max_history_chars,
                             store_reasoning=settings.store_reasoning, conversation=conversation)  # fmt: skip
-
-
-def _both(first: StreamListener | None, second: StreamListener | None) -> StreamListener | None:
-    if first is None or second is None:
-        return first or second
-    return _Listeners(first, second)
-
-
-class _Listeners:
-    """Tells two listeners, in order; the second is told even if the first raised."""
-
-    def __init__(self, first: StreamListener, second: StreamListener) -> None:
-        self.listeners = (first, second)
-
-    def attached(self, relay: Relay) -> None:
-        self._optional("attached", relay)
-
-    def started(self) -> None:
-        for listener in self.listeners:
-            listener.started()
-
-    def opened(self) -> None:
-        self._optional("opened")
-
-    def _optional(self, event: str, *args: Any) -> None:
-        """Call ``event`` on each listener that has it (``attached`` and ``opened`` are optional)."""
-        for listener in self.listeners:
-            method = getattr(listener, event, None)
-            if method is not None:
-                method(*args)
-
-    def ended(self, outcome: StreamOutcome) -> None:
-        try:
-            self.listeners[0].ended(outcome)
-        finally:
-            self.listeners[1].ended(outcome)

@@ -92,9 +92,9 @@ class ConversationTurn:
         if conversation is not None and conversation.new:
             return Messages(list(self.question))  # nothing stored yet: no query on the first-token path
         if conversation is not None:  # the caller's only: checked in the same query (else a 404, nothing asked)
-            ids: list[int] = []
+            ids: list[int] | None = [] if conversation.redo else None  # row ids: only to replace some
             stored = conversation.store.history(conversation.id, max_chars, ids)
-            if conversation.redo:
+            if ids is not None:
                 stored = self._without_asked_again(stored, ids)
         else:
             stored = self.memory.get_messages(max_chars=max_chars)
