@@ -25,6 +25,7 @@ from .errors import (
     ProviderUnavailableError,
     StreamTimeoutError,
 )
+from .pooled_connections import StreamingAdapter
 from .version import __version__
 
 USER_AGENT = f"bupple-flask/{__version__}"
@@ -45,10 +46,11 @@ def create_session(pool_size: int) -> requests.Session:
     """A session whose pool keeps up to ``pool_size`` idle keep-alive connections per host.
 
     urllib3's default (10) would discard and re-open connections under load, paying a TCP
-    (and TLS) handshake per stream.
+    (and TLS) handshake per stream. Its pools check an idle connection without yielding
+    (:mod:`.pooled_connections`).
     """
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
+    adapter = StreamingAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
@@ -118,7 +120,9 @@ def _direct_pool(session: requests.Session, url: str) -> Any:
     the environment, auth, hooks, a client certificate) takes the ``requests`` path.
     """
     adapter = session.get_adapter(url)
-    if type(adapter) is not HTTPAdapter or session.trust_env or session.proxies or session.auth or session.cert:
+    if not isinstance(adapter, HTTPAdapter) or type(adapter) not in (StreamingAdapter, HTTPAdapter):
+        return None  # a user's own adapter (even a subclass) sends its own way
+    if session.trust_env or session.proxies or session.auth or session.cert:
         return None
     if any(session.hooks.values()) or len(session.cookies):
         return None
