@@ -66,19 +66,22 @@ def insert_rows(connection: Connection, statement: Insert, rows: list[dict[str, 
 
 def update_rows(
     connection: Connection, table: Table, rows: list[dict[str, Any]], match: Sequence[str],
-    values: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    values: Callable[[dict[str, Any]], dict[str, Any]] | None = None, extra: Sequence[Column[Any]] = (),
 ) -> CursorResult[Any]:  # fmt: skip
     """Update ``table`` where its ``match`` columns equal each row's: one statement on PostgreSQL, else ``executemany``.
 
     ``values(source)`` gives the ``SET`` clause from the rows' values by column name (default: every
-    other column of the rows, as is). The result's ``rowcount`` is the rows updated.
+    other column of the rows, as is); ``extra``: typed values of the rows that are not the table's
+    columns (for ``values`` to use). The result's ``rowcount`` is the rows updated.
     """
     names, rows_document = list(rows[0]), document(connection, rows)
+    extras = {c.name: c for c in extra}
+    columns = [extras[name] if name in extras else table.c[name] for name in names]
     if rows_document is None:  # bind names other than the columns' own, which SQLAlchemy reserves
-        source: dict[str, Any] = {name: bindparam(f"b_{name}", type_=table.c[name].type) for name in names}
+        source: dict[str, Any] = {c.name: bindparam(f"b_{c.name}", type_=c.type) for c in columns}
         params: Any = [{f"b_{name}": value for name, value in row.items()} for row in rows]
     else:
-        derived = recordset([table.c[name] for name in names])
+        derived = recordset(columns)
         source, params = {name: derived.c[name] for name in names}, {"bulk_rows": rows_document}
     changes = values(source) if values is not None else {name: source[name] for name in names if name not in match}
     statement = update(table).where(*(table.c[name] == source[name] for name in match)).values(changes)

@@ -6,8 +6,8 @@ streaming reply, each round in one short transaction on a pooled connection:
 
 - a reply that starts (its conversation made or touched, its question, an assistant row with ``metadata.ending =
   "streaming"``): written once its upstream answered (a round meanwhile delays reading the answer), with the rest due;
-- its text, read from the relay's ``parts`` (no call per chunk): every ``BUPPLE_PERSIST_INTERVAL``
-  seconds when it grew, so a crash loses at most that interval of text;
+- its text, read from the relay's ``parts`` (no call per chunk): what it added, every
+  ``BUPPLE_PERSIST_INTERVAL`` seconds when it grew (a crash loses at most that) (:mod:`.reply_rows`);
 - its lease (:mod:`bupple_flask.streaming_rows`): pushed ``BUPPLE_STREAM_LEASE`` seconds ahead at
   least every third of that lease (the writer wakes at least that often);
 - its end (final text, ending, finish reason, usage): at once; the stream waits for it, so the
@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
 
-from .bulk_rows import update_rows
 from .database import bounded, describe_error, drop_frames, unreachable
 from .green import Queue, QueueEmpty, spawn
 from .memory import without_nul
+from .reply_rows import update_replies
 from .streaming_rows import LEASE_KEY
 from .times import now
 from .turn_starts import TurnStart, write_starts
@@ -70,7 +70,7 @@ class Reply:
     """One streaming reply as the writer sees it: how to start its rows, its text so far, its end."""
 
     __slots__ = ("attempts", "done", "final", "held", "label", "message_id", "metadata", "parts", "renewed_at",
-                 "start", "written", "written_at")  # fmt: skip
+                 "start", "stored", "written", "written_at")  # fmt: skip
 
     def __init__(self, message_id: str, start: TurnStart, metadata: dict[str, Any], label: str) -> None:
         self.message_id = message_id
@@ -80,12 +80,12 @@ class Reply:
         self.label = label
         self.parts: list[str] | None = None
         """The relay's list of text written to the client (``Relay.parts``), when a relay runs the reply."""
-        self.written = 0
+        self.written = self.stored = 0
+        """Parts of the text written, and the characters they make in the row."""
         self.written_at = self.renewed_at = 0.0
         self.final: dict[str, Any] | None = None
         self.done: Queue | None = None
-        self.attempts = 0
-        self.held = False
+        self.attempts, self.held = 0, False
         """Its start failed twice: nothing is written until its end, which tries the start once more."""
 
 
@@ -206,7 +206,7 @@ class ReplyWriter:
             return _Job(reply, reply.final, 0, "")
         parts = reply.parts or []
         upto = len(parts)
-        return _Job(reply, None, upto, without_nul("".join(parts[:upto])))
+        return _Job(reply, None, upto, without_nul("".join(parts[reply.written:upto])))
 
     def _write(self, jobs: list[_Job]) -> None:
         rows: list[dict[str, Any]] = []
@@ -217,14 +217,14 @@ class ReplyWriter:
                 write_starts(connection, starts)  # their content is still empty
             for reply, final, upto, text in jobs:
                 if final is not None:
-                    rows.append({"message_id": reply.message_id, "content": final["content"], "updated_at": moment,
-                                 "metadata": final["metadata"], "driver": final["driver"]})  # fmt: skip
-                elif reply.start is None or upto:  # text, or only the lease
-                    rows.append({"message_id": reply.message_id, "content": text, "updated_at": moment,
-                                 "metadata": self.streaming_metadata(reply),
+                    rows.append({"message_id": reply.message_id, "content": final["content"], "kept": 0, "updated_at":
+                                 moment, "metadata": final["metadata"], "driver": final["driver"]})  # fmt: skip
+                elif reply.start is None or upto:  # text added, or only the lease
+                    rows.append({"message_id": reply.message_id, "content": text, "kept": reply.stored,
+                                 "updated_at": moment, "metadata": self.streaming_metadata(reply),
                                  "driver": reply.metadata.get("provider")})  # fmt: skip
             if rows:
-                update_rows(connection, self.table, rows, match=("message_id",))
+                update_replies(connection, self.table, rows)
 
     def _written(self, job: _Job, at: float) -> None:
         reply = job.reply
@@ -233,7 +233,7 @@ class ReplyWriter:
             return
         reply.start, reply.attempts, reply.renewed_at = None, 0, at
         if job.upto > reply.written:
-            reply.written, reply.written_at = job.upto, at
+            reply.written, reply.written_at, reply.stored = job.upto, at, reply.stored + len(job.text)
 
     def _failed_round(self, jobs: list[_Job]) -> list[_Job]:
         """Count the failed round for each job; give up those that failed twice. The others, to try again."""

@@ -219,3 +219,43 @@ def test_a_round_writes_a_bounded_number_of_replies_and_the_rest_follow(app: Fla
             event.remove(engine, "before_cursor_execute", count)
         assert max(sizes) <= 2 and sum(sizes) == 5  # five starts, in rounds of two at most
         assert all([row[1] for row in stored(app, f"c{i}")] == ["Hi", f"answer {i}"] for i in range(5))
+
+
+def test_a_round_sends_only_the_text_added_and_writing_it_twice_stores_it_once(app: Flask) -> None:
+    """Rounds send each reply's new text, not all of it again (at 2,000 streams of long replies, megabytes a
+    second); a round retried after a commit whose answer was lost leaves the text as it was, not doubled."""
+    with app.app_context():
+        state = get_state(app)
+        state.ensure_tables()
+        writer = ReplyWriter(state.sql_engine, state.table, interval=1, lease=60, timeout=10)
+        writer._running = True  # rounds run here, one by one, not in the writer's own thread
+        start = a_turn(app, "growing", new=True)
+        reply = Reply(start.rows[-1]["message_id"], start, {"ending": "streaming"}, "growing")
+        reply.parts = ["Hé", "llo 🙂"]
+        sent: list[str] = []
+
+        def keep(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+            if statement.lstrip().upper().startswith("UPDATE") and reply.message_id in str(parameters):
+                sent.append(json.dumps(parameters, ensure_ascii=False, default=str))
+
+        engine = state.sql_engine()
+        event.listen(engine, "before_cursor_execute", keep)
+        try:
+            writer.begin(reply)
+            writer._round(1000.0)
+            assert [row[1] for row in stored(app, "growing")] == ["Hi", "Héllo 🙂"]
+            reply.parts.extend([" wor", "ld\x00", "!"])
+            writer._round(1002.0)
+            assert [row[1] for row in stored(app, "growing")] == ["Hi", "Héllo 🙂 world\ufffd!"]  # NUL: not storable
+            assert " world\ufffd!" in sent[-1] and "Héllo" not in sent[-1]  # only what was added went
+            reply.parts.append(" Bye")
+            job = writer._job(reply)
+            writer._write([job])
+            writer._write([job])  # the same round again: its first commit was not heard of
+            assert [row[1] for row in stored(app, "growing")] == ["Hi", "Héllo 🙂 world\ufffd! Bye"]
+            writer._written(job, 1004.0)
+            threading.Thread(target=writer._run, daemon=True).start()
+            writer.end(reply, {"content": "Héllo 🙂 world! Bye.", "metadata": {"ending": "complete"}, "driver": "openai"})
+        finally:
+            event.remove(engine, "before_cursor_execute", keep)
+        assert stored(app, "growing")[1][:2] == ("assistant", "Héllo 🙂 world! Bye.")  # the end writes it whole
