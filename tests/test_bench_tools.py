@@ -279,3 +279,12 @@ def test_report_prints_the_cpu_budget_and_the_scale_out_side_by_side() -> None:
     assert "| bupple | 61 | 1500 |" in md and "| naive | 66 | 2700 |" in md
     assert "| 2 | 4000 | 0 | +3.0 ms (direct p99 1.0) | 9990 | 60% + 65% | yes |" in md
     assert "one worker 2000, two workers 4000 (x2.00)" in md
+
+
+def test_writer_cost_stores_every_chunk_and_sends_rounds_that_do_not_grow_with_the_reply() -> None:
+    from bench.writer_cost import CHUNK, run
+
+    out = run(None, 20, 12)  # SQLite: 20 replies, 12 simulated seconds of 5 chunks
+    assert out["chunks_per_reply"] == 60 and out["longest_stored"] == 60 * len(CHUNK)
+    first, last = out["first_tenth"]["sent_bytes_per_reply"], out["last_tenth"]["sent_bytes_per_reply"]
+    assert 0 < last <= first * 1.2  # only the text added each round, however long the reply is
