@@ -8,6 +8,7 @@ killable); under the Flask dev server, daemon threads.
 
 from __future__ import annotations
 
+import functools
 import math
 import queue as _queue
 import select
@@ -81,14 +82,19 @@ def has_input(fileno: int) -> bool:
     The unpatched ``poll``: gevent's waits for a turn of the loop even with a timeout of 0
     (and ``select`` fails above descriptor 1,023, which a worker with thousands of streams passes).
     """
-    poll = select.poll
+    poller = _unpatched_poll()()
+    poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+@functools.cache
+def _unpatched_poll() -> Callable[[], Any]:
+    """``select.poll`` as it was before gevent patched it (found once: asked twice per new stream)."""
     if gevent_active():
         from gevent.monkey import get_original
 
-        poll = get_original("select", "poll")
-    poller = poll()
-    poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(poller.poll(0))
+        return get_original("select", "poll")  # type: ignore[no-any-return]
+    return select.poll  # not patched now: the original, also once gevent patches it later
 
 
 class QueueEmpty(Exception):
