@@ -1,4 +1,4 @@
-"""A streaming reply's row as the reply writer updates it: only the text added since its last write.
+"""A streaming reply as the reply writer holds it, and its row's update: only the text added since the last one.
 
 A round used to rewrite each reply's whole text so far: at 2,000 streams of growing replies that is
 megabytes a second through the driver and the database (on loopback, the kernel's share of it runs
@@ -15,8 +15,34 @@ from sqlalchemy import Column, Integer, Table, func
 from sqlalchemy.engine import Connection
 
 from .bulk_rows import update_rows
+from .green import Queue
+from .turn_starts import TurnStart
 
-__all__ = ["update_replies"]
+__all__ = ["Reply", "update_replies"]
+
+
+class Reply:
+    """One streaming reply as the writer sees it: how to start its rows, its text so far, its end."""
+
+    __slots__ = ("attempts", "done", "final", "held", "label", "message_id", "metadata", "parts", "renewed_at",
+                 "start", "stored", "written", "written_at")  # fmt: skip
+
+    def __init__(self, message_id: str, start: TurnStart, metadata: dict[str, Any], label: str) -> None:
+        self.message_id = message_id
+        self.start: TurnStart | None = start
+        """The turn's rows to write (with the streaming metadata); None once written."""
+        self.metadata = metadata
+        self.label = label
+        self.parts: list[str] | None = None
+        """The relay's list of text written to the client (``Relay.parts``), when a relay runs the reply."""
+        self.written = self.stored = 0
+        """Parts of the text written, and the characters they make in the row."""
+        self.written_at = self.renewed_at = 0.0
+        self.final: dict[str, Any] | None = None
+        self.done: Queue | None = None
+        self.attempts, self.held = 0, False
+        """Its start failed twice: nothing is written until its end, which tries the start once more."""
+
 
 KEPT = Column("kept", Integer)
 """How many characters of the row's ``content`` stay before the row's new text."""

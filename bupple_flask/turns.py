@@ -27,7 +27,8 @@ from .conversations import ConversationStore, auto_title
 from .memory import ConversationMemory, check_content, without_nul
 from .messages import Messages
 from .relay import StreamOutcome
-from .reply_writer import Reply, ReplyWriter
+from .reply_rows import Reply
+from .reply_writer import ReplyWriter
 from .streaming_rows import STREAMING
 from .times import now
 from .turn_starts import ConversationChange, TurnStart

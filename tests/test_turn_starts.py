@@ -259,3 +259,37 @@ def test_a_round_sends_only_the_text_added_and_writing_it_twice_stores_it_once(a
         finally:
             event.remove(engine, "before_cursor_execute", keep)
         assert stored(app, "growing")[1][:2] == ("assistant", "Héllo 🙂 world! Bye.")  # the end writes it whole
+
+
+def test_rounds_that_follow_a_full_one_take_what_it_left_and_the_ends_first(app: Flask, monkeypatch: Any) -> None:
+    """With more replies due than a round holds, the rounds that follow take the rest without looking at every
+    reply again (at 2,000 streams that look held the loop longer than the round's own work), and an end that came
+    meanwhile is written before them (its stream waits for it)."""
+    monkeypatch.setattr("bupple_flask.reply_writer.MAX_REPLIES", 2)
+    with app.app_context():
+        state = get_state(app)
+        state.ensure_tables()
+        writer = ReplyWriter(state.sql_engine, state.table, interval=1, lease=60, timeout=10)
+        writer._running = True  # the rounds run here
+        looks = []
+        look = writer._wanted
+        monkeypatch.setattr(writer, "_wanted", lambda replies, at: looks.append(len(replies)) or look(replies, at))
+        replies = []
+        for i in range(5):
+            start = a_turn(app, f"r{i}", new=True)
+            reply = Reply(start.rows[-1]["message_id"], start, {"ending": "streaming"}, f"r{i}")
+            reply.parts = [f"text {i}"]
+            writer.begin(reply)
+            replies.append(reply)
+        assert writer._round(1000.0) and looks == [5]  # two written, three left
+        assert [row[1] for row in stored(app, "r0")] == ["Hi", "text 0"] and stored(app, "r4") == []
+        replies[4].final = {"content": "text 4, ended", "metadata": {"ending": "complete"}, "driver": "openai"}
+        writer._ended.append(replies[4])  # as ReplyWriter.end does
+        assert writer._round(1000.1)  # the end and r2; r3 left
+        assert [row[1] for row in stored(app, "r4")] == ["Hi", "text 4, ended"]
+        assert [row[1] for row in stored(app, "r2")] == ["Hi", "text 2"] and stored(app, "r3") == []
+        assert not writer._round(1000.2) and looks == [5]  # r3: the rest, still without a look at every reply
+        assert [row[1] for row in stored(app, "r3")] == ["Hi", "text 3"]
+        replies[1].parts.append(" more")
+        writer._round(1001.5)  # a round of its own looks at every reply again
+        assert looks == [5, 4] and [row[1] for row in stored(app, "r1")] == ["Hi", "text 1 more"]
