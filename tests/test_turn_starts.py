@@ -293,3 +293,32 @@ def test_rounds_that_follow_a_full_one_take_what_it_left_and_the_ends_first(app:
         replies[1].parts.append(" more")
         writer._round(1001.5)  # a round of its own looks at every reply again
         assert looks == [5, 4] and [row[1] for row in stored(app, "r1")] == ["Hi", "text 1 more"]
+
+
+def test_rounds_of_text_alone_are_smaller_than_rounds_of_starts_and_ends(app: Flask, monkeypatch: Any) -> None:
+    """Starts and ends go in large rounds (a burst's CPU); text and leases in small ones (each round holds every
+    stream's next chunk while it builds)."""
+    monkeypatch.setattr("bupple_flask.reply_writer.MAX_REPLIES", 4)
+    monkeypatch.setattr("bupple_flask.reply_writer.MAX_TEXT_REPLIES", 2)
+    with app.app_context():
+        state = get_state(app)
+        state.ensure_tables()
+        writer = ReplyWriter(state.sql_engine, state.table, interval=1, lease=60, timeout=10)
+        writer._running = True  # the rounds run here
+        replies = []
+        for i in range(5):
+            start = a_turn(app, f"t{i}", new=True)
+            replies.append(Reply(start.rows[-1]["message_id"], start, {"ending": "streaming"}, f"t{i}"))
+            replies[-1].parts = []
+            writer.begin(replies[-1])
+        sizes = []
+        write = writer._write
+        monkeypatch.setattr(writer, "_write", lambda jobs: sizes.append(len(jobs)) or write(jobs))
+        while writer._round(1000.0):
+            pass
+        for reply in replies:
+            reply.parts.append("text")
+        while writer._round(1002.0):
+            pass
+        assert sizes == [4, 1, 2, 2, 1]  # five starts: 4 + 1; then five texts: 2 + 2 + 1
+        assert all([row[1] for row in stored(app, f"t{i}")] == ["Hi", "text"] for i in range(5))
