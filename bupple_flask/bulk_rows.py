@@ -15,6 +15,7 @@ send): they then fail or pass exactly as before. ``None`` in a JSON column is st
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -23,9 +24,9 @@ from typing import Any
 from sqlalchemy import Column, Table, Text, bindparam, cast, column, func, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, CursorResult
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, Update
 
-__all__ = ["insert_rows", "update_rows"]
+__all__ = ["insert_rows", "update_params", "update_rows", "update_statement"]
 
 
 def json_dumps(rows: Any) -> str:
@@ -58,10 +59,15 @@ def insert_rows(connection: Connection, statement: Insert, rows: list[dict[str, 
         return
     table = statement.table
     assert isinstance(table, Table)
-    names = list(rows[0])
+    connection.execute(_bulk_insert(table, tuple(rows[0]), skip_existing), {"bulk_rows": rows_document})
+
+
+@functools.lru_cache(maxsize=64)
+def _bulk_insert(table: Table, names: tuple[str, ...], skip_existing: bool) -> Any:
+    """Built once per table and row shape: building it (and its cache key) each round cost more than the rows."""
     source = recordset([table.c[name] for name in names])
-    bulk = postgresql.insert(table).from_select(names, select(*source.c))
-    connection.execute(bulk.on_conflict_do_nothing() if skip_existing else bulk, {"bulk_rows": rows_document})
+    bulk = postgresql.insert(table).from_select(list(names), select(*source.c))
+    return bulk.on_conflict_do_nothing() if skip_existing else bulk
 
 
 def update_rows(
@@ -74,18 +80,33 @@ def update_rows(
     other column of the rows, as is); ``extra``: typed values of the rows that are not the table's
     columns (for ``values`` to use). The result's ``rowcount`` is the rows updated.
     """
-    names, rows_document = list(rows[0]), document(connection, rows)
+    rows_document = document(connection, rows)
+    statement = update_statement(table, list(rows[0]), match, values, extra, as_document=rows_document is not None)
+    return connection.execute(statement, update_params(rows, rows_document))
+
+
+def update_statement(
+    table: Table, names: Sequence[str], match: Sequence[str], values: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    extra: Sequence[Column[Any]] = (), *, as_document: bool,
+) -> Update:  # fmt: skip
+    """:func:`update_rows`'s statement for rows with these ``names``: the same for every call with the same
+    arguments, so a caller that runs it often can build it once."""
     extras = {c.name: c for c in extra}
     columns = [extras[name] if name in extras else table.c[name] for name in names]
-    if rows_document is None:  # bind names other than the columns' own, which SQLAlchemy reserves
+    if not as_document:  # bind names other than the columns' own, which SQLAlchemy reserves
         source: dict[str, Any] = {c.name: bindparam(f"b_{c.name}", type_=c.type) for c in columns}
-        params: Any = [{f"b_{name}": value for name, value in row.items()} for row in rows]
     else:
         derived = recordset(columns)
-        source, params = {name: derived.c[name] for name in names}, {"bulk_rows": rows_document}
+        source = {name: derived.c[name] for name in names}
     changes = values(source) if values is not None else {name: source[name] for name in names if name not in match}
-    statement = update(table).where(*(table.c[name] == source[name] for name in match)).values(changes)
-    return connection.execute(statement, params)
+    return update(table).where(*(table.c[name] == source[name] for name in match)).values(changes)
+
+
+def update_params(rows: list[dict[str, Any]], rows_document: str | None) -> Any:
+    """The parameters of :func:`update_statement` for ``rows``: their document, or one set per row."""
+    if rows_document is not None:
+        return {"bulk_rows": rows_document}
+    return [{f"b_{name}": value for name, value in row.items()} for row in rows]
 
 
 def document(connection: Connection, rows: Sequence[dict[str, Any]]) -> str | None:

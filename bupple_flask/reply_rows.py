@@ -9,12 +9,14 @@ answer was lost) puts the same text in the same place. An end writes the whole t
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import Column, Integer, Table, func
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Update
 
-from .bulk_rows import update_rows
+from .bulk_rows import document, update_params, update_statement
 from .green import Queue
 from .turn_starts import TurnStart
 
@@ -50,7 +52,21 @@ KEPT = Column("kept", Integer)
 
 def update_replies(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Update reply rows by ``message_id``: ``content`` is the row's first ``kept`` characters and then the
-    new ``content``; ``updated_at``, ``metadata`` and ``driver`` as given. One statement on PostgreSQL."""
+    new ``content``; ``updated_at``, ``metadata`` and ``driver`` as given. One statement on PostgreSQL.
+
+    Every row has :data:`NAMES`, in that order.
+    """
+    rows_document = document(connection, rows)
+    statement = _statement(table, as_document=rows_document is not None)
+    connection.execute(statement, update_params(rows, rows_document))
+
+
+NAMES = ("message_id", "content", "kept", "updated_at", "metadata", "driver")
+
+
+@functools.lru_cache(maxsize=32)
+def _statement(table: Table, *, as_document: bool) -> Update:
+    """Built once per table: building it (and its cache key) for each round cost more than a round's rows."""
     content = table.c["content"]
 
     def values(source: dict[str, Any]) -> dict[str, Any]:
@@ -58,4 +74,4 @@ def update_replies(connection: Connection, table: Table, rows: list[dict[str, An
         return {"content": kept.concat(source["content"]), "updated_at": source["updated_at"],
                 "metadata": source["metadata"], "driver": source["driver"]}  # fmt: skip
 
-    update_rows(connection, table, rows, match=("message_id",), values=values, extra=(KEPT,))
+    return update_statement(table, NAMES, ("message_id",), values, (KEPT,), as_document=as_document)
