@@ -261,26 +261,31 @@ def test_a_round_sends_only_the_text_added_and_writing_it_twice_stores_it_once(a
         assert stored(app, "growing")[1][:2] == ("assistant", "Héllo 🙂 world! Bye.")  # the end writes it whole
 
 
+def writer_following(app: Flask, prefix: str, parts: list[list[str]]) -> tuple[ReplyWriter, list[Reply]]:
+    """A writer whose rounds the test runs itself, following one new turn per ``parts`` (its text so far)."""
+    state = get_state(app)
+    state.ensure_tables()
+    writer = ReplyWriter(state.sql_engine, state.table, interval=1, lease=60, timeout=10)
+    writer._running = True  # the rounds run here, not in the writer's own thread
+    replies = []
+    for i, text in enumerate(parts):
+        start = a_turn(app, f"{prefix}{i}", new=True)
+        replies.append(Reply(start.rows[-1]["message_id"], start, {"ending": "streaming"}, f"{prefix}{i}"))
+        replies[-1].parts = text
+        writer.begin(replies[-1])
+    return writer, replies
+
+
 def test_rounds_that_follow_a_full_one_take_what_it_left_and_the_ends_first(app: Flask, monkeypatch: Any) -> None:
     """With more replies due than a round holds, the rounds that follow take the rest without looking at every
     reply again (at 2,000 streams that look held the loop longer than the round's own work), and an end that came
     meanwhile is written before them (its stream waits for it)."""
     monkeypatch.setattr("bupple_flask.reply_writer.MAX_REPLIES", 2)
     with app.app_context():
-        state = get_state(app)
-        state.ensure_tables()
-        writer = ReplyWriter(state.sql_engine, state.table, interval=1, lease=60, timeout=10)
-        writer._running = True  # the rounds run here
+        writer, replies = writer_following(app, "r", [[f"text {i}"] for i in range(5)])
         looks = []
         look = writer._wanted
         monkeypatch.setattr(writer, "_wanted", lambda replies, at: looks.append(len(replies)) or look(replies, at))
-        replies = []
-        for i in range(5):
-            start = a_turn(app, f"r{i}", new=True)
-            reply = Reply(start.rows[-1]["message_id"], start, {"ending": "streaming"}, f"r{i}")
-            reply.parts = [f"text {i}"]
-            writer.begin(reply)
-            replies.append(reply)
         assert writer._round(1000.0) and looks == [5]  # two written, three left
         assert [row[1] for row in stored(app, "r0")] == ["Hi", "text 0"] and stored(app, "r4") == []
         replies[4].final = {"content": "text 4, ended", "metadata": {"ending": "complete"}, "driver": "openai"}
@@ -301,16 +306,7 @@ def test_rounds_of_text_alone_are_smaller_than_rounds_of_starts_and_ends(app: Fl
     monkeypatch.setattr("bupple_flask.reply_writer.MAX_REPLIES", 4)
     monkeypatch.setattr("bupple_flask.reply_writer.MAX_TEXT_REPLIES", 2)
     with app.app_context():
-        state = get_state(app)
-        state.ensure_tables()
-        writer = ReplyWriter(state.sql_engine, state.table, interval=1, lease=60, timeout=10)
-        writer._running = True  # the rounds run here
-        replies = []
-        for i in range(5):
-            start = a_turn(app, f"t{i}", new=True)
-            replies.append(Reply(start.rows[-1]["message_id"], start, {"ending": "streaming"}, f"t{i}"))
-            replies[-1].parts = []
-            writer.begin(replies[-1])
+        writer, replies = writer_following(app, "t", [[] for _ in range(5)])
         sizes = []
         write = writer._write
         monkeypatch.setattr(writer, "_write", lambda jobs: sizes.append(len(jobs)) or write(jobs))
