@@ -18,20 +18,22 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from .green import has_input
 
 
-class CheckedHTTPConnection(HTTPConnection):
-    """urllib3's connection; still open when idle means nothing to read (no close, reset or stray bytes)."""
+class _Checked:
+    """Still open when idle means nothing to read on the socket (no close, reset or stray bytes)."""
+
+    sock: Any
 
     @property
     def is_connected(self) -> bool:
         return self.sock is not None and not has_input(self.sock.fileno())
 
 
-class CheckedHTTPSConnection(HTTPSConnection):
+class CheckedHTTPConnection(_Checked, HTTPConnection):
+    """urllib3's connection, checked by :class:`_Checked`."""
+
+
+class CheckedHTTPSConnection(_Checked, HTTPSConnection):
     """The TLS connection, checked the same way (the socket under the TLS layer)."""
-
-    @property
-    def is_connected(self) -> bool:
-        return self.sock is not None and not has_input(self.sock.fileno())
 
 
 class CheckedHTTPConnectionPool(HTTPConnectionPool):
