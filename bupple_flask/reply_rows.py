@@ -10,9 +10,11 @@ answer was lost) puts the same text in the same place. An end writes the whole t
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import Column, Integer, Table, func
+from sqlalchemy import JSON, Column, Integer, String, Table, func
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Update
 
@@ -20,7 +22,7 @@ from .bulk_rows import document, update_params, update_statement
 from .green import Queue
 from .turn_starts import TurnStart
 
-__all__ = ["Reply", "update_replies"]
+__all__ = ["Job", "Reply", "round_rows", "update_replies"]
 
 
 class Reply:
@@ -46,13 +48,48 @@ class Reply:
         """Its start failed twice: nothing is written until its end, which tries the start once more."""
 
 
+class Job(NamedTuple):
+    """What a writer round writes of one reply."""
+
+    reply: Reply
+    final: dict[str, Any] | None
+    """Its end (``content``, ``metadata``, ``driver``), written whole; else its text added since the last write."""
+    upto: int
+    """The parts written once this round is."""
+    text: str
+    lease: bool
+    """The metadata goes with the text: the lease is pushed (else the row keeps its metadata)."""
+
+
+def round_rows(
+    jobs: list[Job], moment: datetime, streaming_metadata: Callable[[Reply], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows of :func:`update_replies` for a round's jobs; a start with no text added has none (its rows are
+    written with their metadata by the start)."""
+    rows = []
+    for reply, final, upto, text, lease in jobs:
+        if final is not None:
+            rows.append({"message_id": reply.message_id, "content": final["content"], "kept": 0, "updated_at": moment,
+                         "metadata": final["metadata"], "driver": final["driver"]})  # fmt: skip
+        elif lease:  # the lease pushed, with the text added if any
+            rows.append({"message_id": reply.message_id, "content": text, "kept": reply.stored, "updated_at": moment,
+                         "metadata": streaming_metadata(reply), "driver": reply.metadata.get("provider")})  # fmt: skip
+        elif upto > reply.written:  # text alone: the row keeps its metadata (fewer bytes to both sides)
+            rows.append({"message_id": reply.message_id, "content": text, "kept": reply.stored, "updated_at": moment,
+                         "metadata": None, "driver": None})  # fmt: skip
+    return rows
+
+
 KEPT = Column("kept", Integer)
 """How many characters of the row's ``content`` stay before the row's new text."""
+KEPT_WHEN_NONE = (Column("metadata", JSON(none_as_null=True)), Column("driver", String))
+"""``metadata`` and ``driver`` as sent: ``None`` (SQL ``NULL``, not JSON ``null``) keeps the row's own."""
 
 
 def update_replies(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Update reply rows by ``message_id``: ``content`` is the row's first ``kept`` characters and then the
-    new ``content``; ``updated_at``, ``metadata`` and ``driver`` as given. One statement on PostgreSQL.
+    new ``content``; ``updated_at`` as given, ``metadata`` and ``driver`` too unless ``None`` (the row keeps its
+    own: a text round sends no metadata between two pushes of the lease). One statement on PostgreSQL.
 
     Every row has :data:`NAMES`, in that order.
     """
@@ -71,7 +108,9 @@ def _statement(table: Table, *, as_document: bool) -> Update:
 
     def values(source: dict[str, Any]) -> dict[str, Any]:
         kept = func.substr(func.coalesce(content, ""), 1, source["kept"], type_=content.type)
+        metadata, driver = table.c["metadata"], table.c["driver"]
         return {"content": kept.concat(source["content"]), "updated_at": source["updated_at"],
-                "metadata": source["metadata"], "driver": source["driver"]}  # fmt: skip
+                "metadata": func.coalesce(source["metadata"], metadata, type_=metadata.type),
+                "driver": func.coalesce(source["driver"], driver, type_=driver.type)}  # fmt: skip
 
-    return update_statement(table, NAMES, ("message_id",), values, (KEPT,), as_document=as_document)
+    return update_statement(table, NAMES, ("message_id",), values, (KEPT, *KEPT_WHEN_NONE), as_document=as_document)

@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
@@ -38,7 +38,8 @@ from sqlalchemy.engine import Engine
 from .database import bounded, describe_error, drop_frames, unreachable
 from .green import Queue, QueueEmpty, spawn
 from .memory import without_nul
-from .reply_rows import Reply, update_replies
+from .reply_rows import Job as _Job
+from .reply_rows import Reply, round_rows, update_replies
 from .streaming_rows import LEASE_KEY
 from .times import now
 from .turn_starts import write_starts
@@ -155,7 +156,7 @@ class ReplyWriter:
         size = next((i for i, reply in enumerate(wanted[:MAX_REPLIES]) if reply.start is None and reply.final is None),
                     MAX_REPLIES)  # starts and ends come first: rounds of them stay large (a burst's CPU)
         size = min(MAX_REPLIES, max(size, MAX_TEXT_REPLIES))
-        jobs = [self._job(reply) for reply in wanted[:size]]
+        jobs = [self._job(reply, at) for reply in wanted[:size]]
         written = not jobs or self._write_round(jobs, at)
         self._left = wanted[size:] if written else []  # after a failure, the next round waits its tick
         return bool(self._left)
@@ -195,32 +196,28 @@ class ReplyWriter:
 
     def _due(self, reply: Reply, at: float) -> bool:
         grown = reply.parts is not None and len(reply.parts) > reply.written and at - reply.written_at >= self.interval
-        return grown or at - reply.renewed_at >= self.lease / 3 - self.tick  # renewed every third, not every round
+        return grown or self._lease_due(reply, at)
 
-    @staticmethod
-    def _job(reply: Reply) -> _Job:
-        """What this round writes of ``reply``: its end if there is one, else the text added since its last write."""
+    def _lease_due(self, reply: Reply, at: float) -> bool:
+        return at - reply.renewed_at >= self.lease / 3 - self.tick  # renewed every third, not every round
+
+    def _job(self, reply: Reply, at: float) -> _Job:
+        """What this round writes of ``reply``: its end if there is one, else the text added since its last
+        write, with the metadata only when its lease is due (a start writes it anyway)."""
         if reply.final is not None:
-            return _Job(reply, reply.final, 0, "")
+            return _Job(reply, reply.final, 0, "", False)
         parts = reply.parts or []
         upto = len(parts)
-        return _Job(reply, None, upto, without_nul("".join(parts[reply.written:upto])))
+        lease = reply.start is None and self._lease_due(reply, at)
+        return _Job(reply, None, upto, without_nul("".join(parts[reply.written:upto])), lease)
 
     def _write(self, jobs: list[_Job]) -> None:
-        rows: list[dict[str, Any]] = []
         moment, until = now(), round(time.time() + self.lease, 3)
         with bounded(self.timeout), self.sql_engine().begin() as connection:
             starts = [(job.reply.start, self.streaming_metadata(job.reply, until)) for job in jobs if job.reply.start]
             if starts:
                 write_starts(connection, starts)  # their content is still empty
-            for reply, final, upto, text in jobs:
-                if final is not None:
-                    rows.append({"message_id": reply.message_id, "content": final["content"], "kept": 0, "updated_at":
-                                 moment, "metadata": final["metadata"], "driver": final["driver"]})  # fmt: skip
-                elif reply.start is None or upto:  # text added, or only the lease
-                    rows.append({"message_id": reply.message_id, "content": text, "kept": reply.stored,
-                                 "updated_at": moment, "metadata": self.streaming_metadata(reply, until),
-                                 "driver": reply.metadata.get("provider")})  # fmt: skip
+            rows = round_rows(jobs, moment, lambda reply: self.streaming_metadata(reply, until))
             if rows:
                 update_replies(connection, self.table, rows)
 
@@ -229,7 +226,9 @@ class ReplyWriter:
         if job.final is not None:
             self._forget(reply)
             return
-        reply.start, reply.attempts, reply.renewed_at = None, 0, at
+        if reply.start is not None or job.lease:
+            reply.renewed_at = at
+        reply.start, reply.attempts = None, 0
         if job.upto > reply.written:
             reply.written, reply.written_at, reply.stored = job.upto, at, reply.stored + len(job.text)
 
@@ -272,13 +271,6 @@ class ReplyWriter:
             self._replies.pop(reply.message_id, None)
         if reply.done is not None:
             reply.done.put(True)
-
-
-class _Job(NamedTuple):
-    reply: Reply
-    final: dict[str, Any] | None
-    upto: int
-    text: str
 
 
 _writers: weakref.WeakKeyDictionary[Any, ReplyWriter] = weakref.WeakKeyDictionary()

@@ -249,7 +249,7 @@ def test_a_round_sends_only_the_text_added_and_writing_it_twice_stores_it_once(a
             assert [row[1] for row in stored(app, "growing")] == ["Hi", "Héllo 🙂 world\ufffd!"]  # NUL: not storable
             assert " world\ufffd!" in sent[-1] and "Héllo" not in sent[-1]  # only what was added went
             reply.parts.append(" Bye")
-            job = writer._job(reply)
+            job = writer._job(reply, 1004.0)
             writer._write([job])
             writer._write([job])  # the same round again: its first commit was not heard of
             assert [row[1] for row in stored(app, "growing")] == ["Hi", "Héllo 🙂 world\ufffd! Bye"]
@@ -318,3 +318,42 @@ def test_rounds_of_text_alone_are_smaller_than_rounds_of_starts_and_ends(app: Fl
             pass
         assert sizes == [4, 1, 2, 2, 1]  # five starts: 4 + 1; then five texts: 2 + 2 + 1
         assert all([row[1] for row in stored(app, f"t{i}")] == ["Hi", "text"] for i in range(5))
+
+
+def test_text_rounds_send_the_metadata_only_when_the_lease_is_pushed(app: Flask) -> None:
+    """Between two pushes of the lease (every third of it) a round sends a reply's new text alone, and the row keeps
+    its metadata and driver: rewriting them each second was most of what a round sent per reply."""
+    with app.app_context():
+        writer, (reply,) = writer_following(app, "m", [["one"]])  # lease 60 s, tick 1 s: pushed after 19 s
+        reply.metadata = {"ending": "streaming", "provider": "openai", "model": "m"}
+        sent: list[str] = []
+
+        def keep(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+            if statement.lstrip().upper().startswith("UPDATE") and reply.message_id in str(parameters):
+                sent.append(json.dumps(parameters, ensure_ascii=False, default=str))
+
+        def row() -> tuple[str, Any, str | None]:
+            m = get_state(app).table
+            with get_state(app).sql_engine().connect() as connection:
+                return tuple(connection.execute(select(m.c.content, m.c["metadata"], m.c.driver).where(
+                    m.c.message_id == reply.message_id)).one())  # fmt: skip
+
+        engine = get_state(app).sql_engine()
+        event.listen(engine, "before_cursor_execute", keep)
+        try:
+            writer._round(1000.0)  # the start (its metadata, with the lease) and the text so far
+            started = row()[1]
+            assert started["ending"] == "streaming" and started["lease_until"] > 0
+            reply.parts.append(" two")
+            writer._round(1002.0)
+            assert sent[-1].count("two") == 1 and "lease_until" not in sent[-1] and "streaming" not in sent[-1]
+            assert row() == ("one two", started, None)  # metadata kept as the start wrote it (not JSON null)
+            reply.parts.append(" three")
+            writer._round(1019.5)  # a third of the lease less a tick after the start: pushed, with the text
+            content, pushed, _ = row()
+            assert content == "one two three" and "lease_until" in sent[-1]
+            assert pushed["lease_until"] > started["lease_until"] and pushed["model"] == "m"
+            writer._round(1025.0)  # nothing added, the lease not due: nothing sent
+            assert sent[-1].count("three") == 1 and len(sent) == 3
+        finally:
+            event.remove(engine, "before_cursor_execute", keep)
