@@ -2,7 +2,8 @@
 
 Why one writer: a write per stream exhausted the pool with 500 simultaneous streams (bench T10).
 One greenlet (a thread without gevent) per engine state and worker does every write of every
-streaming reply, each round in one short transaction on a pooled connection:
+streaming reply, each round in one short transaction on a pooled connection (a round of one statement, the
+statement alone: :func:`.database.writing`):
 
 - a reply that starts (its conversation made or touched, its question, an assistant row with ``metadata.ending =
   "streaming"``): written once its upstream answered (a round meanwhile delays reading the answer), with the rest due;
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
 
-from .database import bounded, describe_error, drop_frames, unreachable
+from .database import bounded, describe_error, drop_frames, unreachable, writing
 from .green import Queue, QueueEmpty, spawn
 from .memory import without_nul
 from .reply_rows import Job as _Job
@@ -213,8 +214,8 @@ class ReplyWriter:
 
     def _write(self, jobs: list[_Job]) -> None:
         moment, until = now(), round(time.time() + self.lease, 3)
-        with bounded(self.timeout), self.sql_engine().begin() as connection:
-            starts = [(job.reply.start, self.streaming_metadata(job.reply, until)) for job in jobs if job.reply.start]
+        starts = [(job.reply.start, self.streaming_metadata(job.reply, until)) for job in jobs if job.reply.start]
+        with bounded(self.timeout), writing(self.sql_engine(), one_statement=not starts) as connection:
             if starts:
                 write_starts(connection, starts)  # their content is still empty
             rows = round_rows(jobs, moment, lambda reply: self.streaming_metadata(reply, until))

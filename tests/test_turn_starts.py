@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event, select
 
 from bupple_flask.engine import get_state
@@ -357,3 +358,28 @@ def test_text_rounds_send_the_metadata_only_when_the_lease_is_pushed(app: Flask)
             assert sent[-1].count("three") == 1 and len(sent) == 3
         finally:
             event.remove(engine, "before_cursor_execute", keep)
+
+
+def test_a_round_of_one_statement_on_postgresql_sends_no_begin_and_no_commit(app: Flask) -> None:
+    """A round of text alone is one statement: on PostgreSQL it runs outside a transaction (two round trips fewer,
+    each a turn of a busy worker's loop); a round with a start runs its statements in one. SQLite: a transaction."""
+    with app.app_context():
+        writer, (reply,) = writer_following(app, "s", [["one"]])
+        postgresql = get_state(app).sql_engine().dialect.name == "postgresql"
+        seen: list[bool] = []
+
+        def in_transaction(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.lstrip().upper().startswith("UPDATE"):
+                dbapi = conn.connection.dbapi_connection
+                seen.append(dbapi.info.transaction_status != TransactionStatus.IDLE if postgresql else dbapi.in_transaction)
+
+        engine = get_state(app).sql_engine()
+        event.listen(engine, "after_cursor_execute", in_transaction)
+        try:
+            writer._round(1000.0)  # the start and its text: one transaction
+            reply.parts.append(" two")
+            writer._round(1002.0)  # the text alone
+        finally:
+            event.remove(engine, "after_cursor_execute", in_transaction)
+        assert seen == ([True, False] if postgresql else [True, True])
+        assert [row[1] for row in stored(app, "s0")] == ["Hi", "one two"]
