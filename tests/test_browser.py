@@ -212,6 +212,7 @@ def test_phone_width(browser: Browser, server, fake_openai, artifacts: Path) -> 
         expect(assistant(page)).to_contain_text("narrow phone")
         overflow = page.evaluate("() => document.documentElement.scrollWidth")
         assert overflow <= 360
+        expect(page.get_by_test_id("send")).to_be_visible()  # the stop button stands in its place until the end
         box = page.get_by_test_id("send").bounding_box()
         assert box and box["x"] + box["width"] <= 360
         page.screenshot(path=str(artifacts / "widget-phone.png"))
