@@ -35,6 +35,7 @@ from .database import bounded, reading
 from .errors import InvalidRequestError
 from .messages import ROLES
 from .streaming_rows import lease_of, settled, shown_metadata
+from .text_compression import compress_content_with_lz4
 from .times import iso
 
 MAX_PARENT_ID = 255
@@ -87,7 +88,7 @@ def memory_table(metadata: MetaData, name: str = "engine_memory") -> Table:
     """The ``engine_memory`` table (or ``name``) on ``metadata``; defined once per metadata."""
     if name in metadata.tables:
         return metadata.tables[name]
-    return Table(
+    table = Table(
         name,
         metadata,
         Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
@@ -103,6 +104,8 @@ def memory_table(metadata: MetaData, name: str = "engine_memory") -> Table:
         Column("updated_at", DateTime(timezone=True), nullable=False),
         Index(f"ix_{name}_parent", "parent_class", "parent_id", "id"),
     )
+    compress_content_with_lz4(table)
+    return table
 
 
 class ConversationMemory:

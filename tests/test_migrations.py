@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from bupple_flask.conversations import ConversationStore, conversations_table
 from bupple_flask.memory import ConversationMemory, memory_table
 from tests.test_readme import readme_blocks
+from tests.test_text_compression import content_compression
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_VERSIONS = ROOT / "bupple_flask" / "migrations" / "versions"
@@ -134,6 +135,7 @@ def upgrade_and_check(
     first_upgrade = next(output for line, output in host.run_readme_steps() if line == "flask db upgrade")
     assert "Running upgrade  -> bupple_0001" in first_upgrade
     assert "Running upgrade bupple_0001 -> bupple_0002" in first_upgrade
+    assert "Running upgrade bupple_0002 -> bupple_0003" in first_upgrade
     notes = [source for source in host.revisions().values() if "create_table('note'" in source]
     assert len(notes) == 1, host.revisions()  # autogenerate: the host's model ...
     assert table not in notes[0] and conversations not in notes[0]  # ... and nothing for our tables
@@ -142,6 +144,8 @@ def upgrade_and_check(
     try:
         assert_table_as_the_engine_defines_it(sql_engine, table)
         assert_conversations_table_as_the_engine_defines_it(sql_engine, conversations)
+        if sql_engine.dialect.name == "postgresql":
+            assert content_compression(sql_engine, table) == "l"  # lz4 (tests/test_text_compression.py)
         assert_engine_uses_it(sql_engine, table)
         store = ConversationStore(sql_engine, conversations_table(MetaData(), conversations),
                                   memory_table(MetaData(), table), "user:1")  # fmt: skip
@@ -155,6 +159,22 @@ def upgrade_and_check(
 
 def test_upgrade_creates_the_table_on_an_empty_postgresql_database(tmp_path: Path, empty_postgres: str) -> None:
     upgrade_and_check(HostApp(tmp_path / "host", empty_postgres), empty_postgres, "engine_memory")
+
+
+def test_lz4_on_postgresql_goes_with_a_downgrade_and_comes_back(tmp_path: Path, empty_postgres: str) -> None:
+    """``bupple_0003`` alone: the memory table's text back to the server's compression, then lz4 again."""
+    host = HostApp(tmp_path / "host", empty_postgres)
+    host.run_readme_steps()
+    sql_engine = create_engine(empty_postgres)
+    try:
+        assert content_compression(sql_engine, "engine_memory") == "l"
+        assert "Running downgrade bupple_0003 -> bupple_0002" in host.run("flask db downgrade bupple_0002")
+        assert content_compression(sql_engine, "engine_memory") == ""
+        assert_engine_uses_it(sql_engine, "engine_memory")
+        assert "Running upgrade bupple_0002 -> bupple_0003" in host.run("flask db upgrade")
+        assert content_compression(sql_engine, "engine_memory") == "l"
+    finally:
+        sql_engine.dispose()
 
 
 def test_upgrade_creates_the_table_on_an_empty_sqlite_database(tmp_path: Path) -> None:
@@ -183,7 +203,7 @@ LATER_RELEASE = '''"""What a later release's migration looks like: the next revi
 from alembic import op
 
 revision = "bupple_0099"
-down_revision = "bupple_0002"
+down_revision = "bupple_0003"
 branch_labels = None
 depends_on = None
 
@@ -208,7 +228,7 @@ def test_an_existing_table_is_stamped_and_a_later_release_joins_with_the_same_st
     host.include_our_migrations()
     host.run(join)
     host.run("flask db stamp bupple_0002")
-    assert "Running upgrade bupple_0002 ->" in host.run("flask db upgrade")  # the join only: the tables are there
+    assert "Running upgrade bupple_0002 ->" in host.run("flask db upgrade")  # lz4 (none on SQLite), the join
     assert NO_CHANGES in host.run("flask db migrate -m nothing")
 
     later = tmp_path / "later_release"  # stands for the package's own folder in that release
@@ -218,7 +238,7 @@ def test_an_existing_table_is_stamped_and_a_later_release_joins_with_the_same_st
     ini.write_text(ini.read_text().replace("bupple_flask:migrations/versions", f"bupple_flask:migrations/versions {later}"))
     assert host.run("flask db heads").count("(head)") == 2
     host.run(join)
-    assert "Running upgrade bupple_0002 -> bupple_0099" in host.run("flask db upgrade")
+    assert "Running upgrade bupple_0003 -> bupple_0099" in host.run("flask db upgrade")
     assert host.run("flask db heads").count("(head)") == 1
     sql_engine = create_engine(url)
     try:
