@@ -142,10 +142,14 @@ def budget_table(systems: dict[str, Any]) -> str:
     heads = ["system"] + [f"us/chunk at {n} streams" for n in levels] + ["us/stream (T5: open, 3 chunks, close)"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for name, raw in have.items():
-        by = {p["streams"]: p.get("steady_cpu_us_per_chunk", math.nan) for p in raw["sweep"]}
-        stream = ((raw.get("T5") or {}).get("relay") or {}).get("cpu_us_per_stream", math.nan)
-        cells = [name] + [f"{by.get(n, math.nan):.0f}" for n in levels] + [f"{stream:.0f}"]
-        lines.append("| " + " | ".join(cells).replace("nan", "n/a") + " |")
+        rows = [(name, "steady_cpu_us_per_chunk", "cpu_us_per_stream")]
+        if any(not math.isnan(p.get("db_us_per_chunk", math.nan)) for p in raw["sweep"]):
+            rows.append((f"{name}: its database (whole rounds)", "db_us_per_chunk", "db_us_per_stream"))
+        for label, per_chunk, per_stream in rows:
+            by = {p["streams"]: p.get(per_chunk, math.nan) for p in raw["sweep"]}
+            stream = ((raw.get("T5") or {}).get("relay") or {}).get(per_stream, math.nan)
+            cells = [label] + [f"{by.get(n, math.nan):.0f}" for n in levels] + [f"{stream:.0f}"]
+            lines.append("| " + " | ".join(cells).replace("nan", "n/a") + " |")
     return "\n".join(lines)
 
 

@@ -194,7 +194,8 @@ def markdown(data: dict[str, Any]) -> str:
     out = [f"# Benchmark results{' (quick run)' if data['quick'] else ''}", "",
            f"{m['date']} · {m['nproc']} cores · {m['cpu']} · Python {m['python']} · gevent {m['gevent']} · "
            f"gunicorn {m['gunicorn']} · Flask {m['flask']} · {m['kernel']} · commit {m['commit']}", "",
-           "One gunicorn gevent worker pinned to core 1; fake upstream and load client on core 0. "
+           "One gunicorn gevent worker pinned to core 1; fake upstream and load client on core 0"
+           + (", and the database (PostgreSQL, this machine's)" if "pinned" in m.get("database", "") else "") + ". "
            "Every figure is compared with the direct path (the same client reading the fake upstream "
            "directly), measured interleaved in the same run."
            + (" Quick run: reduced sizes (stream counts in the first column); the targets are for the "
@@ -222,7 +223,9 @@ def markdown(data: dict[str, Any]) -> str:
     budget = budget_table(data["systems"])
     if budget:
         out += ["## CPU budget", "", "Worker CPU (utime + stime) per relayed chunk in the steady state of each sweep level, "
-                "and per stream of the T5 burst; same run, same core.", "", budget, ""]
+                "and per stream of the T5 burst; same run, same core. A system that keeps its memory in the "
+                "database has a second row: the database's CPU over each level's whole rounds (opens, chunks, "
+                "ends), per chunk, and over the T5 burst, per stream.", "", budget, ""]
     out += ["Plots: `latency_vs_streams.png`, `rss_vs_streams.png`. Raw numbers: `latest.json`.", ""]
     return "\n".join(out)
 

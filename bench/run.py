@@ -7,6 +7,7 @@ writes ``bench/results/latest.{json,md}`` plus the two plots.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs, report, scale_out, scenarios
+from bench.database_core import database_on_core
 from bench.harness import SUT, Harness, Sizes, env_base
 from bench.peers import litellm_peer
 from bench.profile import Profiler
@@ -179,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     tls: tuple[int, str] | None = None
     data: dict[str, Any] = {"meta": meta(), "quick": quick, "sizes": vars(sizes), "systems": {},
                             "upstream": {"port": h.up_port}}
+    stack = contextlib.ExitStack()
     try:
+        if pg_ok() and (os.cpu_count() or 1) >= 2 and any(name.startswith("bupple") for name in systems):
+            data["meta"]["database"] = stack.enter_context(database_on_core(procs.LOAD_CORE))
         if "T6" in only:
             ca, cert, key = procs.make_tls(workdir / "tls")
             port = procs.free_port()
@@ -193,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 data["systems"][name] = {"skipped": why}
                 continue
             entry: dict[str, Any] = {"has_db": sut.has_db, "notes": sut.notes}
+            if sut.has_db and "database" in data["meta"]:
+                entry["notes"].append(data["meta"]["database"])
             sizes.rounds = args.rounds or (1 if quick or not name.startswith("bupple") else 2)
             entry["rounds"] = sizes.rounds
             try:
@@ -216,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if tls_up:
             tls_up.stop()
         h.close()
+        stack.close()
     from bench.cpu_cost import budget_table
 
     print(f"CPU budget:\n{budget_table(data['systems'])}\n", flush=True)

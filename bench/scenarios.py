@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+from bench.database_core import database_cpu_seconds
 from bench.harness import SUT, Harness, errors, lat_ms, streams_of, summary
 from bench.procs import SERVER_CORE
 from bench.sampler import core_busy_seconds, count_sockets, cpu_seconds, tree_cpu_seconds
@@ -28,6 +29,11 @@ def _peak(h: Harness, name: str, t0: int, t1: int, attr: str = "rss") -> float:
 def _cpu(h: Harness, name: str, t0: int, t1: int) -> float:
     xs = h.sampler.window(name, t0, t1)
     return xs[-1].cpu_s - xs[0].cpu_s if len(xs) > 1 else math.nan
+
+
+def _db_cpu(sut: SUT) -> float:
+    """The machine's database's CPU seconds so far, for a system that keeps memory there (0 otherwise)."""
+    return database_cpu_seconds() if sut.has_db else 0.0
 
 
 def _timed(h: Harness, target: dict[str, Any], groups: list[dict[str, Any]]) -> tuple[dict, int, int]:
@@ -68,9 +74,10 @@ def sweep(h: Harness, sut: SUT, base: dict[str, float]) -> list[dict[str, Any]]:
             lat["all_direct"] += lat_ms(streams_of(d, g["name"]))
             p["direct_errors"] += errors(streams_of(d, g["name"]), n)["errors"]
             p["up_rss"] = max(p["up_rss"], _peak(h, "upstream", t0, t1))
-            busy0, own0 = core_busy_seconds(SERVER_CORE), tree_cpu_seconds(sut.proc.pid)
+            busy0, own0, db0 = core_busy_seconds(SERVER_CORE), tree_cpu_seconds(sut.proc.pid), _db_cpu(sut)
             r, t0, t1 = _timed(h, sut.target(), [g])
             foreign = core_busy_seconds(SERVER_CORE) - busy0 - (tree_cpu_seconds(sut.proc.pid) - own0)
+            p["db_cpu_s"] = p.get("db_cpu_s", 0.0) + _db_cpu(sut) - db0
             ss = streams_of(r, g["name"])
             p.setdefault("rounds_detail", []).append({
                 "direct_p99": summary(steady_ms(d, g["name"]))["p99"],
@@ -98,6 +105,7 @@ def sweep(h: Harness, sut: SUT, base: dict[str, float]) -> list[dict[str, Any]]:
         p["cpu_us_per_chunk"] = p["cpu_s"] / p["chunks"] * 1e6 if p["chunks"] else math.nan
         p["steady_cpu_us_per_chunk"] = (p["steady_cpu_s"] / p["steady_chunks"] * 1e6
                                         if p.get("steady_chunks") else math.nan)
+        p["db_us_per_chunk"] = p["db_cpu_s"] / p["chunks"] * 1e6 if sut.has_db and p["chunks"] else math.nan
         p["kib_per_stream"] = (p["rss"] - base["server_rss"]) / 1024 / n
         p["up_kib_per_stream"] = (p["up_rss"] - base["upstream_rss"]) / 1024 / n
         points.append(p)
@@ -110,7 +118,7 @@ def burst(h: Harness, sut: SUT) -> dict[str, Any]:
     out: dict[str, Any] = {"streams": n}
     for key, target in (("direct", h.direct), ("relay", sut.target())):
         g = {"name": f"t5{key[0]}", "count": n, "ramp_s": 0, "n": 3, "iv": 100}
-        cpu0 = sum(cpu_seconds(pid) for pid in sut.worker_pids)
+        cpu0, db0 = sum(cpu_seconds(pid) for pid in sut.worker_pids), _db_cpu(sut)
         ss = streams_of(h.client(target, [g]), g["name"])
         ok = [s for s in ss if s["ok"] and s["t_first_chunk"]]
         span = (max(s["t_first_chunk"] for s in ok) - min(s["t_start"] for s in ss)) / 1e9 if ok else math.nan
@@ -118,6 +126,7 @@ def burst(h: Harness, sut: SUT) -> dict[str, Any]:
         if key == "relay":  # the worker's CPU for each stream's whole life: accept to close, 3 chunks
             time.sleep(0.3)  # the last closes
             out[key]["cpu_us_per_stream"] = (sum(cpu_seconds(pid) for pid in sut.worker_pids) - cpu0) / n * 1e6
+            out[key]["db_us_per_stream"] = (_db_cpu(sut) - db0) / n * 1e6 if sut.has_db else math.nan
     return out
 
 

@@ -76,9 +76,7 @@ def reading(engine: Engine, seconds: float | None) -> Iterator[Connection]:
     turn of a busy worker's loop. SQLite has no round trips, and switching a connection's mode
     there could end a transaction another caller has open on a shared (in-memory) connection.
     """
-    with bounded(seconds), engine.connect() as connection:
-        if engine.dialect.name != "sqlite":
-            connection.execution_options(isolation_level="AUTOCOMMIT")
+    with bounded(seconds), (engine.connect() if engine.dialect.name == "sqlite" else _autocommit(engine)) as connection:
         yield connection
 
 
@@ -90,13 +88,16 @@ def writing(engine: Engine, *, one_statement: bool) -> Iterator[Connection]:
     (the reply writer's text rounds: each answer waits for a turn of a busy worker's loop, and its handling
     holds the loop). SQLite keeps its transaction, as in :func:`reading`.
     """
-    if one_statement and engine.dialect.name != "sqlite":
-        with engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            yield connection
-    else:
-        with engine.begin() as connection:
-            yield connection
+    with (_autocommit(engine) if one_statement and engine.dialect.name != "sqlite" else engine.begin()) as connection:
+        yield connection
+
+
+@contextmanager
+def _autocommit(engine: Engine) -> Iterator[Connection]:
+    """A pooled connection whose statements each commit themselves (the pool's reset restores its mode)."""
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
 
 
 def connect_defaults(dialect: str, driver: str, seconds: float) -> dict[str, Any]:

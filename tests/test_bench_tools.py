@@ -270,6 +270,8 @@ def test_report_prints_the_cpu_budget_and_the_scale_out_side_by_side() -> None:
                        "2": {"levels": [dict(level, streams=4000, worker_cpu_pct=[60.0, 65.0])], "held": 4000}}}
     bupple, naive = raw(61.0, 1500.0), raw(66.0, 2700.0)
     bupple["T11"] = t11
+    bupple["sweep"][1]["db_us_per_chunk"] = 24.0
+    bupple["T5"]["relay"]["db_us_per_stream"] = 900.0
     meta = {k: "x" for k in ("date", "nproc", "cpu", "python", "gevent", "gunicorn", "flask", "kernel", "commit")}
     data = {"meta": meta, "quick": False, "systems": {
         "bupple": {"raw": bupple, "rows": report.verdicts(bupple, has_db=True)},
@@ -277,6 +279,7 @@ def test_report_prints_the_cpu_budget_and_the_scale_out_side_by_side() -> None:
     md = report.markdown(data)
     assert "## CPU budget" in md
     assert "| bupple | 61 | 1500 |" in md and "| naive | 66 | 2700 |" in md
+    assert "| bupple: its database (whole rounds) | 24 | 900 |" in md and "naive: its database" not in md
     assert "| 2 | 4000 | 0 | +3.0 ms (direct p99 1.0) | 9990 | 60% + 65% | yes |" in md
     assert "one worker 2000, two workers 4000 (x2.00)" in md
 
@@ -288,3 +291,24 @@ def test_writer_cost_stores_every_chunk_and_sends_rounds_that_do_not_grow_with_t
     assert out["chunks_per_reply"] == 60 and out["longest_stored"] == 60 * len(CHUNK)
     first, last = out["first_tenth"]["sent_bytes_per_reply"], out["last_tenth"]["sent_bytes_per_reply"]
     assert 0 < last <= first * 1.2  # only the text added each round, however long the reply is
+
+
+def test_the_database_is_pinned_to_the_load_core_and_its_cpu_counted(postgres_url: str) -> None:
+    """bench/database_core.py on the machine's PostgreSQL: a new backend lands on the given core; restored after."""
+    import psycopg
+
+    from bench.database_core import database_cpu_seconds, database_on_core, database_pids
+
+    pids = database_pids()
+    assert pids, "no process of the postgres user: the bench could not pin or measure the database"
+    before = {pid: os.sched_getaffinity(pid) for pid in pids}
+    with database_on_core(0) as note:
+        assert note.startswith("PostgreSQL pinned to core 0"), note
+        spent = database_cpu_seconds()
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test") as connection:
+            backend = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+            assert os.sched_getaffinity(backend) == {0}  # forked by the pinned postmaster
+            connection.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()
+        assert database_cpu_seconds() > spent
+    after = {pid: os.sched_getaffinity(pid) for pid in pids if pid in database_pids()}
+    assert after == {pid: cores for pid, cores in before.items() if pid in after}

@@ -1,0 +1,77 @@
+"""The machine's PostgreSQL on the load core during a run, and the CPU it spends.
+
+The worker gets core 1 to itself; the fake upstream and the load client share core 0, and so
+does the database when the bench runs it on this machine (in production it has a host of its
+own). Unpinned, its backends land on the worker's core in short bursts, each one a stall of
+every stream's next chunk: on 2026-12-02, T3's p99 at 1,000 streams was 2.5-7.9 ms unpinned and
+1.7-1.8 ms pinned, in alternate runs. Its CPU is measured, not hidden: the bench prints the
+database's CPU per chunk and per stream beside the worker's (bench/cpu_cost.py).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.sampler import CLK_TCK
+
+USER = "postgres"
+
+
+def database_pids() -> list[int]:
+    """The processes of the machine's PostgreSQL (its user's), postmaster and backends."""
+    try:
+        uid = pwd.getpwnam(USER).pw_uid
+    except KeyError:
+        return []
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def database_cpu_seconds() -> float:
+    """CPU seconds of the database's processes, with those of backends that ended (the postmaster's children)."""
+    total = 0
+    for pid in database_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return total / CLK_TCK
+
+
+@contextmanager
+def database_on_core(core: int) -> Iterator[str]:
+    """Pin the database's processes (new backends inherit the postmaster's) to ``core``; restore after.
+
+    Yields a note for the report: what was done, or why not.
+    """
+    before: dict[int, set[int]] = {}
+    note = f"PostgreSQL pinned to core {core} (the load core) for the run; its CPU is printed beside the worker's"
+    for pid in database_pids():
+        try:
+            before[pid] = os.sched_getaffinity(pid)
+            os.sched_setaffinity(pid, {core})
+        except ProcessLookupError:
+            continue  # a backend that ended
+        except PermissionError as exc:
+            note = f"PostgreSQL not pinned ({exc.strerror}): its backends may take turns on the worker's core"
+            break
+    try:
+        yield note
+    finally:
+        for pid, cores in before.items():
+            try:
+                os.sched_setaffinity(pid, cores)
+            except OSError:
+                pass  # a backend that ended
