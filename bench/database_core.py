@@ -1,10 +1,11 @@
-"""The machine's PostgreSQL on the load core during a run, and the CPU it spends.
+"""The machine's PostgreSQL on the load core during a run (``bench.run --pin-database``), and its CPU.
 
-The worker gets core 1 to itself; the fake upstream and the load client share core 0, and so
-does the database when the bench runs it on this machine (in production it has a host of its
-own). Unpinned, its backends land on the worker's core in short bursts, each one a stall of
-every stream's next chunk: on 2026-12-02, T3's p99 at 1,000 streams was 2.5-7.9 ms unpinned and
-1.7-1.8 ms pinned, in alternate runs. Its CPU is measured, not hidden: the bench prints the
+The worker gets core 1 to itself; the fake upstream and the load client share core 0. The
+database, when the bench runs it on this machine, floats: its backends take turns on the
+worker's core in short bursts, each one a stall of every stream's next chunk. Pinned to core 0
+it takes the load client's turns instead, which the relay's rounds pay and the direct path's do
+not. Measured both ways on 2026-12-02 (bench/CPU.md), neither was better everywhere, so pinning
+is an option, not the default. Its CPU is measured either way, not hidden: the bench prints the
 database's CPU per chunk and per stream beside the worker's (bench/cpu_cost.py).
 """
 
@@ -57,7 +58,7 @@ def database_on_core(core: int) -> Iterator[str]:
     Yields a note for the report: what was done, or why not.
     """
     before: dict[int, set[int]] = {}
-    note = f"PostgreSQL pinned to core {core} (the load core) for the run; its CPU is printed beside the worker's"
+    note = f"PostgreSQL pinned to core {core} (the load core) for the run (--pin-database)"
     for pid in database_pids():
         try:
             before[pid] = os.sched_getaffinity(pid)

@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy the worker during each scenario")
     ap.add_argument("--before", metavar="PATH", help="also measure bupple served from another checkout (e.g. a "
                     "worktree of main) as bupple@before, first, under the same conditions")
+    ap.add_argument("--pin-database", action="store_true", help="the machine's PostgreSQL on the load core for the "
+                    "run (bench/database_core.py; not the default: at 2,000 streams it slowed the load client)")
     args = ap.parse_args(argv)
     quick = args.quick or os.environ.get("QUICK", "") not in ("", "0")
     systems = (args.systems or ("bupple" if quick else "bupple,naive,litellm")).split(",")
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                             "upstream": {"port": h.up_port}}
     stack = contextlib.ExitStack()
     try:
-        if pg_ok() and (os.cpu_count() or 1) >= 2 and any(name.startswith("bupple") for name in systems):
+        if args.pin_database and pg_ok() and (os.cpu_count() or 1) >= 2:
             data["meta"]["database"] = stack.enter_context(database_on_core(procs.LOAD_CORE))
         if "T6" in only:
             ca, cert, key = procs.make_tls(workdir / "tls")
