@@ -5,8 +5,7 @@ reply's row is rewritten every round with its text so far, so a long reply is de
 compressed again every round, on the database's share of the machine. lz4 does both with less of
 the server's CPU than the default pglz (a fifth less over a reply of a minute, a third less late in
 it: ``bench.writer_cost``, bench/CPU.md); clients read the values as before (compression is the
-server's own business). Servers before 14, or built without lz4,
-keep pglz; SQLite does not compress.
+server's own business). Servers before 14, or built without lz4, keep pglz; SQLite does not compress.
 """
 
 from __future__ import annotations
