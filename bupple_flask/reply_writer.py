@@ -26,6 +26,7 @@ document (:mod:`bupple_flask.bulk_rows`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -58,8 +59,7 @@ In a worker busy with 2,000 streams, a round of 2,000 starts spent 12.6 s sendin
 (0.08 s in an idle process); a bounded batch keeps the ends behind it waiting less.
 """
 MAX_TEXT_REPLIES = 50
-"""Replies per round when it writes only text and leases: a round's own CPU holds every stream's next
-chunk, and rounds of 200 added ~1 ms to the chunk latency p99 at 1,000 streams (bench/CPU.md)."""
+"""Replies per round of text and leases alone: its CPU holds every stream's next chunk (bench/CPU.md)."""
 ROUND_BOUND = 3
 """A round may take this many times ``BUPPLE_DB_TIMEOUT`` before it counts as failed.
 
@@ -87,6 +87,8 @@ class ReplyWriter:
         self._lock = threading.Lock()
         self._wake, self._running = Queue(), False
         self._ended: list[Reply] = []  # ends since the last round
+        self._woken: list[Reply] = []  # starts to write now (:meth:`wake`), since the last round
+        self._scanned_at = -math.inf  # when a round last looked at every reply
         self._left: list[Reply] = []  # what the last round's look at every reply found and left for the next
 
     def begin(self, reply: Reply) -> None:
@@ -97,8 +99,10 @@ class ReplyWriter:
         if idle:
             spawn(self._run)
 
-    def wake(self) -> None:
-        """A round now, for the starts and ends waiting (they are written in order: starts, then text)."""
+    def wake(self, reply: Reply) -> None:
+        """A round now, for ``reply``'s start (and whatever else waits to be written first: ends, starts)."""
+        with self._lock:
+            self._woken.append(reply)
         self._wake.put(None)
 
     def end(self, reply: Reply, values: dict[str, Any]) -> None:
@@ -126,34 +130,39 @@ class ReplyWriter:
                 if not self._replies:
                     self._running = False
                     return
+            ticked = False
             try:
                 if not more:  # replies left over from a full round go next, without waiting
-                    self._wake.get(timeout=self.tick)
+                    ticked = True  # unless a wake comes first
+                    ticked = self._wake.get(timeout=self.tick) is not None
                 while True:  # one round for everything that woke it meanwhile
                     self._wake.get(timeout=0)
             except QueueEmpty:
                 pass
             try:
-                more = self._round(time.monotonic())
+                more = self._round(time.monotonic(), ticked)
             except Exception:  # a bug must not stop every stream's writes
                 log.exception("the reply writer failed a round")
                 more = False
 
-    def _round(self, at: float) -> bool:
+    def _round(self, at: float, ticked: bool = True) -> bool:
         """One transaction; True when replies were left for the next round (:data:`MAX_REPLIES`).
 
-        A round right after a full one takes the ends that came since and what the full one left, without
-        looking at every reply again: at 2,000 streams that look, once per round of 200, held the loop longer
-        than building the round.
+        Only a tick (or a wake a tick after the last) looks at every reply for text and leases due; a round
+        woken between ticks takes what woke it (ends, starts), one after a full round what that left: at 2,000
+        streams a look holds the loop for ms, and each new stream's start woke one (bench/CPU.md).
         """
         with self._lock:
             ended, self._ended = self._ended, []
-            following = [reply for reply in ended if self._replies.get(reply.message_id) is reply]
-            replies = None if self._left else list(self._replies.values())
-        if replies is None:
-            wanted = following + [reply for reply in self._left if reply not in following]
-        else:
-            wanted = self._wanted(replies, at)
+            woken, self._woken = self._woken, []
+            first = [reply for reply in ended if self._replies.get(reply.message_id) is reply]
+            scan = not self._left and (ticked or at - self._scanned_at >= self.tick)
+            replies = list(self._replies.values()) if scan else None
+        if replies is not None:
+            self._scanned_at, wanted = at, self._wanted(replies, at)
+        else:  # between two ticks, or after a full round: what woke it, then what was left
+            first += [r for r in woken if r.start is not None and not r.held and r.final is None and r not in first]
+            wanted = first + [reply for reply in self._left if reply not in first]
         size = next((i for i, reply in enumerate(wanted[:MAX_REPLIES]) if reply.start is None and reply.final is None),
                     MAX_REPLIES)  # starts and ends come first: rounds of them stay large (a burst's CPU)
         size = min(MAX_REPLIES, max(size, MAX_TEXT_REPLIES))

@@ -146,7 +146,7 @@ class ConversationTurn:
         that never opens has its start written with its end; one slow to answer, at the next tick.
         """
         if self._reply is not None:
-            self.writer.wake()
+            self.writer.wake(self._reply)
 
     def _turn_start(self, rows: list[dict[str, Any]]) -> TurnStart:
         """What the writer writes first: the conversation made or touched, the rows (no reference back to this turn)."""

@@ -383,3 +383,33 @@ def test_a_round_of_one_statement_on_postgresql_sends_no_begin_and_no_commit(app
             event.remove(engine, "after_cursor_execute", in_transaction)
         assert seen == ([True, False] if postgresql else [True, True])
         assert [row[1] for row in stored(app, "s0")] == ["Hi", "one two"]
+
+
+def test_a_start_between_two_ticks_is_written_alone_and_the_tick_writes_the_text(app: Flask, monkeypatch: Any) -> None:
+    """A round woken by a new stream's start (its upstream answered) writes that start without looking at every
+    reply for text due: at 2,000 streams each look held the loop for milliseconds, once per new stream. The text
+    of the others goes at the next tick, as it would without the new stream."""
+    with app.app_context():
+        writer, (first, second) = writer_following(app, "w", [["one"], ["uno"]])
+        writer._round(1000.0)  # a tick: both starts, with their text so far
+        first.parts.append(" two")
+        second.parts.append(" dos")
+        looked: list[int] = []
+        monkeypatch.setattr(writer, "_wanted", lambda replies, at: looked.append(len(replies)) or
+                            ReplyWriter._wanted(writer, replies, at))  # fmt: skip
+        start = a_turn(app, "w2", new=True)
+        third = Reply(start.rows[-1]["message_id"], start, {"ending": "streaming"}, "w2")
+        third.parts = ["tres"]
+        writer.begin(third)
+        writer.wake(third)
+        writer._round(1000.5, ticked=False)  # woken half a tick after a tick's look
+        assert looked == []  # not every reply: the start alone
+        assert [row[1] for row in stored(app, "w2")] == ["Hi", "tres"]
+        assert [row[1] for row in stored(app, "w0")] == ["Hi", "one"]  # its text waits for the tick
+        writer._round(1001.0)  # the tick
+        assert looked == [3]
+        assert [row[1] for row in stored(app, "w0")] == ["Hi", "one two"]
+        assert [row[1] for row in stored(app, "w1")] == ["Hi", "uno dos"]
+        writer.wake(third)  # a wake a tick after the last look looks again (wakes that never stop)
+        writer._round(1002.5, ticked=False)
+        assert looked == [3, 3]
