@@ -20,6 +20,8 @@ from pathlib import Path
 from bench.sampler import CLK_TCK
 
 USER = "postgres"
+PINNED = "PostgreSQL pinned to core"
+"""How the note of :func:`database_on_core` begins when it pinned (the report reads it)."""
 
 
 def database_pids() -> list[int]:
@@ -58,7 +60,7 @@ def database_on_core(core: int) -> Iterator[str]:
     Yields a note for the report: what was done, or why not.
     """
     before: dict[int, set[int]] = {}
-    note = f"PostgreSQL pinned to core {core} (the load core) for the run (--pin-database)"
+    note = f"{PINNED} {core} (the load core) for the run (--pin-database)"
     for pid in database_pids():
         try:
             before[pid] = os.sched_getaffinity(pid)

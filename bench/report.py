@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.database_core import PINNED
+
 RESULTS = Path(__file__).resolve().parent / "results"
 COLS = ("scenario", "target", "measured", "direct-path baseline", "difference / ratio", "met")
 
@@ -195,7 +197,7 @@ def markdown(data: dict[str, Any]) -> str:
            f"{m['date']} · {m['nproc']} cores · {m['cpu']} · Python {m['python']} · gevent {m['gevent']} · "
            f"gunicorn {m['gunicorn']} · Flask {m['flask']} · {m['kernel']} · commit {m['commit']}", "",
            "One gunicorn gevent worker pinned to core 1; fake upstream and load client on core 0"
-           + (", and the database (PostgreSQL, this machine's)" if "pinned" in m.get("database", "") else "") + ". "
+           + (", and the database (PostgreSQL, this machine's)" if m.get("database", "").startswith(PINNED) else "") + ". "
            "Every figure is compared with the direct path (the same client reading the fake upstream "
            "directly), measured interleaved in the same run."
            + (" Quick run: reduced sizes (stream counts in the first column); the targets are for the "

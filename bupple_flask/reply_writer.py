@@ -130,11 +130,11 @@ class ReplyWriter:
                 if not self._replies:
                     self._running = False
                     return
-            ticked = False
+            ticked = not more  # replies left over from a full round go next, without waiting
             try:
-                if not more:  # replies left over from a full round go next, without waiting
-                    ticked = True  # unless a wake comes first
-                    ticked = self._wake.get(timeout=self.tick) is not None
+                if ticked:
+                    self._wake.get(timeout=self.tick)
+                    ticked = False  # a wake came before the tick
                 while True:  # one round for everything that woke it meanwhile
                     self._wake.get(timeout=0)
             except QueueEmpty:
